@@ -1,0 +1,1 @@
+"""hydraguard: stops distillation clusters in front of model APIs."""
