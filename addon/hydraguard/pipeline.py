@@ -1,0 +1,261 @@
+"""The request pipeline, free of mitmproxy: request view -> facts -> decision -> log record.
+
+The mitmproxy addon (addon.py) and the offline tools (explain, replay, tests) both drive a
+`Gateway`. Everything that touches the network or the clock comes in through arguments.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import time
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import apis
+from .clientip import ClientIpResolver
+from .decide import Decision, decide
+from .decision_log import DecisionLog, iso_time, truncate_ip
+from .facts import Facts, IPAddress
+from .identity import account_id, api_key_from
+from .policy import Policy
+
+log = logging.getLogger("hydraguard")
+
+DEMO_SECRET = b"hydraguard-demo-secret-change-me"
+HEALTH_PATH = "/__hydraguard/healthz"
+
+
+@dataclass(slots=True)
+class RequestView:
+    """The parts of an HTTP request the pipeline reads."""
+
+    method: str
+    path: str
+    peer: str | None
+    headers: Callable[[str], str | None]  # joined value of a header (case-insensitive) or None
+    body: bytes = b""
+    content_encoding: str = ""
+    request_id: str = ""
+
+
+@dataclass(slots=True)
+class Exchange:
+    """Per-request state carried from the request to the end of its response."""
+
+    facts: Facts
+    decision: Decision
+    started: float
+    decision_us: int
+    body: bytes | None = None  # rewritten request body to forward, if any
+    meter: Any = None  # apis.StreamMeter for a streamed response
+    hide_usage: bool = False
+    logged: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def decode_body(raw: bytes, encoding: str, cap: int) -> tuple[bytes | None, str | None]:
+    """(body, error). gzip/deflate are inflated with a hard size cap (no zip bombs)."""
+    enc = encoding.strip().lower()
+    if enc in ("", "identity"):
+        if len(raw) > cap:
+            return None, "too_large"
+        return raw, None
+    if enc in ("gzip", "x-gzip", "deflate"):
+        wbits = 47 if enc != "deflate" else 15  # 47: auto-detect gzip/zlib header
+        try:
+            d = zlib.decompressobj(wbits)
+            out = d.decompress(raw, cap + 1)
+            if len(out) > cap or d.unconsumed_tail:
+                return None, "too_large"
+            return out, None
+        except zlib.error:
+            if enc == "deflate":
+                try:
+                    d = zlib.decompressobj(-15)
+                    out = d.decompress(raw, cap + 1)
+                    if len(out) > cap or d.unconsumed_tail:
+                        return None, "too_large"
+                    return out, None
+                except zlib.error:
+                    pass
+            return None, f"request body is not valid {enc}"
+    return None, f"unsupported content-encoding {enc!r}"
+
+
+def _ip(value: str | None) -> IPAddress | None:
+    if not value:
+        return None
+    try:
+        ip = ipaddress.ip_address(value.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        return ip.ipv4_mapped
+    return ip
+
+
+class Gateway:
+    """One loaded policy plus the adapters it needs (GeoIP, state, log)."""
+
+    def __init__(self, policy: Policy, *, log_path: str | None = None,
+                 secret: bytes | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.policy = policy
+        self.clock = clock
+        s = policy.settings
+        env_secret = os.environ.get(s.account_secret_env, "")
+        if secret is None and not env_secret:
+            log.warning("hydraguard: %s is not set; using the demo account secret "
+                        "(account hashes are predictable)", s.account_secret_env)
+        self.secret = secret or env_secret.encode() or DEMO_SECRET
+        self.resolver = ClientIpResolver(s.trusted_proxies, s.client_ip_headers)
+        lp = log_path if log_path else policy.log.path
+        self.log = DecisionLog(lp, policy.log.max_bytes, policy.log.backups)
+
+    def close(self) -> None:
+        self.log.close()
+
+    # -- request side -------------------------------------------------------------------
+    def gather(self, req: RequestView) -> Facts:
+        """Facts of a request: caller, account, API, model, stream, token estimate."""
+        peer = _ip(req.peer)
+        client, source = self.resolver.resolve(peer, req.headers)
+        api = apis.api_for_path(req.method, req.path)
+        key = api_key_from(req.headers)
+        facts = Facts(
+            request_id=req.request_id,
+            method=req.method,
+            path=req.path.split("?", 1)[0],
+            peer_ip=peer,
+            client_ip=client,
+            client_ip_source=source,
+            account=account_id(self.secret, key) if key else None,
+            api=api,
+            provider=apis.provider_of(api) if api else apis.provider_for_request(
+                req.path, req.headers),
+            user_agent=(req.headers("user-agent") or "")[:200],
+        )
+        if api is None:
+            return facts
+        body, err = decode_body(req.body, req.content_encoding,
+                                self.policy.settings.max_body_bytes)
+        if body is None:
+            facts.body_error = err
+            return facts
+        parsed = apis.parse_request(api, body)
+        facts.model = parsed.model
+        facts.stream = parsed.stream
+        facts.max_output = parsed.max_output
+        facts.input_tokens_est = parsed.input_tokens_est
+        facts.body_error = parsed.error
+        return facts
+
+    def begin(self, req: RequestView) -> Exchange:
+        """Gather facts and decide. The caller answers `denial()` when `decision.enforced`."""
+        t0 = time.perf_counter_ns()
+        facts = self.gather(req)
+        if facts.body_error == "too_large":
+            decision = Decision("deny", "body_too_large",
+                                f"request body exceeds {self.policy.settings.max_body_bytes} "
+                                "bytes", kind="too_large")
+        else:
+            decision = decide(facts, self.policy)
+        ex = Exchange(facts, decision, self.clock(), 0)
+        if not decision.enforced and facts.api == apis.OPENAI_CHAT and facts.stream:
+            parsed_body, _ = decode_body(req.body, req.content_encoding,
+                                         self.policy.settings.max_body_bytes)
+            new = apis.with_include_usage(parsed_body) if parsed_body else None
+            if new is not None:
+                ex.body, ex.hide_usage = new, True
+        ex.decision_us = (time.perf_counter_ns() - t0) // 1000
+        return ex
+
+    def denial(self, ex: Exchange) -> tuple[int, bytes, dict[str, str]]:
+        """The provider-format error response for an enforced decision."""
+        d, f = ex.decision, ex.facts
+        kind = d.kind or "permission"
+        return apis.error_response(f.api, f.provider, kind, d.reason, request_id=f.request_id,
+                                   retry_after=d.retry_after_s)
+
+    # -- response side ------------------------------------------------------------------
+    def stream_meter(self, ex: Exchange) -> Any:
+        """A StreamMeter for a streamed model response (None for other requests)."""
+        if ex.facts.api is None:
+            return None
+        ex.meter = apis.make_stream_meter(ex.facts.api, hide_usage_chunk=ex.hide_usage)
+        return ex.meter
+
+    def finish(self, ex: Exchange, *, status: int | None, body: bytes | None = None,
+               error: str | None = None, answered_by_proxy: bool = False) -> dict[str, Any]:
+        """Close the books on a request and write its log line (once)."""
+        usage = None
+        usage_source = None
+        if ex.meter is not None:
+            usage = ex.meter.usage
+            usage_source = "stream" if ex.meter.usage_reported else "stream_estimate"
+        elif body and ex.facts.api is not None and status is not None and status < 400:
+            usage = apis.usage_from_json(ex.facts.api, body)
+            usage_source = "json" if usage is not None else None
+        record = self.record(ex, status=status, usage=usage, usage_source=usage_source,
+                             error=error, answered_by_proxy=answered_by_proxy)
+        if not ex.logged:
+            ex.logged = True
+            self.log.write(record)
+        return record
+
+    def record(self, ex: Exchange, *, status: int | None, usage: Any, usage_source: str | None,
+               error: str | None, answered_by_proxy: bool) -> dict[str, Any]:
+        """The decision log line for an exchange (no key, no prompt text)."""
+        f, d = ex.facts, ex.decision
+        trunc = self.policy.log.truncate_ip
+        rec: dict[str, Any] = {
+            "ts": iso_time(ex.started),
+            "request_id": f.request_id,
+            "client_ip": truncate_ip(f.client_ip) if trunc else (
+                str(f.client_ip) if f.client_ip else None),
+            "client_ip_source": f.client_ip_source,
+            "peer_ip": truncate_ip(f.peer_ip) if trunc else (
+                str(f.peer_ip) if f.peer_ip else None),
+            "account": f.account,
+            "method": f.method,
+            "path": f.path,
+            "api": f.api,
+            "model": f.model,
+            "stream": f.stream,
+            "max_output": f.max_output,
+            "input_tokens_est": f.input_tokens_est,
+            "action": d.action,
+            "rule": d.rule,
+            "reason": d.reason,
+            "shadow": d.shadow,
+            "shadow_rules": list(d.shadow_rules),
+            "enforced": d.enforced,
+            "status": status,
+            "upstream_status": None if answered_by_proxy else status,
+            "input_tokens": usage.total_input if usage is not None else None,
+            "output_tokens": usage.output_tokens if usage is not None else None,
+            "usage_source": usage_source,
+            "decision_us": ex.decision_us,
+            "duration_ms": round((self.clock() - ex.started) * 1000, 3),
+        }
+        if f.body_error:
+            rec["body_error"] = f.body_error
+        if f.geo is not None:
+            rec["geo"] = f.geo.to_log()
+        if f.signals:
+            rec["signals"] = f.signals
+        if f.cluster is not None:
+            rec["cluster"] = f.cluster
+        if error:
+            rec["error"] = error
+        rec.update(ex.extra)
+        return rec
+
+
+def header_getter(pairs: Mapping[str, str]) -> Callable[[str], str | None]:
+    """A case-insensitive header lookup over a plain mapping (for tools and tests)."""
+    lowered = {k.lower(): v for k, v in pairs.items()}
+    return lowered.get

@@ -1,0 +1,63 @@
+"""The validated, immutable policy: what the decision core reads."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+from .conditions import Condition
+from .yamlpos import Where
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+ACTIONS = ("allow", "deny", "throttle")
+DENY_KINDS = ("permission", "region")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Global proxy behaviour (`settings:` section)."""
+
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    client_ip_headers: tuple[str, ...] = ("forwarded", "x-forwarded-for")
+    account_secret_env: str = "HYDRAGUARD_ACCOUNT_SECRET"
+    non_model_paths: str = "pass"
+    max_body_bytes: int = 16 * 1024 * 1024
+    bad_body: str = "deny"
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    """Decision log (`log:` section)."""
+
+    path: str = "-"
+    max_bytes: int = 100 * 1024 * 1024
+    backups: int = 5
+    truncate_ip: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One access rule: when `when` holds, take `action`."""
+
+    id: str
+    action: str
+    when: Condition | None = None
+    shadow: bool = False
+    reason: str = ""
+    deny_as: str = "permission"
+    retry_after_s: float = 60.0
+    description: str = ""
+    where: Where | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A whole, valid rules file set."""
+
+    settings: Settings = Settings()
+    log: LogSettings = LogSettings()
+    rules: tuple[Rule, ...] = ()
+    sources: tuple[str, ...] = ()
+    sections: dict[str, Any] = field(default_factory=dict, compare=False)
