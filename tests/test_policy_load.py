@@ -62,7 +62,7 @@ def test_missing_required_keys_and_types():
     assert errors_of("rules:\n  - when: {stream: 3}\n") == [
         "r.yaml:2:5: rules[0]: missing required key 'action'",
         "r.yaml:2:5: rules[0]: missing required key 'id'",
-        "r.yaml:2:13: rules[0].when.stream: expected true or false, got a number (3)",
+        "r.yaml:2:20: rules[0].when.stream: expected true or false, got a number (3)",
     ]
 
 
