@@ -1,0 +1,28 @@
+"""GeoIP for hydraguard: country / subdivision / ASN / anonymizer facts about a client IP.
+
+    from hydraguard.geo import GeoDatabases
+    geo = GeoDatabases({"location": "geoip/demo-city.mmdb", "asn": "geoip/demo-asn.mmdb",
+                        "anonymous": "geoip/demo-anonymous-ip.mmdb"})
+    info = geo.lookup("192.0.2.130")   # GeoInfo(country="UA", subdivisions=("UA-43",), ...)
+
+See geoip/README.md for the supported databases and layouts.
+"""
+
+from .addresses import is_private_address, parse_ip
+from .info import PRIVATE, UNKNOWN, GeoInfo
+from .layouts import LAYOUT_ROLES, ROLES, detect_layout
+from .readers import GeoDatabaseError, GeoDatabases, open_checked
+
+__all__ = [
+    "LAYOUT_ROLES",
+    "PRIVATE",
+    "ROLES",
+    "UNKNOWN",
+    "GeoDatabaseError",
+    "GeoDatabases",
+    "GeoInfo",
+    "detect_layout",
+    "is_private_address",
+    "open_checked",
+    "parse_ip",
+]

@@ -1,0 +1,180 @@
+"""Bare mitmdump vs hydraguard in one run, same stand-in upstream.
+
+    .venv/bin/python bench/run.py [--seconds 5] [--rules rules/default.yaml]
+
+Prints a markdown table: requests/s at 1, 8 and 32 connections, p50/p99 latency, SSE time to
+first event, peak RSS of each proxy, and hydraguard's ratio to bare mitmdump.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.proxyproc import free_port, upstream, wait_until  # noqa: E402
+
+BODY = json.dumps({"model": "claude-haiku-4", "max_tokens": 16,
+                   "messages": [{"role": "user", "content": "Say hello in five words."}]}).encode()
+
+
+def request_bytes(port: int, stream: bool = False) -> bytes:
+    body = BODY if not stream else BODY.replace(b'"max_tokens"', b'"stream":true,"max_tokens"')
+    return (f"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            "x-api-key: sk-bench-key\r\nanthropic-version: 2023-06-01\r\n"
+            "content-type: application/json\r\n"
+            f"content-length: {len(body)}\r\n\r\n").encode() + body
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, float | None]:
+    """Read one HTTP/1.1 response; returns (status, seconds to first body byte or None)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in
+               (line.partition(b":") for line in head.split(b"\r\n")[1:] if line)}
+    if b"content-length" in headers:
+        await reader.readexactly(int(headers[b"content-length"]))
+        return status, None
+    first: float | None = None
+    while True:  # chunked
+        size_line = await reader.readuntil(b"\r\n")
+        size = int(size_line.strip().split(b";")[0], 16)
+        if first is None:
+            first = time.perf_counter()
+        data = await reader.readexactly(size + 2)
+        if size == 0:
+            return status, first
+        del data
+
+
+async def load(port: int, conns: int, seconds: float) -> tuple[float, list[float]]:
+    payload = request_bytes(port)
+    lat: list[float] = []
+    stop = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.perf_counter() < stop:
+                t0 = time.perf_counter()
+                writer.write(payload)
+                status, _ = await read_response(reader)
+                if status != 200:
+                    raise RuntimeError(f"status {status}")
+                lat.append(time.perf_counter() - t0)
+        finally:
+            writer.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(conns)))
+    return len(lat) / (time.perf_counter() - t0), lat
+
+
+async def ttfe(port: int, n: int) -> list[float]:
+    payload = request_bytes(port, stream=True)
+    out = []
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for _ in range(n):
+        t0 = time.perf_counter()
+        writer.write(payload)
+        status, first = await read_response(reader)
+        assert status == 200 and first is not None
+        out.append(first - t0)
+    writer.close()
+    return out
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p * len(xs)))] * 1000
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start(cmd: list[str], port: int) -> subprocess.Popen:
+    import httpx
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "HYDRAGUARD_ACCOUNT_SECRET": "bench"})
+
+    def ready() -> bool:
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/messages", content=BODY,
+                       headers={"x-api-key": "k"}, timeout=2)
+        return r.status_code == 200
+
+    wait_until(ready, 30, f"proxy on {port}")
+    return proc
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--rules", default=str(ROOT / "rules" / "default.yaml"))
+    a = ap.parse_args()
+    mitmdump = str(Path(sys.executable).parent / "mitmdump")
+    results: dict[str, dict[str, float]] = {}
+    with upstream() as up, tempfile.TemporaryDirectory() as d:
+        bare_port, hg_port = free_port(), free_port()
+        common = ["--listen-host", "127.0.0.1", "--set", "flow_detail=0",
+                  "--set", "termlog_verbosity=warn", "--set", "connection_strategy=lazy"]
+        bare = start([mitmdump, "--mode", f"reverse:{up.url}", "--listen-port", str(bare_port),
+                      *common], bare_port)
+        hg = start([sys.executable, "-m", "hydraguard", "run", "--upstream", up.url,
+                    "--listen", f"127.0.0.1:{hg_port}", "--rules", a.rules,
+                    "--log", f"{d}/decisions.jsonl"], hg_port)
+        try:
+            for port in (bare_port, hg_port):
+                asyncio.run(load(port, 8, 1.0))  # warm-up
+            for conns in (1, 8, 32):
+                for name, port in (("bare mitmdump", bare_port), ("hydraguard", hg_port)):
+                    rps, lat = asyncio.run(load(port, conns, a.seconds))
+                    r = results.setdefault(name, {})
+                    r[f"rps@{conns}"] = rps
+                    r[f"p50@{conns}"] = pct(lat, 0.50)
+                    r[f"p99@{conns}"] = pct(lat, 0.99)
+            for name, port in (("bare mitmdump", bare_port), ("hydraguard", hg_port)):
+                t = asyncio.run(ttfe(port, 200))
+                results[name]["ttfe_p50"] = statistics.median(t) * 1000
+                results[name]["ttfe_p99"] = pct(t, 0.99)
+            results["bare mitmdump"]["rss"] = peak_rss_mb(bare.pid)
+            results["hydraguard"]["rss"] = peak_rss_mb(hg.pid)
+            lines = len(Path(f"{d}/decisions.jsonl").read_text().splitlines())
+        finally:
+            for p in (bare, hg):
+                p.terminate()
+                p.wait(10)
+    b, h = results["bare mitmdump"], results["hydraguard"]
+    rows = [(k, b[k], h[k]) for k in b]
+    print(f"# bench/run.py, {a.seconds:g}s per cell, {os.cpu_count()} cores, "
+          f"Python {sys.version.split()[0]}; hydraguard wrote {lines} decision lines\n")
+    print("| metric | bare mitmdump | hydraguard | ratio / delta |")
+    print("|---|---:|---:|---:|")
+    for k, bv, hv in rows:
+        if k.startswith("rps"):
+            extra = f"{hv / bv:.1%}"
+        elif k == "rss":
+            extra = f"+{hv - bv:.1f} MB"
+        else:
+            extra = f"{hv - bv:+.2f} ms"
+        unit = " MB" if k == "rss" else ("" if k.startswith("rps") else " ms")
+        fmt = ".0f" if k.startswith("rps") else ".2f"
+        print(f"| {k} | {bv:{fmt}}{unit} | {hv:{fmt}}{unit} | {extra} |")
+
+
+if __name__ == "__main__":
+    main()
