@@ -9,6 +9,7 @@ from pathlib import Path
 
 from mitmproxy import exceptions, http
 
+from .geo import GeoDatabaseError
 from .pipeline import HEALTH_PATH, Exchange, Gateway, RequestView
 from .policy import PolicyError, load_policy
 
@@ -72,7 +73,10 @@ class HydraGuard:
         except PolicyError as e:
             raise exceptions.OptionsError(f"hydraguard: invalid rules:\n{e}") from e
         old = self.gateway
-        self.gateway = Gateway(policy, log_path=ctx.options.hydraguard_log or None)
+        try:
+            self.gateway = Gateway(policy, log_path=ctx.options.hydraguard_log or None)
+        except (GeoDatabaseError, OSError) as e:
+            raise exceptions.OptionsError(f"hydraguard: {e}") from e
         if old is not None:
             old.close()
         log.info("hydraguard: loaded %d rule(s) from %s", len(policy.rules), path)

@@ -48,6 +48,15 @@ def cmd_run(a: argparse.Namespace) -> int:
     except PolicyError as e:
         print(f"hydraguard: invalid rules, not starting:\n{e}", file=sys.stderr)
         return 2
+    try:
+        from .pipeline import open_geo
+
+        geo = open_geo(policy)
+        if geo is not None:
+            geo.close()
+    except Exception as e:  # GeoDatabaseError, OSError: say which file and stop
+        print(f"hydraguard: cannot open GeoIP databases, not starting: {e}", file=sys.stderr)
+        return 2
     body_limit = policy.settings.max_body_bytes * 2
     extra = ["--set", f"body_size_limit={body_limit}"]
     if a.certs:

@@ -20,6 +20,7 @@ from .clientip import ClientIpResolver
 from .decide import Decision, decide
 from .decision_log import DecisionLog, iso_time, truncate_ip
 from .facts import Facts, IPAddress
+from .geo import GeoDatabases
 from .identity import account_id, api_key_from
 from .policy import Policy
 
@@ -98,6 +99,15 @@ def _ip(value: str | None) -> IPAddress | None:
     return ip
 
 
+def open_geo(policy: Policy) -> GeoDatabases | None:
+    """Open the policy's GeoIP databases. Raises GeoDatabaseError naming a bad file."""
+    g = policy.geoip
+    if g is None or not g.paths:
+        return None
+    return GeoDatabases(dict(g.paths), optional=g.optional, check_interval=g.reload_interval,
+                        cache_size=g.cache_size)
+
+
 class Gateway:
     """One loaded policy plus the adapters it needs (GeoIP, state, log)."""
 
@@ -112,11 +122,14 @@ class Gateway:
                         "(account hashes are predictable)", s.account_secret_env)
         self.secret = secret or env_secret.encode() or DEMO_SECRET
         self.resolver = ClientIpResolver(s.trusted_proxies, s.client_ip_headers)
+        self.geo = open_geo(policy)
         lp = log_path if log_path else policy.log.path
         self.log = DecisionLog(lp, policy.log.max_bytes, policy.log.backups)
 
     def close(self) -> None:
         self.log.close()
+        if self.geo is not None:
+            self.geo.close()
 
     # -- request side -------------------------------------------------------------------
     def gather(self, req: RequestView) -> Facts:
@@ -138,6 +151,10 @@ class Gateway:
                 req.path, req.headers),
             user_agent=(req.headers("user-agent") or "")[:200],
         )
+        if self.geo is not None and client is not None:
+            facts.geo = self.geo.lookup(client)
+            if facts.geo.country_mismatch:
+                facts.signals["geo.country_mismatch"] = True
         if api is None:
             return facts
         body, err = decode_body(req.body, req.content_encoding,

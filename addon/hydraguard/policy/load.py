@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from .conditions import ConditionSpec
-from .model import ACTIONS, DENY_KINDS, LogSettings, Policy, Rule, Settings
+from .model import ACTIONS, DENY_KINDS, GeoSettings, LogSettings, Policy, Rule, Settings
+from .regions import GEOIP, REGION, compile_region
 from .schema import (
     INVALID,
     Bool,
@@ -81,11 +82,15 @@ RULE = Struct(
                         doc="Decide and log, but let the request through."),
         "reason": Field(Str(non_empty=False), default="",
                         doc="Message returned to the client and logged."),
-        "deny_as": Field(Str(choices=DENY_KINDS), default="permission",
+        "deny_as": Field(Str(choices=DENY_KINDS),
                          doc="Error flavour of a deny: permission, or region "
-                         "(OpenAI unsupported_country_region_territory)."),
+                         "(OpenAI unsupported_country_region_territory). Default: region "
+                         "for rules with `region`, else permission."),
         "retry_after": Field(Num(min=1, max=86400), default=60,
                              doc="Seconds in retry-after for a throttle rule."),
+        "region": Field(REGION, doc=REGION.doc),
+        "exempt": Field(ConditionSpec(), doc="Condition under which this rule is skipped "
+                        "(e.g. {account: [...]} or {client_ip: [...]})."),
     },
 )
 
@@ -95,6 +100,7 @@ ROOT = Struct(
         "version": Field(Int(min=1, max=1), default=1, doc="Rules format version (1)."),
         "settings": Field(SETTINGS, default=None, doc=SETTINGS.doc),
         "log": Field(LOG, default=None, doc=LOG.doc),
+        "geoip": Field(GEOIP, doc=GEOIP.doc),
         "rules": Field(ListOf(RULE), default=(), doc=RULE.doc),
     },
 )
@@ -139,11 +145,23 @@ def _rules(items: Any, errors: Errors) -> tuple[Rule, ...]:
         seen[c["id"]] = c.at("id")
         out.append(Rule(
             id=c["id"], action=c["action"], when=c["when"], shadow=c["shadow"],
-            reason=c["reason"] or f"request refused by rule {c['id']}",
-            deny_as=c["deny_as"], retry_after_s=float(c["retry_after"]),
+            reason=c["reason"],
+            deny_as=c["deny_as"] or ("region" if c["region"] else "permission"),
+            retry_after_s=float(c["retry_after"]),
             description=c["description"], where=c.where,
+            region=compile_region(c["region"]) if c["region"] else None,
+            exempt=c["exempt"],
         ))
     return tuple(out)
+
+
+def _geoip(c: dict[str, Any] | None, base: Path) -> GeoSettings | None:
+    if c is None:
+        return None
+    paths = tuple((role, str((base / c[role]).resolve()) if not os.path.isabs(c[role])
+                   else c[role]) for role in ("location", "asn", "anonymous") if c.get(role))
+    return GeoSettings(paths=paths, optional=c["optional"],
+                       reload_interval=float(c["reload_interval"]), cache_size=c["cache_size"])
 
 
 def parse_policy(text: str, filename: str = "<rules>") -> Policy:
@@ -163,6 +181,7 @@ def parse_policy(text: str, filename: str = "<rules>") -> Policy:
         settings=_settings(checked["settings"]),
         log=_log(checked["log"]),
         rules=rules,
+        geoip=_geoip(checked["geoip"], Path(filename).resolve().parent),
         sources=(filename,),
         sections=dict(checked),
     )

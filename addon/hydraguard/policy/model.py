@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .conditions import Condition
+from .regions import RegionSpec
 from .yamlpos import Where
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -49,7 +50,19 @@ class Rule:
     deny_as: str = "permission"
     retry_after_s: float = 60.0
     description: str = ""
+    region: RegionSpec | None = None
+    exempt: Condition | None = None
     where: Where | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class GeoSettings:
+    """GeoIP databases (`geoip:` section); paths already resolved."""
+
+    paths: tuple[tuple[str, str], ...] = ()  # (role, path)
+    optional: bool = False
+    reload_interval: float = 2.0
+    cache_size: int = 65536
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,5 +72,6 @@ class Policy:
     settings: Settings = Settings()
     log: LogSettings = LogSettings()
     rules: tuple[Rule, ...] = ()
+    geoip: GeoSettings | None = None
     sources: tuple[str, ...] = ()
     sections: dict[str, Any] = field(default_factory=dict, compare=False)
