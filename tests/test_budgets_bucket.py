@@ -55,7 +55,7 @@ def remaining(result_or_states):
 
 
 async def test_reserve_within_limit_reports_states(make_state):
-    st, clock = make_state()
+    st, _clock = make_state()
     r = await st.reserve("acct:a", (M, H), 60)
     assert r.ok and not r.never_fits and not r.degraded
     assert r.retry_after_s == 0.0
@@ -68,7 +68,7 @@ async def test_reserve_within_limit_reports_states(make_state):
 
 
 async def test_peek_unknown_key_is_full_and_changes_nothing(make_state):
-    st, clock = make_state()
+    st, _clock = make_state()
     states = await st.peek("nobody", (M, H))
     assert remaining(states) == {"minute": 100.0, "hour": 150.0}
     assert [w.reset_s for w in states] == [0.0, 0.0]
@@ -123,7 +123,7 @@ async def test_multi_window_all_or_nothing(make_state):
 
 
 async def test_retry_after_is_max_over_windows(make_state):
-    st, clock = make_state()
+    st, _clock = make_state()
     tight = WindowSpec("tight", 10, 10.0)  # 1 token/s
     slow = WindowSpec("slow", 20, 100.0)  # 0.2 token/s
     assert (await st.reserve("k", (tight, slow), 10)).ok
@@ -136,7 +136,7 @@ async def test_retry_after_is_max_over_windows(make_state):
 
 
 async def test_never_fits(make_state):
-    st, clock = make_state()
+    st, _clock = make_state()
     r = await st.reserve("k", (M, H), 101)
     assert not r.ok and r.never_fits and r.reservation is None
     assert r.retry_after_s == 60.0
@@ -148,7 +148,7 @@ async def test_never_fits(make_state):
 
 
 async def test_commit_refunds_difference(make_state):
-    st, clock = make_state()
+    st, _clock = make_state()
     r = await st.reserve("k", (M, H), 80)
     assert await st.commit(r.reservation, 30) is True
     assert remaining(await st.peek("k", (M, H))) == {"minute": 70.0, "hour": 120.0}
@@ -168,7 +168,7 @@ async def test_commit_charges_extra_and_goes_negative(make_state):
 
 
 async def test_commit_equal_amount_keeps_level(make_state):
-    st, clock = make_state()
+    st, _clock = make_state()
     r = await st.reserve("k", (M,), 40)
     assert await st.commit(r.reservation, 40)
     assert remaining(await st.peek("k", (M,))) == {"minute": 60.0}
@@ -183,14 +183,14 @@ async def test_commit_after_refill_clamps_at_full(make_state):
 
 
 async def test_release_returns_everything(make_state):
-    st, clock = make_state()
+    st, _clock = make_state()
     r = await st.reserve("k", (M, H), 70)
     assert await st.release(r.reservation) is True
     assert remaining(await st.peek("k", (M, H))) == {"minute": 100.0, "hour": 150.0}
 
 
 async def test_commit_and_release_are_idempotent(make_state):
-    st, clock = make_state()
+    st, _clock = make_state()
     r1 = await st.reserve("k", (M,), 40)
     r2 = await st.reserve("k", (M,), 40)
     assert await st.commit(r1.reservation, 10) is True
@@ -204,7 +204,7 @@ async def test_commit_and_release_are_idempotent(make_state):
 
 
 async def test_commit_through_other_replica(make_state):
-    a, clock = make_state()
+    a, _clock = make_state()
     b, _ = make_state()
     r = await a.reserve("k", (M,), 60)
     assert await b.commit(r.reservation, 20) is True
@@ -213,21 +213,21 @@ async def test_commit_through_other_replica(make_state):
 
 
 async def test_keys_are_independent(make_state):
-    st, clock = make_state()
+    st, _clock = make_state()
     assert (await st.reserve("a", (M,), 100)).ok
     assert (await st.reserve("b", (M,), 100)).ok
     assert not (await st.reserve("a", (M,), 1)).ok
 
 
 async def test_awkward_keys_work(make_state):
-    st, clock = make_state()
+    st, _clock = make_state()
     for key in ("with space", "{brace}", "ü" * 300, "a|b=c"):
         assert (await st.reserve(key, (M,), 100)).ok
         assert not (await st.reserve(key, (M,), 1)).ok
 
 
 async def test_zero_amount_and_validation(make_state):
-    st, clock = make_state()
+    st, _clock = make_state()
     assert (await st.reserve("k", (M,), 0)).ok
     assert (await st.reserve("k", (M,), 100)).ok
     assert (await st.reserve("k", (M,), 0)).ok  # level == limit still admits 0

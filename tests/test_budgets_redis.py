@@ -10,7 +10,7 @@ import time
 import pytest
 import redis
 
-from hydraguard.budgets import RedisBudgetState, WindowSpec, make_budget_state
+from hydraguard.budgets import MemoryBudgetState, RedisBudgetState, WindowSpec, make_budget_state
 
 try:
     from redis_util import (
@@ -59,17 +59,22 @@ async def test_key_layout_hash_tag_and_ttls(redis_prefix):
         assert r.ok
         keys = keys_with_prefix(url, prefix)
         base = f"{prefix}:{{account=a1|model=x}}:"
-        assert keys == sorted([f"{base}w:minute", f"{base}w:day", f"{base}r:{r.reservation.id}"])
-        c = redis.Redis.from_url(url)
+        assert keys == sorted([f"{base}b", f"{base}r:{r.reservation.id}"])
+        c = redis.Redis.from_url(url, decode_responses=True)
         try:
-            assert 60_000 <= c.pttl(f"{base}w:minute") <= 61_000
-            assert 86_400_000 <= c.pttl(f"{base}w:day") <= 86_401_000
+            assert set(c.hkeys(f"{base}b")) == {"minute:u", "minute:t", "day:u", "day:t"}
+            assert 86_400_000 <= c.pttl(f"{base}b") <= 86_401_000  # longest period + 1 s
             assert 590_000 <= c.pttl(f"{base}r:{r.reservation.id}") <= 600_000
-            assert await st.commit(r.reservation, 150)  # overcharge: level 150, limit 100
-            # the minute window now needs 90 s (> period) to drain: the TTL follows (+1 s)
-            assert 90_000 <= c.pttl(f"{base}w:minute") <= 91_000
+            assert await st.commit(r.reservation, 5)
             assert not c.exists(f"{base}r:{r.reservation.id}")
-            # every key has a TTL
+            # minute window only: TTL >= period, and follows an overcharge while it drains
+            r = await st.reserve("solo", (M,), 10)
+            assert 60_000 <= c.pttl(f"{prefix}:{{solo}}:b") <= 61_000
+            assert await st.commit(r.reservation, 150)  # level 150 in a 100/60 s bucket
+            assert 90_000 <= c.pttl(f"{prefix}:{{solo}}:b") <= 91_000  # 90 s to drain, +1 s
+            # a later, smaller need never shortens the TTL
+            r = await st.reserve("account=a1|model=x", (M,), 1)
+            assert c.pttl(f"{base}b") > 86_000_000
             assert all(c.pttl(k) > 0 for k in keys_with_prefix(url, prefix))
         finally:
             c.close()
@@ -83,7 +88,7 @@ async def test_unsafe_cluster_key_is_hashed_into_one_hash_tag(redis_prefix):
     try:
         assert (await st.reserve("evil}{key with spaces", (M, D), 1)).ok
         keys = keys_with_prefix(url, prefix)
-        assert len(keys) == 3
+        assert len(keys) == 2
         for k in keys:
             assert k.count("{") == 1 and k.count("}") == 1 and " " not in k
         assert len({k.split("}")[0] for k in keys}) == 1
@@ -149,8 +154,9 @@ async def test_two_replicas_200_concurrent_never_overspend(redis_prefix, overrun
 async def test_redis_down_answers_per_on_error_and_logs_once(mode, caplog):
     caplog.set_level(logging.INFO, logger="hydraguard.state")
     url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
-    st = RedisBudgetState(url, prefix=unique_prefix(), timeout_ms=50, on_error=mode,
-                          clock=FakeClock())
+    st = RedisBudgetState(
+        url, prefix=unique_prefix(), timeout_ms=50, on_error=mode, clock=FakeClock()
+    )
     try:
         t0 = time.perf_counter()
         results = [await st.reserve("k", (M,), 10) for _ in range(100)]
@@ -184,9 +190,14 @@ async def test_operation_bounded_by_timeout_ms(caplog):
 
     server = await asyncio.start_server(black_hole, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    st = RedisBudgetState(f"redis://127.0.0.1:{port}/0", prefix=unique_prefix(),
-                          timeout_ms=50, on_error="closed", down_backoff_s=0.0,
-                          clock=FakeClock())
+    st = RedisBudgetState(
+        f"redis://127.0.0.1:{port}/0",
+        prefix=unique_prefix(),
+        timeout_ms=50,
+        on_error="closed",
+        down_backoff_s=0.0,
+        clock=FakeClock(),
+    )
     try:
         for _ in range(3):
             t0 = time.perf_counter()
@@ -203,8 +214,14 @@ async def test_operation_bounded_by_timeout_ms(caplog):
 async def test_recovers_when_redis_comes_back(caplog):
     caplog.set_level(logging.INFO, logger="hydraguard.state")
     with redis_server() as srv:
-        st = RedisBudgetState(srv.url, prefix="hg", timeout_ms=200, on_error="closed",
-                              down_backoff_s=0.1, clock=FakeClock())
+        st = RedisBudgetState(
+            srv.url,
+            prefix="hg",
+            timeout_ms=200,
+            on_error="closed",
+            down_backoff_s=0.1,
+            clock=FakeClock(),
+        )
         try:
             r = await st.reserve("k", (M,), 10)
             assert r.ok and not r.degraded
@@ -234,3 +251,50 @@ async def test_make_budget_state_redis_uri(redis_prefix):
         await st.close()
     with pytest.raises(ValueError):
         make_budget_state(url, on_error="maybe")
+
+
+async def test_lua_scripts_match_python_math(redis_prefix):
+    """Differential test: a random operation sequence gives the same results (to 1e-6) on the
+    Redis backend (Lua) and the memory backend (Python)."""
+    url, prefix = redis_prefix
+    clock = FakeClock(0.0)
+    mem = MemoryBudgetState(clock=clock)
+    red = RedisBudgetState(url, prefix=prefix, timeout_ms=2000, on_error="closed", clock=clock)
+    ws = (WindowSpec("a", 100, 60.0), WindowSpec("b", 300, 600.0), WindowSpec("c", 37, 7.5))
+    rng = random.Random(7)
+    open_res: list[tuple[object, object]] = []
+    try:
+        for _ in range(300):
+            clock.advance(rng.choice([0.0, 0.1, 1.3, 5.0, 20.0]))
+            op = rng.random()
+            if op < 0.6 or not open_res:
+                amount = rng.randint(0, 45)
+                rm = await mem.reserve("k", ws, amount)
+                rr = await red.reserve("k", ws, amount)
+                assert (rm.ok, rm.never_fits) == (rr.ok, rr.never_fits)
+                assert rm.retry_after_s == pytest.approx(rr.retry_after_s, abs=1e-6)
+                for a, b in zip(rm.windows, rr.windows, strict=True):
+                    assert a.remaining == pytest.approx(b.remaining, abs=1e-6)
+                    assert a.reset_s == pytest.approx(b.reset_s, abs=1e-6)
+                if rm.ok:
+                    open_res.append((rm.reservation, rr.reservation))
+            else:
+                res_m, res_r = open_res.pop(rng.randrange(len(open_res)))
+                actual = rng.randint(0, 60)
+                assert await mem.commit(res_m, actual) == await red.commit(res_r, actual)
+            pm = await mem.peek("k", ws)
+            pr = await red.peek("k", ws)
+            for a, b in zip(pm, pr, strict=True):
+                assert a.remaining == pytest.approx(b.remaining, abs=1e-6)
+    finally:
+        await red.close()
+
+
+def test_require_redis_skips_or_fails(monkeypatch):
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    monkeypatch.delenv("HYDRAGUARD_REQUIRE_REDIS", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="unreachable"):
+        require_redis(dead)
+    monkeypatch.setenv("HYDRAGUARD_REQUIRE_REDIS", "1")
+    with pytest.raises(pytest.fail.Exception, match="HYDRAGUARD_REQUIRE_REDIS=1"):
+        require_redis(dead)

@@ -53,8 +53,11 @@ def test_all_known_attributes_accepted():
     assert k.count("=v") == len(names)
 
 
-@given(st.dictionaries(st.sampled_from(sorted(CLUSTER_KEY_ATTRS)),
-                       st.one_of(st.none(), st.text(max_size=200))))
+@given(
+    st.dictionaries(
+        st.sampled_from(sorted(CLUSTER_KEY_ATTRS)), st.one_of(st.none(), st.text(max_size=200))
+    )
+)
 def test_keys_are_redis_safe_and_injective_per_value(attrs):
     template = tuple(sorted(CLUSTER_KEY_ATTRS))
     k = cluster_key(template, attrs)

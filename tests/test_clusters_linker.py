@@ -172,8 +172,13 @@ def test_memory_bound_with_100k_accounts():
     t0 = time.perf_counter()
     for i in range(100_000):
         # groups of 8 accounts per IP (linked), every account also a unique-ish template
-        lk.observe(f"user{i}", {"ip": f"10.{i // 8 // 65536 % 256}.{i // 8 // 256 % 256}."
-                                      f"{i // 8 % 256}", "template": f"t{i}"})
+        lk.observe(
+            f"user{i}",
+            {
+                "ip": f"10.{i // 8 // 65536 % 256}.{i // 8 // 256 % 256}.{i // 8 % 256}",
+                "template": f"t{i}",
+            },
+        )
         if i % 1000 == 0:
             clock.advance(1.0)
     elapsed = time.perf_counter() - t0

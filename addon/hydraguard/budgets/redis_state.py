@@ -1,0 +1,224 @@
+"""Budget state shared by all proxy replicas through Redis.
+
+- Reserve/commit/release run as Lua scripts (``register_script`` → EVALSHA, reloaded
+  automatically after a Redis restart), so replicas never read-then-write.
+- Keys: ``{prefix}:{<cluster key>}:b`` (one hash for all windows of the key: fields
+  ``<window>:u`` level and ``<window>:t`` timestamp) and
+  ``{prefix}:{<cluster key>}:r:<reservation id>`` (reserved amount).  The braces are a Redis
+  Cluster hash tag: every key of one cluster lives in one slot, so a script may touch all
+  of them.  Every key carries a TTL (bucket hash: ≥ longest period + 1 s, longer while an
+  overcharge drains; reservation keys: ``reservation_ttl_s``).  Cluster keys containing
+  braces/whitespace or longer than 200 chars are replaced by a hash.
+- Time is *not* Redis server time: ``now`` comes from the injected clock (default
+  ``time.time``) and is passed to the scripts.  Replicas therefore need synchronised
+  clocks (NTP); a replica whose clock lags never refills twice (see ``bucket.py``), one
+  that runs ahead refills early by its skew.
+- Every operation is bounded by ``timeout_ms``.  On error/timeout the backend is "down":
+  ``on_error="open"`` answers ``ok=True, degraded=True`` (nothing stored),
+  ``"closed"`` answers ``ok=False, degraded=True, retry_after_s=closed_retry_after_s``.
+  While down, Redis is skipped for ``down_backoff_s`` and every request is answered at
+  once; after that the next operation tries again (reconnecting).  One log line is written
+  to ``hydraguard.state`` per transition (healthy→down, down→healthy), never per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from hashlib import blake2b
+from typing import Literal
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from . import bucket, scripts
+from .spec import Reservation, ReserveResult, WindowSpec, WindowState
+
+__all__ = ["RedisBudgetState"]
+
+log = logging.getLogger("hydraguard.state")
+
+_SAFE_KEY = re.compile(r"[^{}\s]{1,200}")
+
+
+def _safe(part: str) -> str:
+    """Key part without braces/whitespace (hash tag safety), bounded length."""
+    if _SAFE_KEY.fullmatch(part):
+        return part
+    return "#" + blake2b(part.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+
+
+class _Unavailable(Exception):
+    pass
+
+
+class RedisBudgetState:
+    """``BudgetState`` backed by Redis (see module doc)."""
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "hg",
+        timeout_ms: float = 50,
+        on_error: Literal["open", "closed"] = "open",
+        clock: Callable[[], float] = time.time,
+        reservation_ttl_s: float = 3600.0,
+        down_backoff_s: float = 1.0,
+        closed_retry_after_s: float = 1.0,
+        client: aioredis.Redis | None = None,
+    ) -> None:
+        if on_error not in ("open", "closed"):
+            raise ValueError(f"on_error must be 'open' or 'closed', got {on_error!r}")
+        self._prefix = _safe(prefix)
+        self._timeout_s = timeout_ms / 1000.0
+        self._on_error = on_error
+        self._clock = clock
+        self._rttl_ms = str(max(1, round(reservation_ttl_s * 1000)))
+        self._backoff_s = down_backoff_s
+        self._closed_retry = closed_retry_after_s
+        self.url = url
+        if client is None:
+            client = aioredis.Redis.from_url(
+                url,
+                socket_timeout=self._timeout_s,
+                socket_connect_timeout=self._timeout_s,
+                # one immediate retry: lets a pooled connection that went stale during an
+                # outage reconnect; the outer timeout still bounds the whole operation
+                retry=Retry(NoBackoff(), 1),
+                health_check_interval=0,
+            )
+        self._r = client
+        self._reserve_s = client.register_script(scripts.RESERVE)
+        self._settle_s = client.register_script(scripts.SETTLE)
+        self._peek_s = client.register_script(scripts.PEEK)
+        self._down = False
+        self._skip_until = 0.0
+
+    # -- health --------------------------------------------------------------------------
+    @property
+    def healthy(self) -> bool:
+        return not self._down
+
+    def _mark_down(self, exc: BaseException) -> None:
+        self._skip_until = time.monotonic() + self._backoff_s
+        if not self._down:
+            self._down = True
+            log.warning(
+                "budget state DOWN: redis %s unavailable (%s: %s); on_error=%s, retrying every %gs",
+                self.url,
+                type(exc).__name__,
+                exc,
+                self._on_error,
+                self._backoff_s,
+            )
+
+    def _mark_up(self) -> None:
+        if self._down:
+            self._down = False
+            log.info("budget state RECOVERED: redis %s healthy again", self.url)
+
+    async def _run(self, script, keys: list[str], args: list[str]):
+        if self._down and time.monotonic() < self._skip_until:
+            raise _Unavailable
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                res = await script(keys=keys, args=args)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._mark_down(exc)
+            raise _Unavailable from exc
+        self._mark_up()
+        return res
+
+    # -- keys ----------------------------------------------------------------------------
+    def _base(self, key: str) -> str:
+        return f"{self._prefix}:{{{_safe(key)}}}:"
+
+    def _keys(self, key: str, rid: str) -> list[str]:
+        base = f"{self._prefix}:{{{_safe(key)}}}:"
+        return [f"{base}b", f"{base}r:{rid}"]
+
+    @staticmethod
+    def _window_args(ws: Sequence[WindowSpec]) -> list[str]:
+        out: list[str] = []
+        for w in ws:
+            out += (w.name, str(w.limit), repr(float(w.period_s)))
+        return out
+
+    def _degraded(self) -> ReserveResult:
+        if self._on_error == "open":
+            return ReserveResult(True, None, 0.0, (), degraded=True)
+        return ReserveResult(False, None, self._closed_retry, (), degraded=True)
+
+    # -- BudgetState ---------------------------------------------------------------------
+    async def reserve(
+        self,
+        key: str,
+        windows: Sequence[WindowSpec],
+        amount: int,
+        now: float | None = None,
+    ) -> ReserveResult:
+        ws = bucket.check_request(windows, amount)
+        if now is None:
+            now = self._clock()
+        rid = uuid.uuid4().hex
+        try:
+            res = await self._run(
+                self._reserve_s,
+                self._keys(key, rid),
+                [repr(float(now)), str(amount), self._rttl_ms, *self._window_args(ws)],
+            )
+        except _Unavailable:
+            return self._degraded()
+        ok, never, retry = int(res[0]), int(res[1]), float(res[2])
+        states = tuple(bucket.state_of(w, float(u)) for w, u in zip(ws, res[3:], strict=True))
+        if not ok:
+            return ReserveResult(False, None, retry, states, never_fits=bool(never))
+        return ReserveResult(True, Reservation(rid, key, ws, amount, now), 0.0, states)
+
+    async def commit(self, reservation: Reservation, actual: int, now: float | None = None) -> bool:
+        """Replace the reserved amount by ``actual``.  True if applied; False if already
+        settled, expired, or Redis was unavailable (the reservation then stays charged
+        until its window refills: fails safe)."""
+        if actual < 0:
+            raise ValueError(f"actual must be >= 0, got {actual!r}")
+        if now is None:
+            now = self._clock()
+        ws = reservation.windows
+        try:
+            res = await self._run(
+                self._settle_s,
+                self._keys(reservation.key, reservation.id),
+                [repr(float(now)), str(actual), "0", *self._window_args(ws)],
+            )
+        except _Unavailable:
+            return False
+        return bool(int(res))
+
+    async def release(self, reservation: Reservation, now: float | None = None) -> bool:
+        return await self.commit(reservation, 0, now)
+
+    async def peek(
+        self, key: str, windows: Sequence[WindowSpec], now: float | None = None
+    ) -> tuple[WindowState, ...]:
+        """Current window states; empty tuple when Redis is unavailable."""
+        ws = bucket.check_request(windows, 0)
+        if now is None:
+            now = self._clock()
+        keys = self._keys(key, "-")[:1]
+        try:
+            res = await self._run(
+                self._peek_s, keys, [repr(float(now)), "0", "0", *self._window_args(ws)]
+            )
+        except _Unavailable:
+            return ()
+        return tuple(bucket.state_of(w, float(u)) for w, u in zip(ws, res, strict=True))
+
+    async def close(self) -> None:
+        await self._r.aclose()

@@ -1,0 +1,123 @@
+"""Value types and the backend protocol of the budget engine.
+
+Everything here is plain data: no I/O, no mitmproxy.  Amounts are tokens; times are
+seconds on the clock injected into the backend (``now`` arguments must come from that
+same clock).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+__all__ = [
+    "BudgetState",
+    "Reservation",
+    "ReserveResult",
+    "WindowSpec",
+    "WindowState",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSpec:
+    """One budget window: a token bucket of capacity ``limit`` refilling ``limit/period_s``
+    tokens per second (continuous refill, GCRA-style: no double burst at a boundary)."""
+
+    name: str
+    limit: int
+    period_s: float
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("WindowSpec.name must not be empty")
+        if not (isinstance(self.limit, int) and self.limit > 0):
+            raise ValueError(f"WindowSpec.limit must be a positive int, got {self.limit!r}")
+        if not (math.isfinite(self.period_s) and self.period_s > 0):
+            raise ValueError(f"WindowSpec.period_s must be > 0, got {self.period_s!r}")
+
+    @property
+    def rate(self) -> float:
+        """Refill rate in tokens per second."""
+        return self.limit / self.period_s
+
+
+# Per-request result types are plain (non-frozen) slotted dataclasses: building a frozen
+# one costs ~4x more, and they are created on the hot path.  Treat them as immutable.
+
+
+@dataclass(slots=True)
+class WindowState:
+    """State of one window after an operation.
+
+    ``remaining`` is ``limit - level`` as a float; it is negative when commits charged more
+    than was reserved (later requests then wait).  ``reset_s`` is the time until the bucket
+    is full again (level back to 0).
+    """
+
+    name: str
+    limit: int
+    remaining: float
+    reset_s: float
+
+
+@dataclass(slots=True)
+class Reservation:
+    """A granted reservation; hand it to ``commit`` or ``release`` exactly once
+    (further calls are no-ops)."""
+
+    id: str
+    key: str
+    windows: tuple[WindowSpec, ...]
+    amount: int
+    created_at: float
+
+
+@dataclass(slots=True)
+class ReserveResult:
+    """Outcome of ``reserve``.
+
+    - ``ok``: the amount fit in every window and was charged (``reservation`` set), or the
+      backend is degraded with ``on_error="open"`` (``ok`` True, ``reservation`` None).
+    - ``retry_after_s``: when ``ok`` is False, seconds until the tightest window could fit
+      the amount (assuming no other traffic); for ``never_fits`` the longest period of the
+      windows whose limit is below the amount.
+    - ``never_fits``: the amount exceeds the limit of some window; it can never succeed.
+    - ``degraded``: the state backend was unavailable; the answer follows ``on_error``.
+    """
+
+    ok: bool
+    reservation: Reservation | None
+    retry_after_s: float
+    windows: tuple[WindowState, ...]
+    never_fits: bool = False
+    degraded: bool = False
+
+
+@runtime_checkable
+class BudgetState(Protocol):
+    """Backend protocol.  ``now=None`` means "ask the backend's clock"."""
+
+    async def reserve(
+        self,
+        key: str,
+        windows: tuple[WindowSpec, ...] | list[WindowSpec],
+        amount: int,
+        now: float | None = None,
+    ) -> ReserveResult: ...
+
+    async def commit(
+        self, reservation: Reservation, actual: int, now: float | None = None
+    ) -> bool: ...
+
+    async def release(self, reservation: Reservation, now: float | None = None) -> bool: ...
+
+    async def peek(
+        self,
+        key: str,
+        windows: tuple[WindowSpec, ...] | list[WindowSpec],
+        now: float | None = None,
+    ) -> tuple[WindowState, ...]: ...
+
+    async def close(self) -> None: ...
