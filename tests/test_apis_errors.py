@@ -244,7 +244,8 @@ OPENAI_CASES = [
 def test_openai_sdk(deny_url: str, kind: str, exc: type[Exception]) -> None:
     client = openai.OpenAI(base_url=deny_url + "/v1", api_key="k", max_retries=0)
     for call in (
-        lambda: client.chat.completions.create(model="m", messages=[], extra_headers={"x-kind": kind}),
+        lambda: client.chat.completions.create(model="m", messages=[],
+                                               extra_headers={"x-kind": kind}),
         lambda: client.responses.create(model="m", input="x", stream=True,
                                         extra_headers={"x-kind": kind}),
     ):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -227,7 +228,7 @@ def test_responses_error_and_failed() -> None:
     m = make_stream_meter(OPENAI_RESPONSES)
     run(m, R_EVENTS[0] + sse("error", {"type": "error", "code": "server_error",
                                        "message": "bad", "sequence_number": 1}))
-    assert (m.error, m.completed) == ("error: bad", False)
+    assert (m.error, m.completed) == ("server_error: bad", False)
     failed = {"type": "response.failed", "response": {
         "status": "failed", "error": {"code": "server_error", "message": "it broke"},
         "usage": {"input_tokens": 8, "output_tokens": 2}}}
@@ -293,7 +294,7 @@ def _splits(body: bytes) -> st.SearchStrategy[list[int]]:
 
 def _pieces(body: bytes, cuts: list[int]) -> list[bytes]:
     edges = [0, *cuts, len(body)]
-    return [body[a:b] for a, b in zip(edges, edges[1:], strict=False)]
+    return [body[a:b] for a, b in itertools.pairwise(edges)]
 
 
 @settings(max_examples=150, deadline=None)
