@@ -16,7 +16,7 @@ def errors_of(text: str) -> list[str]:
 
 def test_shipped_default_rules_load():
     p = load_policy("rules/default.yaml")
-    assert [r.id for r in p.rules] == ["documentation-net-blocked"]
+    assert [r.id for r in p.rules] == ["sanctioned-regions", "documentation-net-blocked"]
     assert p.settings.trusted_proxies == (ipaddress.ip_network("127.0.0.1/32"),
                                           ipaddress.ip_network("::1/128"))
 

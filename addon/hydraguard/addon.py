@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import weakref
 from pathlib import Path
 
-from mitmproxy import exceptions, http
+from mitmproxy import connection, exceptions, http, tls
 
 from .geo import GeoDatabaseError
 from .pipeline import HEALTH_PATH, Exchange, Gateway, RequestView
@@ -49,6 +50,8 @@ class HydraGuard:
 
     def __init__(self) -> None:
         self.gateway: Gateway | None = None
+        self._ja4: weakref.WeakKeyDictionary[connection.Client, str] = \
+            weakref.WeakKeyDictionary()
 
     def load(self, loader) -> None:
         loader.add_option("hydraguard_rules", str, "", "hydraguard rules YAML (empty: shipped "
@@ -105,18 +108,29 @@ class HydraGuard:
             flow.metadata[KEY] = ex
             _respond(flow, *gw.denial(ex))
 
+    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        gw = self.gateway
+        if gw is not None:
+            ja4 = gw.indicators.client_hello(data.client_hello)
+            if ja4:
+                self._ja4[data.context.client] = ja4
+
     async def request(self, flow: http.HTTPFlow) -> None:
         gw = self.gateway
         if gw is None or flow.response or flow.error:
             return
-        ex = gw.begin(_view(flow, _request_id(flow)))
+        view = _view(flow, _request_id(flow))
+        view.tls_ja4 = self._ja4.get(flow.client_conn)
+        ex = gw.begin(view)
         flow.metadata[KEY] = ex
+        if not ex.decision.enforced:
+            await gw.admit(ex, view.body)
         if ex.decision.enforced:
             _respond(flow, *gw.denial(ex))
             return
         if ex.body is not None:
             flow.request.headers.pop("content-encoding", None)
-            flow.request.raw_content = ex.body
+            flow.request.content = ex.body  # also fixes content-length
         if ex.facts.stream:
             flow.request.headers["accept-encoding"] = "identity"  # meter plain SSE bytes
 
@@ -126,6 +140,8 @@ class HydraGuard:
             return
         resp = flow.response
         assert resp is not None
+        if ex.admission is not None and ex.admission.headers:
+            resp.headers.update(ex.admission.headers)  # the cluster's budget, provider style
         if "text/event-stream" in resp.headers.get("content-type", ""):
             meter = self.gateway.stream_meter(ex)
             if meter is not None:
@@ -138,7 +154,7 @@ class HydraGuard:
         resp = flow.response
         assert resp is not None
         body = None if ex.meter is not None else resp.get_content(strict=False)
-        self.gateway.finish(ex, status=resp.status_code, body=body,
+        await self.gateway.finish(ex, status=resp.status_code, body=body,
                             answered_by_proxy=bool(flow.metadata.get("hydraguard_answered")))
 
     async def error(self, flow: http.HTTPFlow) -> None:
@@ -147,5 +163,5 @@ class HydraGuard:
             return
         status = flow.response.status_code if flow.response else None
         msg = flow.error.msg if flow.error else "flow error"
-        self.gateway.finish(ex, status=status, error=msg)
+        await self.gateway.finish(ex, status=status, error=msg)
 

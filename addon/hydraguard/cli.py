@@ -33,7 +33,6 @@ def mitmdump_args(upstream: str, rules: str, listen: tuple[str, int], *,
         "--set", "connection_strategy=lazy",    # no upstream connection for denied requests
         "--set", "flow_detail=0",               # quiet: the decision log is the record
         "--set", "termlog_verbosity=warn",
-        "--set", "stream_large_bodies=0",
         "--set", "keep_host_header=false",
     ]
     if log_path:

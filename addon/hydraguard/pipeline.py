@@ -22,6 +22,8 @@ from .decision_log import DecisionLog, iso_time, truncate_ip
 from .facts import Facts, IPAddress
 from .geo import GeoDatabases
 from .identity import account_id, api_key_from
+from .indicators import Indicators
+from .metering import Admission, Metering
 from .policy import Policy
 
 log = logging.getLogger("hydraguard")
@@ -41,6 +43,7 @@ class RequestView:
     body: bytes = b""
     content_encoding: str = ""
     request_id: str = ""
+    tls_ja4: str | None = None  # JA4 of the client's TLS ClientHello, when it spoke TLS to us
 
 
 @dataclass(slots=True)
@@ -54,6 +57,7 @@ class Exchange:
     body: bytes | None = None  # rewritten request body to forward, if any
     meter: Any = None  # apis.StreamMeter for a streamed response
     hide_usage: bool = False
+    admission: Admission | None = None
     logged: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -123,17 +127,30 @@ class Gateway:
         self.secret = secret or env_secret.encode() or DEMO_SECRET
         self.resolver = ClientIpResolver(s.trusted_proxies, s.client_ip_headers)
         self.geo = open_geo(policy)
+        self.indicators = Indicators(policy.indicators, clock)
+        self.metering = Metering(policy.budgets, clock)
         lp = log_path if log_path else policy.log.path
         self.log = DecisionLog(lp, policy.log.max_bytes, policy.log.backups)
 
+    async def aclose(self) -> None:
+        """Close everything, state backends included."""
+        await self.metering.close()
+        self.close()
+
     def close(self) -> None:
+        """Close files and databases (not the async state backends: see `aclose`)."""
         self.log.close()
+        self.indicators.close()
         if self.geo is not None:
             self.geo.close()
 
     # -- request side -------------------------------------------------------------------
     def gather(self, req: RequestView) -> Facts:
-        """Facts of a request: caller, account, API, model, stream, token estimate."""
+        """Facts of a request: caller, account, API, model, stream, token estimate, signals."""
+        return self._gather(req)[0]
+
+    def _gather(self, req: RequestView) -> tuple[Facts, bytes | None]:
+        """(facts, decoded body of a model call or None)."""
         peer = _ip(req.peer)
         client, source = self.resolver.resolve(peer, req.headers)
         api = apis.api_for_path(req.method, req.path)
@@ -155,25 +172,27 @@ class Gateway:
             facts.geo = self.geo.lookup(client)
             if facts.geo.country_mismatch:
                 facts.signals["geo.country_mismatch"] = True
-        if api is None:
-            return facts
-        body, err = decode_body(req.body, req.content_encoding,
-                                self.policy.settings.max_body_bytes)
-        if body is None:
-            facts.body_error = err
-            return facts
-        parsed = apis.parse_request(api, body)
-        facts.model = parsed.model
-        facts.stream = parsed.stream
-        facts.max_output = parsed.max_output
-        facts.input_tokens_est = parsed.input_tokens_est
-        facts.body_error = parsed.error
-        return facts
+        parsed = body = None
+        if api is not None:
+            body, err = decode_body(req.body, req.content_encoding,
+                                    self.policy.settings.max_body_bytes)
+            if body is None:
+                facts.body_error = err
+            else:
+                parsed = apis.parse_request(api, body)
+                facts.model = parsed.model
+                facts.stream = parsed.stream
+                facts.max_output = parsed.max_output
+                facts.input_tokens_est = parsed.input_tokens_est
+                facts.body_error = parsed.error
+        self.indicators.observe(facts, req, parsed)
+        self.metering.resolve_cluster(facts)
+        return facts, body
 
     def begin(self, req: RequestView) -> Exchange:
         """Gather facts and decide. The caller answers `denial()` when `decision.enforced`."""
         t0 = time.perf_counter_ns()
-        facts = self.gather(req)
+        facts, body = self._gather(req)
         if facts.body_error == "too_large":
             decision = Decision("deny", "body_too_large",
                                 f"request body exceeds {self.policy.settings.max_body_bytes} "
@@ -181,12 +200,14 @@ class Gateway:
         else:
             decision = decide(facts, self.policy)
         ex = Exchange(facts, decision, self.clock(), 0)
-        if not decision.enforced and facts.api == apis.OPENAI_CHAT and facts.stream:
-            parsed_body, _ = decode_body(req.body, req.content_encoding,
-                                         self.policy.settings.max_body_bytes)
-            new = apis.with_include_usage(parsed_body) if parsed_body else None
-            if new is not None:
-                ex.body, ex.hide_usage = new, True
+        if not decision.enforced and facts.api is not None:
+            if body is not None and req.content_encoding.strip().lower() not in (
+                    "", "identity"):
+                ex.body = body  # forward the decoded body (content-encoding dropped)
+            if body and facts.api == apis.OPENAI_CHAT and facts.stream:
+                new = apis.with_include_usage(body)
+                if new is not None:
+                    ex.body, ex.hide_usage = new, True
         ex.decision_us = (time.perf_counter_ns() - t0) // 1000
         return ex
 
@@ -194,20 +215,45 @@ class Gateway:
         """The provider-format error response for an enforced decision."""
         d, f = ex.decision, ex.facts
         kind = d.kind or "permission"
-        return apis.error_response(f.api, f.provider, kind, d.reason, request_id=f.request_id,
-                                   retry_after=d.retry_after_s)
+        status, body, headers = apis.error_response(
+            f.api, f.provider, kind, d.reason, request_id=f.request_id,
+            retry_after=d.retry_after_s)
+        if ex.admission is not None and ex.admission.refused:
+            headers.update(ex.admission.headers)
+        return status, body, headers
+
+    async def admit(self, ex: Exchange, body: bytes | None) -> None:
+        """The budget step, after the rules allowed the request: reserve tokens, or turn the
+        decision into a provider-format 429; may cap the request's output tokens."""
+        adm = await self.metering.admit(ex.facts)
+        ex.admission = adm
+        if adm.refused and not adm.shadow:
+            ex.decision = Decision("throttle", adm.rule, adm.reason, kind=adm.kind,
+                                   retry_after_s=adm.retry_after_s,
+                                   shadow_rules=ex.decision.shadow_rules)
+            return
+        if adm.max_output_cap is not None and ex.facts.api is not None:
+            src = ex.body if ex.body is not None else body
+            new = apis.with_max_output(ex.facts.api, src, adm.max_output_cap) if src else None
+            if new is not None:
+                ex.body = new
 
     # -- response side ------------------------------------------------------------------
     def stream_meter(self, ex: Exchange) -> Any:
         """A StreamMeter for a streamed model response (None for other requests)."""
         if ex.facts.api is None:
             return None
-        ex.meter = apis.make_stream_meter(ex.facts.api, hide_usage_chunk=ex.hide_usage)
+        ex.meter = apis.make_stream_meter(ex.facts.api, hide_usage_chunk=ex.hide_usage,
+                                          input_tokens_est=ex.facts.input_tokens_est)
         return ex.meter
 
-    def finish(self, ex: Exchange, *, status: int | None, body: bytes | None = None,
-               error: str | None = None, answered_by_proxy: bool = False) -> dict[str, Any]:
-        """Close the books on a request and write its log line (once)."""
+    async def finish(self, ex: Exchange, *, status: int | None, body: bytes | None = None,
+                     error: str | None = None, answered_by_proxy: bool = False
+                     ) -> dict[str, Any]:
+        """Close the books on a request (settle its reservation) and write its log line once."""
+        if ex.logged:
+            return {}
+        ex.logged = True  # before any await: `response` and `error` may both try
         usage = None
         usage_source = None
         if ex.meter is not None:
@@ -218,9 +264,14 @@ class Gateway:
             usage_source = "json" if usage is not None else None
         record = self.record(ex, status=status, usage=usage, usage_source=usage_source,
                              error=error, answered_by_proxy=answered_by_proxy)
-        if not ex.logged:
-            ex.logged = True
-            self.log.write(record)
+        if ex.admission is not None:
+            failed = answered_by_proxy or (usage is None and (status is None or status >= 400))
+            try:
+                record.update(await self.metering.settle(ex.admission, usage, failed=failed))
+            except Exception as e:  # never lose the log line
+                log.exception("hydraguard: settling budgets failed")
+                record["budget_error"] = str(e)
+        self.log.write(record)
         return record
 
     def record(self, ex: Exchange, *, status: int | None, usage: Any, usage_source: str | None,

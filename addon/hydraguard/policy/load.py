@@ -6,7 +6,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .budget_sections import SECTIONS as BUDGET_SECTIONS
+from .budget_sections import compile_budgets
 from .conditions import ConditionSpec
+from .indicator_sections import SECTIONS as INDICATOR_SECTIONS
+from .indicator_sections import compile_indicators
 from .model import ACTIONS, DENY_KINDS, GeoSettings, LogSettings, Policy, Rule, Settings
 from .regions import GEOIP, REGION, compile_region
 from .schema import (
@@ -101,6 +105,8 @@ ROOT = Struct(
         "settings": Field(SETTINGS, default=None, doc=SETTINGS.doc),
         "log": Field(LOG, default=None, doc=LOG.doc),
         "geoip": Field(GEOIP, doc=GEOIP.doc),
+        **INDICATOR_SECTIONS,
+        **BUDGET_SECTIONS,
         "rules": Field(ListOf(RULE), default=(), doc=RULE.doc),
     },
 )
@@ -175,13 +181,18 @@ def parse_policy(text: str, filename: str = "<rules>") -> Policy:
     if checked is INVALID or errors:
         raise PolicyError(errors or [PolicyIssue(Where(filename, 1, 1), "invalid rules")])
     rules = _rules(checked["rules"], errors)
+    base = Path(filename).resolve().parent
+    indicators = compile_indicators(checked, errors, base)
+    budgets = compile_budgets(checked, errors)
     if errors:
         raise PolicyError(errors)
     return Policy(
         settings=_settings(checked["settings"]),
         log=_log(checked["log"]),
         rules=rules,
-        geoip=_geoip(checked["geoip"], Path(filename).resolve().parent),
+        geoip=_geoip(checked["geoip"], base),
+        indicators=indicators,
+        budgets=budgets,
         sources=(filename,),
         sections=dict(checked),
     )

@@ -73,5 +73,7 @@ class Policy:
     log: LogSettings = LogSettings()
     rules: tuple[Rule, ...] = ()
     geoip: GeoSettings | None = None
+    indicators: Any = None  # policy.indicator_sections.compile_indicators()
+    budgets: Any = None  # policy.budget_sections.compile_budgets()
     sources: tuple[str, ...] = ()
     sections: dict[str, Any] = field(default_factory=dict, compare=False)
