@@ -139,7 +139,9 @@ FOXIO_HELLOS = [
 ]
 
 
-@pytest.mark.parametrize(("name", "expected", "hexdata"), FOXIO_HELLOS, ids=[v[0] for v in FOXIO_HELLOS])
+@pytest.mark.parametrize(
+    ("name", "expected", "hexdata"), FOXIO_HELLOS, ids=[v[0] for v in FOXIO_HELLOS]
+)
 def test_foxio_published_hellos(name: str, expected: str, hexdata: str) -> None:
     raw = bytes.fromhex(hexdata)
     assert ja4_from_raw(raw) == expected
@@ -153,13 +155,48 @@ def test_foxio_published_hellos(name: str, expected: str, hexdata: str) -> None:
 def test_spec_worked_example_from_fields() -> None:
     # technical_details/JA4.md "Example": the ciphers and extensions in their original order
     # (JA4_ro), plus GREASE values that must be ignored everywhere.
-    ciphers = [0x1A1A, 0x1301, 0x1302, 0x1303, 0xC02B, 0xC02F, 0xC02C, 0xC030, 0xCCA9, 0xCCA8,
-               0xC013, 0xC014, 0x009C, 0x009D, 0x002F, 0x0035]
-    exts = [0x2A2A, 0x001B, 0x0000, 0x0033, 0x0010, 0x4469, 0x0017, 0x002D, 0x000D, 0x0005,
-            0x0023, 0x0012, 0x002B, 0xFF01, 0x000B, 0x000A, 0x0015, 0x3A3A]
+    ciphers = [
+        0x1A1A,
+        0x1301,
+        0x1302,
+        0x1303,
+        0xC02B,
+        0xC02F,
+        0xC02C,
+        0xC030,
+        0xCCA9,
+        0xCCA8,
+        0xC013,
+        0xC014,
+        0x009C,
+        0x009D,
+        0x002F,
+        0x0035,
+    ]
+    exts = [
+        0x2A2A,
+        0x001B,
+        0x0000,
+        0x0033,
+        0x0010,
+        0x4469,
+        0x0017,
+        0x002D,
+        0x000D,
+        0x0005,
+        0x0023,
+        0x0012,
+        0x002B,
+        0xFF01,
+        0x000B,
+        0x000A,
+        0x0015,
+        0x3A3A,
+    ]
     sigs = [0x0403, 0x0804, 0x0401, 0x0503, 0x0805, 0x0501, 0x0806, 0x0601]
-    f = ClientHelloFields(0x0303, tuple(ciphers), tuple(exts), (0x7A7A, 0x0304, 0x0303),
-                          tuple(sigs), b"h2")
+    f = ClientHelloFields(
+        0x0303, tuple(ciphers), tuple(exts), (0x7A7A, 0x0304, 0x0303), tuple(sigs), b"h2"
+    )
     assert ja4_from_fields(f) == "t13d1516h2_8daaf6152771_e5627efa2ab1"
     assert ja4_from_fields(f, "q").startswith("q13d1516h2_")
 
@@ -168,8 +205,22 @@ def test_spec_hash_examples() -> None:
     # sorted cipher list -> 8daaf6152771; extension list without sigalgs -> 6d807ffa2a79
     ciphers = "002f,0035,009c,009d,1301,1302,1303,c013,c014,c02b,c02c,c02f,c030,cca8,cca9"
     assert hashlib.sha256(ciphers.encode()).hexdigest()[:12] == "8daaf6152771"
-    exts = [0x0005, 0x000A, 0x000B, 0x000D, 0x0012, 0x0015, 0x0017, 0x001B, 0x0023, 0x002B,
-            0x002D, 0x0033, 0x4469, 0xFF01]
+    exts = [
+        0x0005,
+        0x000A,
+        0x000B,
+        0x000D,
+        0x0012,
+        0x0015,
+        0x0017,
+        0x001B,
+        0x0023,
+        0x002B,
+        0x002D,
+        0x0033,
+        0x4469,
+        0xFF01,
+    ]
     f = ClientHelloFields(0x0303, (0x1301,), tuple(exts), (), (), None)
     assert ja4_from_fields(f).endswith("_6d807ffa2a79")
 
@@ -265,14 +316,13 @@ def _reference_ja4(record: bytes) -> str:
     exts = [e for e in exts if e not in grease]
     version = max([v for v in versions if v not in grease] or [legacy])
     vcode = {0x0304: "13", 0x0303: "12", 0x0302: "11", 0x0301: "10"}[version]
-    a = "t%s%s%02d%02d%s" % (
-        vcode, "d" if 0 in exts else "i", min(len(ciphers), 99), min(len(exts), 99),
-        (alpn[0] + alpn[-1]) if alpn else "00",
-    )
-    b = hashlib.sha256(",".join("%04x" % c for c in sorted(ciphers)).encode()).hexdigest()[:12]
-    craw = ",".join("%04x" % e for e in sorted(exts) if e not in (0, 16))
+    sni = "d" if 0 in exts else "i"
+    alpn2 = (alpn[0] + alpn[-1]) if alpn else "00"
+    a = f"t{vcode}{sni}{min(len(ciphers), 99):02d}{min(len(exts), 99):02d}{alpn2}"
+    b = hashlib.sha256(",".join(f"{c:04x}" for c in sorted(ciphers)).encode()).hexdigest()[:12]
+    craw = ",".join(f"{e:04x}" for e in sorted(exts) if e not in (0, 16))
     if sigs:
-        craw += "_" + ",".join("%04x" % s for s in sigs)
+        craw += "_" + ",".join(f"{s:04x}" for s in sigs)
     c = hashlib.sha256(craw.encode()).hexdigest()[:12]
     return f"{a}_{b}_{c}"
 
@@ -334,8 +384,9 @@ def test_never_raises_on_garbage(data: bytes) -> None:
 def test_never_raises_on_truncated_or_mutated_real_hello(data: st.DataObject) -> None:
     raw = bytearray(bytes.fromhex(FOXIO_HELLOS[-1][2]))
     cut = data.draw(st.integers(0, len(raw)))
-    flips = data.draw(st.lists(st.tuples(st.integers(0, len(raw) - 1), st.integers(0, 255)),
-                               max_size=4))
+    flips = data.draw(
+        st.lists(st.tuples(st.integers(0, len(raw) - 1), st.integers(0, 255)), max_size=4)
+    )
     for i, v in flips:
         raw[i] = v
     out = ja4_from_raw(bytes(raw[:cut]))

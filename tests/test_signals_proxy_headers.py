@@ -30,16 +30,31 @@ def test_untrusted_peer_reports_all_proxy_headers() -> None:
         "Content-Type": "application/json",
     }
     assert proxy_header_signals(h, peer_trusted=False) == {
-        "x-forwarded-for", "via", "forwarded", "x-real-ip", "proxy-connection",
+        "x-forwarded-for",
+        "via",
+        "forwarded",
+        "x-real-ip",
+        "proxy-connection",
     }
 
 
 def test_trusted_peer_reports_only_non_forwarding_headers() -> None:
-    h = [("X-Forwarded-For", "198.51.100.7"), ("via", "1.1 lb"), ("X-Proxy-ID", "abc"),
-         ("Client-IP", "1.2.3.4"), ("X-Cluster-Client-IP", "1.2.3.4"), ("Proxy-Agent", "x")]
+    h = [
+        ("X-Forwarded-For", "198.51.100.7"),
+        ("via", "1.1 lb"),
+        ("X-Proxy-ID", "abc"),
+        ("Client-IP", "1.2.3.4"),
+        ("X-Cluster-Client-IP", "1.2.3.4"),
+        ("Proxy-Agent", "x"),
+    ]
     assert proxy_header_signals(h, peer_trusted=True) == {"via", "x-proxy-id", "proxy-agent"}
     assert proxy_header_signals(h, peer_trusted=False) == {
-        "x-forwarded-for", "via", "x-proxy-id", "client-ip", "x-cluster-client-ip", "proxy-agent",
+        "x-forwarded-for",
+        "via",
+        "x-proxy-id",
+        "client-ip",
+        "x-cluster-client-ip",
+        "proxy-agent",
     }
 
 
@@ -58,11 +73,15 @@ def test_mitmproxy_headers_and_bytes_and_garbage() -> None:
         # RFC 7239 section 4 and 7.5 examples
         ('for="_gazonk"', [{"for": "_gazonk"}]),
         ('For="[2001:db8:cafe::17]:4711"', [{"for": "[2001:db8:cafe::17]:4711"}]),
-        ("for=192.0.2.60;proto=http;by=203.0.113.43",
-         [{"for": "192.0.2.60", "proto": "http", "by": "203.0.113.43"}]),
+        (
+            "for=192.0.2.60;proto=http;by=203.0.113.43",
+            [{"for": "192.0.2.60", "proto": "http", "by": "203.0.113.43"}],
+        ),
         ("for=192.0.2.43, for=198.51.100.17", [{"for": "192.0.2.43"}, {"for": "198.51.100.17"}]),
-        ("for=unknown, for=192.0.2.1;host=example.com",
-         [{"for": "unknown"}, {"for": "192.0.2.1", "host": "example.com"}]),
+        (
+            "for=unknown, for=192.0.2.1;host=example.com",
+            [{"for": "unknown"}, {"for": "192.0.2.1", "host": "example.com"}],
+        ),
         ('for="[2001:db8::1]";HOST="a,b;c"', [{"for": "[2001:db8::1]", "host": "a,b;c"}]),
         ('for="a\\"b\\\\c"', [{"for": 'a"b\\c'}]),
         ("for=1.2.3.4;for=5.6.7.8", [{"for": "1.2.3.4"}]),  # duplicate: first wins
@@ -89,7 +108,10 @@ def test_nodes() -> None:
 
 def test_parse_xff() -> None:
     assert parse_xff("203.0.113.7, 198.51.100.1:8080 ,[2001:db8::1]:443, unknown,, ") == [
-        "203.0.113.7", "198.51.100.1", "2001:db8::1", "unknown",
+        "203.0.113.7",
+        "198.51.100.1",
+        "2001:db8::1",
+        "unknown",
     ]
     assert parse_xff("") == []
     assert parse_xff(",".join(["1.1.1.1"] * 1000)) == ["1.1.1.1"] * 64  # capped
@@ -104,8 +126,11 @@ def test_parsers_never_raise(text: str) -> None:
     assert isinstance(proxy_header_signals({text: text}, False), frozenset)
 
 
-_token = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123456789-._~!#$%&'*+^`|",
-                 min_size=1, max_size=12)
+_token = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123456789-._~!#$%&'*+^`|",
+    min_size=1,
+    max_size=12,
+)
 _ip4 = st.ip_addresses(v=4).map(str)
 _ip6 = st.ip_addresses(v=6).map(lambda a: f"[{a}]")
 _node = st.one_of(
@@ -132,7 +157,8 @@ def test_forwarded_round_trip(elements: list[dict[str, str]]) -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.ip_addresses(), min_size=1, max_size=10), st.booleans())
-def test_xff_round_trip(addrs: list[ipaddress.IPv4Address | ipaddress.IPv6Address],
-                        spaces: bool) -> None:
+def test_xff_round_trip(
+    addrs: list[ipaddress.IPv4Address | ipaddress.IPv6Address], spaces: bool
+) -> None:
     value = (", " if spaces else ",").join(str(a) for a in addrs)
     assert parse_xff(value) == [str(a) for a in addrs]
