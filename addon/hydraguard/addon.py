@@ -159,8 +159,10 @@ class HydraGuard:
 
     async def error(self, flow: http.HTTPFlow) -> None:
         ex: Exchange | None = flow.metadata.get(KEY)
-        if ex is None or self.gateway is None:
+        if self.gateway is None or flow.metadata.get("hydraguard_health"):
             return
+        if ex is None:  # failed before the request hook (e.g. body over mitmproxy's limit)
+            ex = self.gateway.begin(_view(flow, _request_id(flow)))
         status = flow.response.status_code if flow.response else None
         msg = flow.error.msg if flow.error else "flow error"
         await self.gateway.finish(ex, status=status, error=msg)
