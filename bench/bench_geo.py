@@ -86,6 +86,33 @@ def main() -> None:
           f"{'lookup hit':>11}   (µs per lookup, best of 7)")
     for label, ver, raw_us, miss_us, hit_us in rows:
         print(f"{label:<18} {ver:<5} {raw_us:>14.2f} {miss_us:>12.2f} {hit_us:>11.2f}")
+    geo_check(args.n)
+
+
+def geo_check(n: int) -> None:
+    """The whole geo check per request as the pipeline runs it: lookup of the client address
+    (an ipaddress object) plus the region rule of rules/examples/supported-countries.yaml."""
+    from hydraguard.decide import decide
+    from hydraguard.facts import Facts
+    from hydraguard.policy import load_policy
+
+    policy = load_policy(GEOIP.parent / "rules/examples/supported-countries.yaml")
+    paths = {"location": GEOIP / "demo-city.mmdb", "asn": GEOIP / "demo-asn.mmdb"}
+    print("\nwhole geo check per request (lookup + region rule), µs, best of 7")
+    for label, cache in (("cache miss", 0), ("cache hit", 65536)):
+        geo = GeoDatabases(paths, cache_size=cache)
+        ips = [ipaddress.ip_address(x) for x in addresses(4, n)]
+        facts = Facts("r", "POST", "/v1/messages", None, None, api="anthropic.messages")
+
+        def check(ip, geo=geo, facts=facts):
+            facts.client_ip = ip
+            facts.geo = geo.lookup(ip)
+            return decide(facts, policy)
+
+        for ip in ips[:1000]:
+            check(ip)
+        print(f"  {label:<11} {best(check, ips):.2f}")
+        geo.close()
 
 
 if __name__ == "__main__":
