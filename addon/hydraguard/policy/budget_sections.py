@@ -1,15 +1,419 @@
 """Rules-file sections for clusters, budgets and state (`clusters:`, `budgets:`, `state:`).
-Filled in by issue #5."""
+
+- ``clusters:`` says which callers share one budget: an ordered list of cluster definitions;
+  the first whose ``when`` holds for a model call decides its cluster key (built from request
+  attributes). With ``link:``, accounts that share evidence (IP, /24 prefix, TLS fingerprint +
+  User-Agent, prompt template) within a window are merged into one cluster ("hydra linking").
+- ``budgets:`` are token buckets per cluster key: one or more windows, what is counted
+  (input / output / weighted total, cache tokens, per-model multipliers), how much output is
+  reserved before forwarding, and what happens when the budget is spent (429 or a lowered
+  ``max_tokens``), optionally in shadow mode.
+- ``state:`` is where budget levels live: ``memory`` (one replica) or ``redis`` (shared by
+  every replica; atomic Lua scripts) and what to do when Redis is unavailable.
+"""
 
 from __future__ import annotations
 
+import fnmatch
+import re
+from dataclasses import dataclass, field
 from typing import Any
 
-from .schema import Errors, Field
+from ..budgets import WindowSpec
+from ..clusters import LinkRule
+from .conditions import Condition, ConditionSpec
+from .schema import Bool, Errors, Field, Int, ListOf, MapOf, Num, Str, Struct, did_you_mean
+from .yamlpos import Where
 
-SECTIONS: dict[str, Field] = {}
+KEY_ATTRS = ("account", "ip", "prefix", "asn", "country", "ja4", "api", "model", "cluster")
+EVIDENCE_KINDS = ("ip", "prefix", "tls_ua", "template")
+PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0, "week": 604800.0}
+COUNTS = ("input", "output", "total")
+ON_EXCEED = ("throttle", "cap_max_tokens")
+_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+# --------------------------------------------------------------------------------------------
+# schema
+
+STATE = Struct(
+    doc="Where budget levels are kept. Default: memory (one replica).",
+    fields={
+        "backend": Field(
+            Str(choices=("memory", "redis")), default="memory",
+            doc="memory: in this process (bounded LRU; each replica has its own budgets). "
+            "redis: shared by every replica pointing at the same Redis (atomic Lua scripts).",
+            example="redis"),
+        "redis_url": Field(
+            Str(), default=None,
+            doc="Redis URL (redis://, rediss://, unix://). When absent: the environment "
+            "variable named by redis_url_env, else redis://127.0.0.1:6379/0.",
+            example="redis://127.0.0.1:6379/0"),
+        "redis_url_env": Field(
+            Str(), default="REDIS_URL",
+            doc="Environment variable read for the Redis URL when redis_url is not set.",
+            example="REDIS_URL"),
+        "prefix": Field(
+            Str(), default="hg",
+            doc="Prefix of every Redis key (keys look like `<prefix>:{<cluster key>}:b`; the "
+            "braces keep one cluster in one Redis Cluster hash slot).", example="hg"),
+        "timeout_ms": Field(
+            Num(min=1, max=10000), default=50,
+            doc="Upper bound of every Redis operation, in milliseconds.", example=50),
+        "on_error": Field(
+            Str(choices=("open", "closed")), default="open",
+            doc="Redis down or slow: open = let requests through unmetered (logged as "
+            "state_degraded), closed = answer 429 with retry-after. One log line per state "
+            "change; recovery is automatic.", example="open"),
+        "retry_after": Field(
+            Num(min=1, max=3600), default=1,
+            doc="Seconds in retry-after of a fail-closed refusal; also how long Redis is "
+            "skipped after a failure before it is tried again.", example=1),
+        "max_keys": Field(
+            Int(min=1, max=10_000_000), default=100_000,
+            doc="memory backend: cluster keys kept (least recently used dropped first).",
+            example=100000),
+        "reservation_ttl": Field(
+            Num(min=10, max=86400), default=3600,
+            doc="Seconds an open reservation (a response still streaming) may still be "
+            "settled; after that it stays charged.", example=3600),
+    },
+)
+
+EVIDENCE = Struct(
+    doc="One kind of shared evidence that links accounts.",
+    fields={
+        "kind": Field(
+            Str(choices=EVIDENCE_KINDS), required=True,
+            doc="ip: same client IP; prefix: same /24 (IPv4) or /64 (IPv6); tls_ua: same TLS "
+            "fingerprint (JA4) and User-Agent; template: same near-duplicate prompt template "
+            "(signal template.id).", example="ip"),
+        "min_accounts": Field(
+            Int(min=2, max=1_000_000), default=5,
+            doc="A value links its accounts only once this many distinct accounts were seen "
+            "with it within the window (below: ordinary sharing, e.g. an office NAT).",
+            example=5),
+        "max_accounts": Field(
+            Int(min=2, max=1_000_000), default=500,
+            doc="...and no more than this many (above: carrier-grade NAT or a popular "
+            "client; links nobody).", example=500),
+    },
+)
+
+LINK = Struct(
+    doc="Hydra linking: merge accounts that act as one operator into one cluster.",
+    fields={
+        "window": Field(
+            Num(min=1, max=30 * 86400), default=3600,
+            doc="Seconds evidence is remembered; links expire this long after their last "
+            "evidence (plus at most a quarter of it).", example=3600),
+        "max_accounts_tracked": Field(
+            Int(min=10, max=10_000_000), default=100_000,
+            doc="Accounts remembered by the linker (least recently seen dropped first).",
+            example=100000),
+        "evidence": Field(
+            ListOf(EVIDENCE, min_len=1), required=True,
+            doc="Kinds of evidence that link accounts, each with its thresholds.",
+            example=[{"kind": "ip", "min_accounts": 5, "max_accounts": 500},
+                     {"kind": "template", "min_accounts": 10}]),
+    },
+)
+
+CLUSTER = Struct(
+    doc="A cluster definition: which model calls it covers and how their budget key is built.",
+    fields={
+        "id": Field(Str(), required=True, doc="Unique id (appears in the decision log).",
+                    example="per-account"),
+        "description": Field(Str(non_empty=False), default="", doc="Free text."),
+        "when": Field(
+            ConditionSpec(),
+            doc="Condition (the `when:` language of rules). Definitions are tried in order; "
+            "the first that matches decides the cluster. None: matches every model call.",
+            example={"signal": "ip.hosting"}),
+        "key": Field(
+            ListOf(Str(choices=KEY_ATTRS), min_len=1, allow_scalar=True), required=True,
+            doc="Request attributes that make the key: account, ip, prefix (v4 /24, v6 /64), "
+            "asn, country, ja4, api, model, cluster (the hydra-linked account cluster; needs "
+            "link). A missing attribute counts as one shared value '-'.",
+            example=["asn"]),
+        "link": Field(LINK, doc=LINK.doc,
+                      example={"window": 3600, "evidence": [{"kind": "ip", "min_accounts": 5}]}),
+    },
+)
+
+WINDOW = Struct(
+    doc="One token-bucket window (continuous refill: no double burst at a boundary).",
+    fields={
+        "per": Field(Str(choices=tuple(PERIODS)),
+                     doc="The window length by name (or give seconds).", example="minute"),
+        "seconds": Field(Num(min=1, max=366 * 86400),
+                         doc="The window length in seconds (or give per).", example=300),
+        "tokens": Field(Int(min=1, max=10**15), required=True,
+                        doc="Weighted tokens allowed per window.", example=100000),
+        "name": Field(Str(), doc="Name in logs and headers (default: per, or '<seconds>s').",
+                      example="minute"),
+    },
+)
+
+WEIGHTS = Struct(
+    doc="Weight of each kind of token in the counted total.",
+    fields={
+        "input": Field(Num(min=0, max=1000), default=1.0,
+                       doc="Uncached input tokens (and the input estimate).", example=1),
+        "output": Field(Num(min=0, max=1000), default=1.0, doc="Output tokens.", example=1),
+        "cache_read": Field(Num(min=0, max=1000), default=1.0,
+                            doc="Input tokens read from the prompt cache.", example=0.1),
+        "cache_creation": Field(Num(min=0, max=1000), default=1.0,
+                                doc="Input tokens written to the prompt cache.", example=1.25),
+    },
+)
+
+BUDGET = Struct(
+    doc="A token budget per cluster key.",
+    fields={
+        "id": Field(Str(), required=True, doc="Unique id (decision log `budget`, 429 rule).",
+                    example="cluster-tokens"),
+        "description": Field(Str(non_empty=False), default="", doc="Free text."),
+        "clusters": Field(
+            ListOf(Str(), min_len=1, allow_scalar=True),
+            doc="Cluster definition ids it applies to (default: all).",
+            example=["per-account"]),
+        "when": Field(ConditionSpec(), doc="Extra condition on the request (default: always).",
+                      example={"model": "claude-opus-*"}),
+        "windows": Field(
+            ListOf(WINDOW, min_len=1), required=True,
+            doc="Windows, all reserved together (a request must fit in every one).",
+            example=[{"per": "minute", "tokens": 100000}, {"per": "day", "tokens": 5000000}]),
+        "count": Field(Str(choices=COUNTS), default="total",
+                       doc="What is counted: input, output or total (both) tokens, weighted.",
+                       example="total"),
+        "weights": Field(WEIGHTS, default=None, doc=WEIGHTS.doc,
+                         example={"cache_read": 0.1, "cache_creation": 1.25}),
+        "model_multipliers": Field(
+            MapOf(Num(min=0, max=10000)), default=None,
+            doc="Glob pattern of model -> factor applied to the weighted count (first match "
+            "in file order; unlisted models: 1).", example={"claude-opus-*": 5}),
+        "max_output_reserve": Field(
+            Int(min=0, max=10_000_000), default=4096,
+            doc="Clamp of the output part of a reservation (the request's max_tokens may be "
+            "larger; actual output above it is charged when the response ends).",
+            example=4096),
+        "default_output": Field(
+            Int(min=0, max=10_000_000), default=None,
+            doc="Output reserved when the request sets no output cap (default: "
+            "max_output_reserve).", example=1024),
+        "on_exceed": Field(
+            Str(choices=ON_EXCEED), default="throttle",
+            doc="throttle: answer 429 (retry-after, rate-limit headers). cap_max_tokens: "
+            "lower the request's output cap to cap_to when that fits, else 429.",
+            example="throttle"),
+        "cap_to": Field(Int(min=1, max=10_000_000),
+                        doc="Output cap used by on_exceed: cap_max_tokens.", example=256),
+        "shadow": Field(Bool(), default=False,
+                        doc="Compute and log what would be refused (budget_shadow); refuse "
+                        "nothing.", example=False),
+        "reason": Field(Str(non_empty=False), default="",
+                        doc="Message of the 429 (default: names budget, window, retry time).",
+                        example="token budget exhausted"),
+    },
+)
+
+SECTIONS: dict[str, Field] = {
+    "state": Field(STATE, default=None, doc=STATE.doc, example={"backend": "memory"}),
+    "clusters": Field(ListOf(CLUSTER), default=(), doc=CLUSTER.doc,
+                      example=[{"id": "per-account", "key": ["account"]}]),
+    "budgets": Field(ListOf(BUDGET), default=(), doc=BUDGET.doc,
+                     example=[{"id": "b", "clusters": ["per-account"],
+                               "windows": [{"per": "minute", "tokens": 100000}]}]),
+}
+
+# --------------------------------------------------------------------------------------------
+# compiled form
 
 
-def compile_budgets(checked: dict[str, Any], errors: Errors) -> Any:
-    """The compiled budget settings (None: no budgets)."""
-    return None
+@dataclass(frozen=True, slots=True)
+class StateConfig:
+    backend: str = "memory"
+    redis_url: str | None = None
+    redis_url_env: str = "REDIS_URL"
+    prefix: str = "hg"
+    timeout_ms: float = 50.0
+    on_error: str = "open"
+    retry_after_s: float = 1.0
+    max_keys: int = 100_000
+    reservation_ttl_s: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class LinkConfig:
+    window_s: float
+    max_nodes: int
+    rules: tuple[LinkRule, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterDef:
+    id: str
+    key: tuple[str, ...]
+    when: Condition | None = None
+    link: LinkConfig | None = None
+    where: Where | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetDef:
+    id: str
+    windows: tuple[WindowSpec, ...]
+    clusters: frozenset[str] | None = None  # None: every cluster definition
+    when: Condition | None = None
+    count: str = "total"
+    w_input: float = 1.0
+    w_output: float = 1.0
+    w_cache_read: float = 1.0
+    w_cache_creation: float = 1.0
+    multipliers: tuple[tuple[str, re.Pattern[str], float], ...] = ()
+    max_output_reserve: int = 4096
+    default_output: int = 4096
+    on_exceed: str = "throttle"
+    cap_to: int | None = None
+    shadow: bool = False
+    reason: str = ""
+    where: Where | None = field(default=None, compare=False)
+
+    def multiplier(self, model: str | None) -> float:
+        if model is not None:
+            for _, rx, m in self.multipliers:
+                if rx.fullmatch(model):
+                    return m
+        return 1.0
+
+    def applies(self, cluster_def: str, facts: Any) -> bool:
+        if self.clusters is not None and cluster_def not in self.clusters:
+            return False
+        return self.when is None or self.when.test(facts)
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetsConfig:
+    state: StateConfig
+    clusters: tuple[ClusterDef, ...]
+    budgets: tuple[BudgetDef, ...]
+
+
+def _window(c: Any, i: int, path: str, seen: dict[str, Where], errors: Errors
+            ) -> WindowSpec | None:
+    per, secs = c["per"], c["seconds"]
+    if (per is None) == (secs is None):
+        errors.add(c.where, f"{path}.windows[{i}]: give exactly one of per or seconds")
+        return None
+    period = PERIODS[per] if per is not None else float(secs)
+    name = c["name"] or (per if per is not None else f"{secs:g}s")
+    if name in seen:
+        errors.add(c.where, f"{path}.windows[{i}]: duplicate window name {name!r} "
+                   f"(first at line {seen[name].line}); set `name`")
+        return None
+    seen[name] = c.where
+    return WindowSpec(name, int(c["tokens"]), period)
+
+
+def compile_budgets(checked: dict[str, Any], errors: Errors) -> BudgetsConfig | None:
+    """The compiled budget settings (None: no clusters and no budgets)."""
+    clusters_in = checked.get("clusters") or ()
+    budgets_in = checked.get("budgets") or ()
+    s = checked.get("state")
+    if not clusters_in and not budgets_in and s is None:
+        return None
+    state = StateConfig() if s is None else StateConfig(
+        backend=s["backend"], redis_url=s["redis_url"], redis_url_env=s["redis_url_env"],
+        prefix=s["prefix"], timeout_ms=float(s["timeout_ms"]), on_error=s["on_error"],
+        retry_after_s=float(s["retry_after"]), max_keys=s["max_keys"],
+        reservation_ttl_s=float(s["reservation_ttl"]),
+    )
+    clusters: list[ClusterDef] = []
+    cseen: dict[str, Where] = {}
+    for i, c in enumerate(clusters_in):
+        path = f"clusters[{i}]"
+        if c["id"] in cseen:
+            errors.add(c.at("id"), f"clusters: duplicate cluster id {c['id']!r} "
+                       f"(first at line {cseen[c['id']].line})")
+            continue
+        cseen[c["id"]] = c.at("id")
+        if not _ID.fullmatch(c["id"]):
+            errors.add(c.at("id"), f"{path}.id: {c['id']!r} may only contain letters, digits, "
+                       "'.', '_' and '-'")
+        key = tuple(c["key"])
+        if len(set(key)) != len(key):
+            errors.add(c.at("key"), f"{path}.key: an attribute is listed twice")
+        link = None
+        if c["link"] is not None:
+            lk = c["link"]
+            rules: list[LinkRule] = []
+            kinds: set[str] = set()
+            for j, ev in enumerate(lk["evidence"]):
+                epath = f"{path}.link.evidence[{j}]"
+                if ev["kind"] in kinds:
+                    errors.add(ev.where, f"{epath}: evidence kind {ev['kind']!r} listed twice")
+                    continue
+                kinds.add(ev["kind"])
+                if ev["max_accounts"] < ev["min_accounts"]:
+                    errors.add(ev.at("max_accounts"), f"{epath}.max_accounts: "
+                               f"{ev['max_accounts']} is below min_accounts "
+                               f"{ev['min_accounts']}")
+                    continue
+                rules.append(LinkRule(ev["kind"], ev["min_accounts"], ev["max_accounts"]))
+            link = LinkConfig(float(lk["window"]), lk["max_accounts_tracked"], tuple(rules))
+            if "cluster" not in key:
+                errors.add(c.at("link"), f"{path}.link: has no effect unless key includes "
+                           "'cluster' (the linked account cluster), e.g. key: [cluster]")
+        elif "cluster" in key:
+            errors.add(c.at("key"), f"{path}.key: attribute 'cluster' needs a `link:` "
+                       "section (it is the hydra-linked account cluster)")
+        clusters.append(ClusterDef(c["id"], key, c["when"], link, c.where))
+
+    budgets: list[BudgetDef] = []
+    bseen: dict[str, Where] = {}
+    known = list(dict.fromkeys(c["id"] for c in clusters_in))
+    for i, b in enumerate(budgets_in):
+        path = f"budgets[{i}]"
+        if b["id"] in bseen:
+            errors.add(b.at("id"), f"budgets: duplicate budget id {b['id']!r} "
+                       f"(first at line {bseen[b['id']].line})")
+            continue
+        bseen[b["id"]] = b.at("id")
+        if not clusters_in:
+            errors.add(b.at("id"), f"{path}: no cluster definitions: add a `clusters:` "
+                       "section saying which callers share a budget")
+            continue
+        names = None
+        if b["clusters"] is not None:
+            for name in b["clusters"]:
+                if name not in known:
+                    errors.add(b.at("clusters"), f"{path}.clusters: unknown cluster "
+                               f"{name!r}{did_you_mean(name, known)} (known: {', '.join(known)})")
+            names = frozenset(b["clusters"])
+        wseen: dict[str, Where] = {}
+        windows = [_window(w, j, path, wseen, errors) for j, w in enumerate(b["windows"])]
+        if b["on_exceed"] == "cap_max_tokens" and b["cap_to"] is None:
+            errors.add(b.at("on_exceed"), f"{path}.on_exceed: cap_max_tokens needs cap_to")
+        if b["on_exceed"] != "cap_max_tokens" and b["cap_to"] is not None:
+            errors.add(b.at("cap_to"), f"{path}.cap_to: only used with on_exceed: "
+                       "cap_max_tokens")
+        w = b["weights"] or {}
+        mults = tuple(
+            (pat, re.compile(fnmatch.translate(pat)), float(m))
+            for pat, m in (b["model_multipliers"] or {}).items()
+        )
+        if any(x is None for x in windows):
+            continue
+        budgets.append(BudgetDef(
+            id=b["id"], windows=tuple(windows), clusters=names, when=b["when"],
+            count=b["count"],
+            w_input=float(w.get("input", 1.0)), w_output=float(w.get("output", 1.0)),
+            w_cache_read=float(w.get("cache_read", 1.0)),
+            w_cache_creation=float(w.get("cache_creation", 1.0)),
+            multipliers=mults, max_output_reserve=b["max_output_reserve"],
+            default_output=(b["default_output"] if b["default_output"] is not None
+                            else b["max_output_reserve"]),
+            on_exceed=b["on_exceed"], cap_to=b["cap_to"], shadow=b["shadow"],
+            reason=b["reason"], where=b.where,
+        ))
+    return BudgetsConfig(state, tuple(clusters), tuple(budgets))

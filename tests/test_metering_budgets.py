@@ -1,0 +1,395 @@
+"""Metering with an injected clock and MemoryBudgetState: amounts, weights, multipliers, clamp,
+cap_max_tokens, shadow, commit/release, refusals with exact headers, hydra linking."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+
+import pytest
+
+from hydraguard.apis import Usage
+from hydraguard.facts import Facts
+from hydraguard.metering import Metering
+from hydraguard.policy import parse_policy
+
+from .redis_util import FakeClock, free_port
+
+T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
+
+BASE = """
+clusters:
+  - id: acct
+    key: [account]
+budgets:
+"""
+
+
+def metering(budgets: str, clusters: str | None = None, state: str = "") -> tuple[
+        Metering, FakeClock]:
+    text = state + (clusters if clusters is not None else BASE) + budgets
+    clock = FakeClock(T0)
+    return Metering(parse_policy(text, "r.yaml").budgets, clock), clock
+
+
+def facts(account="acct_a", ip="192.0.2.1", *, api="anthropic.messages", model="claude-x",
+          max_output=100, est=50, provider=None, signals=None) -> Facts:
+    f = Facts(request_id="r", method="POST", path="/v1/messages", peer_ip=None,
+              client_ip=ipaddress.ip_address(ip) if ip else None, account=account, api=api,
+              provider=provider or ("anthropic" if api.startswith("anthropic") else "openai"),
+              model=model, max_output=max_output, input_tokens_est=est,
+              signals=dict(signals or {}))
+    return f
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def admit(m: Metering, f: Facts):
+    m.resolve_cluster(f)
+    return await m.admit(f)
+
+
+def test_reservation_amount_weights_multiplier_clamp():
+    m, _ = metering("""
+  - id: b
+    windows: [{per: minute, tokens: 100000}]
+    weights: {input: 2, output: 3, cache_read: 0.1, cache_creation: 1.25}
+    model_multipliers: {"claude-opus-*": 5}
+    max_output_reserve: 40
+""")
+
+    async def go():
+        a = await admit(m, facts(max_output=100, est=50))  # 2*50 + 3*min(100, 40) = 220
+        assert a.log["budget"][0]["reserved"] == 220
+        b = await admit(m, facts(model="claude-opus-4", max_output=10, est=7))  # (14+30)*5
+        assert b.log["budget"][0]["reserved"] == 220
+        c = await admit(m, facts(max_output=None, est=0))  # default_output = clamp = 40
+        assert c.log["budget"][0]["reserved"] == 120
+        # commit: 2*10 + 0.1*1000 + 1.25*8 + 3*7 = 151 (x1)
+        out = await m.settle(a, Usage(10, 7, 8, 1000), failed=False)
+        assert out["budget"][0] == {"id": "b", "window": "minute", "limit": 100000,
+                                    "reserved": 220, "charged": 151,
+                                    "remaining": 100000 - 220 + 220 - 151}
+        out = await m.settle(b, Usage(3, 4), failed=False)  # (6 + 12) * 5
+        assert out["budget"][0]["charged"] == 90
+        levels = await m.state.peek("b:acct:account=acct_a", m.settings.budgets[0].windows)
+        assert levels[0].remaining == 100000 - 151 - 90 - 120
+
+    run(go())
+
+
+@pytest.mark.parametrize("count,expect_res,expect_charge", [
+    ("input", 50, 10 + 4 + 6), ("output", 40, 7), ("total", 90, 27)])
+def test_count_modes(count, expect_res, expect_charge):
+    m, _ = metering(f"""
+  - id: b
+    windows: [{{per: minute, tokens: 1000}}]
+    count: {count}
+    max_output_reserve: 40
+""")
+
+    async def go():
+        a = await admit(m, facts(max_output=100, est=50))
+        assert a.log["budget"][0]["reserved"] == expect_res
+        out = await m.settle(a, Usage(10, 7, 4, 6), failed=False)
+        assert out["budget"][0]["charged"] == expect_charge
+
+    run(go())
+
+
+def test_refusal_exact_retry_after_and_headers_then_refill():
+    m, clock = metering("""
+  - id: b
+    windows: [{seconds: 1000, tokens: 1000}, {per: day, tokens: 1000000}]
+""")  # 1 token/s in the first window
+
+    async def go():
+        a = await admit(m, facts(max_output=400, est=100))  # 500
+        assert not a.refused
+        assert a.headers == {"anthropic-ratelimit-tokens-limit": "1000",
+                             "anthropic-ratelimit-tokens-remaining": "500",
+                             "anthropic-ratelimit-tokens-reset": "2023-11-14T22:21:40Z"}
+        await m.settle(a, Usage(100, 400), failed=False)
+        b = await admit(m, facts(max_output=300, est=100))  # 400 -> level 900
+        assert not b.refused and b.log["budget"][0]["remaining"] == 100
+        c = await admit(m, facts(max_output=300, est=100))  # needs 400, 100 left: 300 s
+        assert c.refused and c.rule == "b" and c.kind == "rate_limit"
+        assert c.retry_after_s == pytest.approx(300.0)
+        assert c.reason == "token budget 'b' of this cluster is spent for window 1000s; " \
+            "retry in 300s"
+        assert c.headers == {"anthropic-ratelimit-tokens-limit": "1000",
+                             "anthropic-ratelimit-tokens-remaining": "100",
+                             "anthropic-ratelimit-tokens-reset": "2023-11-14T22:28:20Z"}
+        assert c.log["budget"] == [{"id": "b", "window": "1000s", "limit": 1000,
+                                    "reserved": 0, "charged": 0, "needed": 400,
+                                    "remaining": 100, "refused": True}]
+        assert await m.settle(c, None, failed=True) == c.log
+        clock.advance(299)
+        assert (await admit(m, facts(max_output=300, est=100))).refused
+        clock.advance(1)
+        assert not (await admit(m, facts(max_output=300, est=100))).refused
+
+    run(go())
+
+
+def test_openai_headers_and_never_fits():
+    m, _ = metering("""
+  - id: b
+    windows: [{per: minute, tokens: 600}]
+""")
+
+    async def go():
+        a = await admit(m, facts(api="openai.chat", max_output=100, est=20))
+        assert a.headers == {"x-ratelimit-limit-tokens": "600",
+                             "x-ratelimit-remaining-tokens": "480",
+                             "x-ratelimit-reset-tokens": "12s"}
+        big = await admit(m, facts(api="openai.chat", max_output=4096, est=20))
+        assert big.refused and big.retry_after_s == 60.0
+        assert big.reason == "request needs 4116 tokens, more than token budget 'b' allows " \
+            "per minute (600)"
+
+    run(go())
+
+
+def test_failed_request_releases_and_missing_usage_keeps_reservation():
+    m, _ = metering("""
+  - id: b
+    windows: [{per: day, tokens: 1000}]
+""")
+    w = m.settings.budgets[0].windows
+
+    async def go():
+        a = await admit(m, facts(max_output=100, est=50))
+        out = await m.settle(a, None, failed=True)
+        assert out["budget"][0]["charged"] == 0 and out["budget"][0]["remaining"] == 1000
+        assert (await m.state.peek("b:acct:account=acct_a", w))[0].remaining == 1000
+        b = await admit(m, facts(max_output=100, est=50))
+        out = await m.settle(b, None, failed=False)
+        assert out["budget"][0]["charged"] == 150
+        assert (await m.state.peek("b:acct:account=acct_a", w))[0].remaining == 850
+        assert await m.settle(b, Usage(1, 1), failed=False) == out  # settles once
+
+    run(go())
+
+
+def test_cap_max_tokens_instead_of_refusing():
+    m, _ = metering("""
+  - id: b
+    windows: [{per: day, tokens: 1000}]
+    on_exceed: cap_max_tokens
+    cap_to: 50
+""")
+
+    async def go():
+        a = await admit(m, facts(max_output=800, est=100))  # 900
+        assert not a.refused and a.max_output_cap is None
+        b = await admit(m, facts(max_output=800, est=20))  # 820 no; capped 70 fits (100 left)
+        assert not b.refused and b.max_output_cap == 50
+        assert b.log["budget"][0] == {"id": "b", "window": "day", "limit": 1000, "reserved": 70,
+                                      "charged": None, "remaining": 30, "capped_to": 50}
+        c = await admit(m, facts(max_output=800, est=20))  # capped 70 > 30: refused
+        assert c.refused and c.max_output_cap is None
+
+    run(go())
+
+
+def test_shadow_budget_refuses_nothing_and_logs():
+    m, _ = metering("""
+  - id: s
+    windows: [{per: day, tokens: 300}]
+    shadow: true
+""")
+
+    async def go():
+        a = await admit(m, facts(max_output=100, est=100))
+        assert not a.refused and a.headers == {} and "budget_shadow" not in a.log
+        assert a.log["budget"][0]["shadow"] is True
+        c = await admit(m, facts(max_output=100, est=100))  # 200 > 100 left: would refuse
+        assert not c.refused and c.max_output_cap is None
+        assert c.log["budget_shadow"] == [{"id": "s", "window": "day", "needed": 200,
+                                           "remaining": 100, "retry_after": 28800.0}]
+        assert c.log["budget"][0]["charged"] == 0  # not charged: mirrors enforcement
+        out = await m.settle(c, Usage(100, 100), failed=False)
+        assert out["budget_shadow"] and out["budget"][0]["charged"] == 0
+
+    run(go())
+
+
+def test_second_budget_refusal_releases_first_and_cluster_selection():
+    m, _ = metering("""
+  - id: wide
+    windows: [{per: day, tokens: 100000}]
+  - id: opus
+    when: {model: "claude-opus-*"}
+    clusters: [acct]
+    windows: [{per: day, tokens: 100}]
+""")
+    wide = m.settings.budgets[0].windows
+
+    async def go():
+        a = await admit(m, facts(model="claude-opus-4", max_output=100, est=50))
+        assert a.refused and a.rule == "opus"
+        assert a.log["budget"][0] == {"id": "wide", "window": "day", "limit": 100000,
+                                      "reserved": 0, "charged": 0, "remaining": 99850}
+        assert (await m.state.peek("wide:acct:account=acct_a", wide))[0].remaining == 100000
+        b = await admit(m, facts(model="claude-haiku", max_output=100, est=50))
+        assert not b.refused and [e["id"] for e in b.log["budget"]] == ["wide"]
+
+    run(go())
+
+
+def test_non_model_calls_and_unmatched_requests_have_no_cluster():
+    m, _ = metering("""
+  - id: b
+    windows: [{per: day, tokens: 10}]
+""", clusters="""
+clusters:
+  - id: only-cn
+    when: {country: CN}
+    key: [account]
+budgets:
+""")
+
+    async def go():
+        f = facts()
+        a = await admit(m, f)
+        assert f.cluster is None and not a.refused and a.log == {}
+
+    run(go())
+    f = facts()
+    f.api = None
+    m.resolve_cluster(f)
+    assert f.cluster is None
+
+
+def test_key_attributes():
+    m, _ = metering("", clusters="""
+clusters:
+  - id: k
+    key: [account, ip, prefix, asn, country, ja4, api, model]
+""")
+    f = facts(ip="2001:db8:1::7", signals={"tls.ja4": "t13d1516h2_8daaf6152771_02713d6af862"})
+    m.resolve_cluster(f)
+    assert f.cluster == ("k:account=acct_a|ip=2001:db8:1::7|prefix=2001:db8:1::/64|asn=-|"
+                         "country=-|ja4=t13d1516h2_8daaf6152771_02713d6af862|"
+                         "api=anthropic.messages|model=claude-x")
+    f = facts(ip="192.0.2.77")
+    m.resolve_cluster(f)
+    assert "|prefix=192.0.2.0/24|" in f.cluster
+
+
+LINKED = """
+clusters:
+  - id: acct
+    key: [cluster]
+    link:
+      window: 600
+      evidence:
+        - {kind: ip, min_accounts: 5, max_accounts: 50}
+        - {kind: template, min_accounts: 3, max_accounts: 50}
+budgets:
+  - id: b
+    windows: [{per: day, tokens: 1000}]
+"""
+
+
+def test_hydra_linking_by_ip_shares_one_budget():
+    m, clock = metering("", clusters=LINKED)
+
+    async def go():
+        ids = []
+        for i in range(8):
+            f = facts(account=f"acct_{i}", ip="198.51.100.70", max_output=90, est=10)
+            a = await admit(m, f)
+            ids.append((f.cluster, a.refused))
+        root = ids[0][0]
+        # accounts 1..3 are their own clusters (below min_accounts), the 5th links all
+        assert [c == root for c, _ in ids] == [True, False, False, False, True, True, True, True]
+        # the shared budget: acct_0 spent 100 before linking, then 4 more x 100 in one key
+        assert [r for _, r in ids] == [False] * 8
+        for i in range(8, 14):
+            f = facts(account=f"acct_{i}", ip="198.51.100.70", max_output=90, est=10)
+            a = await admit(m, f)
+            assert f.cluster == root
+            ids.append((f.cluster, a.refused))
+        assert [r for _, r in ids[8:]] == [False] * 5 + [True]  # 10 x 100 = the budget
+        # office NAT: 3 colleagues do not link
+        seen = set()
+        for i in range(3):
+            f = facts(account=f"office_{i}", ip="192.0.2.9")
+            m.resolve_cluster(f)
+            seen.add(f.cluster)
+        assert len(seen) == 3
+        # links expire after the window (+ rebuild period)
+        clock.advance(600 + 150 + 1)
+        f = facts(account="acct_13", ip="192.0.2.200")
+        m.resolve_cluster(f)
+        assert f.cluster != root
+
+    run(go())
+
+
+def test_hydra_linking_by_template_signal_across_ips():
+    m, _ = metering("", clusters=LINKED)
+    clusters = set()
+    for i in range(4):
+        f = facts(account=f"t_{i}", ip=f"192.0.2.{i + 1}", signals={"template.id": "tpl-9"})
+        m.resolve_cluster(f)
+        clusters.add(f.cluster)
+    assert len(clusters) == 2  # t_1 alone; t_2 links t_0..t_2 (root t_0); t_3 joins
+    f = facts(account="t_1", ip="192.0.2.2", signals={"template.id": "tpl-9"})
+    m.resolve_cluster(f)
+    g = facts(account="t_0", ip="192.0.2.1")
+    m.resolve_cluster(g)
+    assert f.cluster == g.cluster
+
+
+def test_redis_down_fail_open_and_closed(caplog):
+    port = free_port()  # nothing listens there
+    for on_error, refused in (("open", False), ("closed", True)):
+        m, _ = metering("""
+  - id: b
+    windows: [{per: day, tokens: 1000}]
+""", state=f"state: {{backend: redis, redis_url: 'redis://127.0.0.1:{port}/0', "
+            f"timeout_ms: 100, on_error: {on_error}, retry_after: 2}}\n")
+
+        async def go(m=m, refused=refused):
+            a = await admit(m, facts())
+            assert a.refused is refused and a.degraded
+            assert a.log["state_degraded"] is True
+            if refused:
+                assert a.retry_after_s == 2.0 and a.reason.startswith(
+                    "token budget state is unavailable (fail-closed)")
+            else:
+                assert a.log["budget"][0]["degraded"] is True
+                out = await m.settle(a, Usage(5, 5), failed=False)
+                assert out["budget"][0]["charged"] == 10
+            await m.close()
+
+        run(go())
+    downs = [r for r in caplog.records if "budget state DOWN" in r.getMessage()]
+    assert len(downs) == 2  # one per Metering (state change), not per request
+
+
+def test_adopt_keeps_levels_and_links_on_reload():
+    m, clock = metering("", clusters=LINKED)
+    for i in range(5):
+        m.resolve_cluster(facts(account=f"a{i}", ip="198.51.100.9"))
+
+    async def go():
+        a = await admit(m, facts(account="a4", ip="198.51.100.9", max_output=500, est=0))
+        assert not a.refused
+        text = LINKED.replace("tokens: 1000", "tokens: 900")
+        m2 = Metering(parse_policy(text, "r.yaml").budgets, clock)
+        m2.adopt(m)
+        assert m2.state is m.state and m2.linkers["acct"] is m.linkers["acct"]
+        b = await admit(m2, facts(account="a1", ip="198.51.100.9", max_output=500, est=0))
+        assert b.refused  # 500 already spent by the linked cluster, 900 is the new limit
+        changed = LINKED.replace("window: 600", "window: 60")
+        m3 = Metering(parse_policy(changed, "r.yaml").budgets, clock)
+        m3.adopt(m)
+        assert "acct" in m3.linkers and m3.linkers["acct"] is not m.linkers["acct"]
+
+    run(go())
