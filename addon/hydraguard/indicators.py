@@ -1,11 +1,71 @@
-"""Fills request facts with proxy / coordination signals (issue #4). Pure CPU, bounded memory."""
+"""Fills request facts with proxy / coordination signals (issue #4). Pure CPU, bounded memory.
+
+Configured by the `indicators:` section (policy/indicator_sections.py); a switched-off
+indicator costs nothing per request. Signals (names are stable; rules read them with
+`signal:` / `score:` and the decision log writes them under "signals"):
+
+Boolean signals are written only when true (a missing signal reads as false in rules);
+numbers are written whenever the indicator applies.
+
+ip (client IP; flags need geoip `anonymous`, ASN lists need geoip `asn`):
+  ip.anonymous, ip.anonymous_vpn, ip.hosting, ip.public_proxy, ip.residential_proxy,
+  ip.tor_exit                bool  Anonymous-IP database flags
+  ip.anonymizer_confidence   int   1-99 (Anonymous Plus databases)
+  ip.hosting_asn, ip.proxy_asn bool the client's ASN is in hosting_asns / proxy_asns
+  ip.list.<name>             bool  the client IP is in the CIDR list file <name>
+headers:
+  headers.proxy              bool  a proxy header is present
+  headers.proxy_names        list  their lower-cased names, sorted. Via, Proxy-Connection,
+                                   X-Proxy-ID, ... count from any peer; forwarding headers
+                                   (Forwarded, X-Forwarded-For, X-Real-IP, ...) from untrusted
+                                   peers, and from trusted peers when the chain holds hops left
+                                   of the client address (the client or its proxy sent them)
+tls (only for clients that spoke TLS to hydraguard):
+  tls.ja4                    str   JA4 of the connection's ClientHello
+  tls.ja4_accounts           int   distinct accounts seen with this JA4 in the window
+  tls.claimed_runtime        str   runtime claimed by X-Stainless-* / User-Agent (python, node..)
+  tls.sdk_mismatch           bool  the claimed runtime is in sdk_fingerprints and no listed
+                                   JA4 / prefix matches
+behaviour (requests with an account only):
+  behaviour.accounts_per_ip, behaviour.accounts_per_v4_24 (IPv4) or
+  behaviour.accounts_per_v6_64 (IPv6), behaviour.ips_per_account, behaviour.asns_per_account,
+  behaviour.countries_per_account  int  distinct counts in the window
+  behaviour.requests_per_account   float requests in the sliding rate window
+prompts (model calls only; never any prompt text):
+  prompt.<pattern name>      bool  the pattern matched the system prompt / last user turn
+  template.id                str   16-hex SimHash id of the near-duplicate template
+  template.accounts          int   distinct accounts using that template in the window
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
+from .clientip import forwarded_hops, parse_ip, xff_hops
 from .facts import Facts
+from .signals.behaviour import BehaviourConfig, BehaviourTracker, DistinctCounter
+from .signals.iplists import CidrSet, ListFile
+from .signals.ja4 import ja4 as _ja4
+from .signals.ja4 import sdk_runtime_claim
+from .signals.prompts import PromptPatterns, TemplateTracker
+from .signals.proxy_headers import FORWARDING_HEADERS, PROXY_HEADERS
+
+log = logging.getLogger("hydraguard")
+
+ANONYMOUS_SIGNALS = {
+    "is_anonymous": "ip.anonymous",
+    "is_anonymous_vpn": "ip.anonymous_vpn",
+    "is_hosting_provider": "ip.hosting",
+    "is_public_proxy": "ip.public_proxy",
+    "is_residential_proxy": "ip.residential_proxy",
+    "is_tor_exit_node": "ip.tor_exit",
+}
+_CHAIN_HEADERS = ("forwarded", "x-forwarded-for")
+_CLAIM_HEADERS = ("x-stainless-lang", "x-stainless-runtime", "user-agent")
+
+Step = Callable[[Facts, Any, Any, dict[str, Any]], None]
 
 
 class Indicators:
@@ -14,13 +74,241 @@ class Indicators:
     def __init__(self, settings: Any, clock: Callable[[], float]) -> None:
         self.settings = settings
         self.clock = clock
+        self._steps: tuple[Step, ...] = ()
+        self._tls_on = False
+        self.lists: dict[str, ListFile] = {}
+        self.ja4_accounts: DistinctCounter | None = None
+        self.behaviour: BehaviourTracker | None = None
+        self.patterns: PromptPatterns | None = None
+        self.templates: TemplateTracker | None = None
+        if settings is None:
+            return
+        steps: list[Step] = []
+        if settings.ip is not None:
+            self._setup_ip(settings.ip)
+            steps.append(self._ip)
+        if settings.headers is not None:
+            self._setup_headers(settings.headers)
+            steps.append(self._headers)
+        if settings.tls is not None:
+            t = settings.tls
+            self._tls_on = True
+            self.ja4_accounts = DistinctCounter(t.window, t.max_keys, t.max_accounts_per_key,
+                                                clock)
+            self._sdk = {runtime: prefixes for runtime, prefixes in t.sdk_fingerprints}
+            steps.append(self._tls)
+        if settings.behaviour is not None:
+            b = settings.behaviour
+            self.behaviour = BehaviourTracker(
+                BehaviourConfig(window_s=b.window, rate_window_s=b.rate_window,
+                                max_keys=b.max_keys, max_members_per_key=b.max_members_per_key),
+                clock)
+            steps.append(self._behaviour)
+        if settings.prompts is not None:
+            p = settings.prompts
+            if p.patterns:
+                self.patterns = PromptPatterns([(x.name, x.regex, x.flags) for x in p.patterns])
+                for err in self.patterns.errors:  # validated at load: should not happen
+                    log.error("hydraguard: prompt pattern skipped: %s", err)
+                self._pattern_signal = {x.name: f"prompt.{x.name}" for x in p.patterns}
+            if p.templates is not None:
+                t = p.templates
+                self.templates = TemplateTracker(
+                    window_s=t.window, max_templates=t.max_templates,
+                    max_accounts_per_template=t.max_accounts_per_template, bands=t.bands,
+                    max_distance=t.max_distance, clock=clock, min_chars=t.min_chars,
+                    max_chars=t.max_chars)
+                self._template_text = t.text
+            if self.patterns is not None or self.templates is not None:
+                steps.append(self._prompts)
+        self._steps = tuple(steps)
 
+    # -- TLS (per connection) ---------------------------------------------------------------
     def client_hello(self, client_hello: Any) -> str | None:
-        """JA4 of a TLS ClientHello (None when TLS indicators are off)."""
-        return None
+        """JA4 of a TLS ClientHello (None when TLS indicators are off). Never raises."""
+        if not self._tls_on:
+            return None
+        try:
+            return _ja4(client_hello) or None
+        except Exception:  # hostile input must never break the handshake
+            return None
 
+    # -- per request ------------------------------------------------------------------------
     def observe(self, facts: Facts, req: Any, parsed: Any) -> None:
         """Add signals for one request (req: pipeline.RequestView, parsed: apis.ParsedRequest)."""
+        out = facts.signals
+        for step in self._steps:
+            try:
+                step(facts, req, parsed, out)
+            except Exception:  # a broken indicator must not fail the request
+                log.exception("hydraguard: indicator %s failed", step.__name__)
+
+    def adopt(self, old: Indicators) -> None:
+        """Hot reload: take over the windows of `old` (the indicators of the rules being
+        replaced) whose settings did not change, so counts survive an unrelated rules edit.
+        Changed settings start empty; CIDR lists with the same file and format are kept."""
+        new_s, old_s = self.settings, old.settings
+        if new_s is None or old_s is None:
+            return
+        if new_s.tls is not None and new_s.tls == old_s.tls and old.ja4_accounts is not None:
+            self.ja4_accounts = old.ja4_accounts
+        if (new_s.behaviour is not None and new_s.behaviour == old_s.behaviour
+                and old.behaviour is not None):
+            self.behaviour = old.behaviour
+        if (self.templates is not None and old.templates is not None and new_s.prompts
+                and old_s.prompts and new_s.prompts.templates == old_s.prompts.templates):
+            self.templates = old.templates
+        if self.lists and old.lists and new_s.ip is not None and old_s.ip is not None:
+            old_specs = {s.name: s for s in old_s.ip.lists}
+            for spec in new_s.ip.lists:
+                prev = old_specs.get(spec.name)
+                if prev is not None and (prev.path, prev.format) == (spec.path, spec.format) \
+                        and spec.name in old.lists:
+                    lf = old.lists[spec.name]
+                    lf.check_interval = spec.reload_interval
+                    self.lists[spec.name] = lf
+            self._list_signals = tuple((f"ip.list.{n}", lf) for n, lf in self.lists.items())
 
     def close(self) -> None:
         """Release files and caches."""
+        self._steps = ()
+        self.lists = {}
+        self.ja4_accounts = self.behaviour = self.patterns = self.templates = None
+
+    # -- ip -------------------------------------------------------------------------------
+    def _setup_ip(self, s: Any) -> None:
+        self._anonymous = s.anonymous
+        self._hosting_asns = s.hosting_asns
+        self._proxy_asns = s.proxy_asns
+        for spec in s.lists:
+            self.lists[spec.name] = ListFile(spec.path, spec.format,
+                                             check_interval=spec.reload_interval,
+                                             clock=self.clock)
+        self._list_signals = tuple((f"ip.list.{name}", lf) for name, lf in self.lists.items())
+
+    def _ip(self, facts: Facts, req: Any, parsed: Any, out: dict[str, Any]) -> None:
+        ip = facts.client_ip
+        if ip is None:
+            return
+        geo = facts.geo
+        if geo is not None:
+            if self._anonymous:
+                for flag in sorted(geo.anonymous):
+                    name = ANONYMOUS_SIGNALS.get(flag)
+                    if name is not None:
+                        out[name] = True
+                if geo.anonymizer_confidence is not None:
+                    out["ip.anonymizer_confidence"] = geo.anonymizer_confidence
+            asn = geo.asn
+            if asn is not None:
+                if asn in self._hosting_asns:
+                    out["ip.hosting_asn"] = True
+                if asn in self._proxy_asns:
+                    out["ip.proxy_asn"] = True
+        for name, lf in self._list_signals:
+            if lf.get().contains(ip):
+                out[name] = True
+
+    # -- headers --------------------------------------------------------------------------
+    def _setup_headers(self, s: Any) -> None:
+        self._trusted = CidrSet(s.trusted_proxies)
+        self._names_trusted = tuple(sorted(PROXY_HEADERS - s.ignore))
+        self._names_untrusted = tuple(sorted((PROXY_HEADERS | FORWARDING_HEADERS) - s.ignore))
+        self._chain = tuple(h for h in _CHAIN_HEADERS if h not in s.ignore)
+
+    def _client_sent_chain(self, facts: Facts, header: Callable[[str], str | None]
+                           ) -> list[str]:
+        """Forwarding headers from a trusted peer that carry hops left of the client address:
+        those hops were written by the client or by a proxy in front of it."""
+        found = []
+        for name in self._chain:
+            value = header(name)
+            if not value:
+                continue
+            hops = forwarded_hops(value) if name == "forwarded" else xff_hops(value)
+            for i in range(len(hops) - 1, -1, -1):
+                ip = parse_ip(hops[i])
+                if ip is None or not self._trusted.contains(ip):
+                    if i > 0:
+                        found.append(name)
+                    break
+        return found
+
+    def _headers(self, facts: Facts, req: Any, parsed: Any, out: dict[str, Any]) -> None:
+        header = req.headers
+        peer = facts.peer_ip
+        trusted = peer is not None and self._trusted.contains(peer)
+        names = self._names_trusted if trusted else self._names_untrusted
+        present = getattr(req, "header_names", None)  # lower-cased names, when the view has them
+        if present is not None:
+            found = [n for n in names if n in present]
+        else:
+            found = [n for n in names if header(n) is not None]
+        if trusted:
+            found.extend(self._client_sent_chain(facts, header))
+        if found:
+            out["headers.proxy"] = True
+            out["headers.proxy_names"] = sorted(set(found))
+
+    # -- tls ------------------------------------------------------------------------------
+    def _tls(self, facts: Facts, req: Any, parsed: Any, out: dict[str, Any]) -> None:
+        ja4 = getattr(req, "tls_ja4", None)
+        if not ja4:
+            return
+        out["tls.ja4"] = ja4
+        counter = self.ja4_accounts
+        assert counter is not None
+        account = facts.account
+        out["tls.ja4_accounts"] = counter.add(ja4, account) if account else counter.count(ja4)
+        header = req.headers
+        claim = sdk_runtime_claim({h: v for h in _CLAIM_HEADERS if (v := header(h))})
+        if claim:
+            out["tls.claimed_runtime"] = claim
+            prefixes = self._sdk.get(claim)
+            if prefixes is not None and not ja4.startswith(prefixes):
+                out["tls.sdk_mismatch"] = True
+
+    # -- behaviour ------------------------------------------------------------------------
+    def _behaviour(self, facts: Facts, req: Any, parsed: Any, out: dict[str, Any]) -> None:
+        account = facts.account
+        tracker = self.behaviour
+        if account is None or tracker is None:
+            return
+        geo = facts.geo
+        asn = country = None
+        if geo is not None:
+            asn, country = geo.asn, geo.country
+        ip = facts.client_ip
+        r = tracker.update(ip, account, asn, country)
+        if ip is not None:
+            out["behaviour.accounts_per_ip"] = r["accounts_per_ip"]
+            if ip.version == 4:
+                out["behaviour.accounts_per_v4_24"] = r["accounts_per_v4_24"]
+            else:
+                out["behaviour.accounts_per_v6_64"] = r["accounts_per_v6_64"]
+        out["behaviour.ips_per_account"] = r["ips_per_account"]
+        out["behaviour.asns_per_account"] = r["asns_per_account"]
+        out["behaviour.countries_per_account"] = r["countries_per_account"]
+        out["behaviour.requests_per_account"] = round(r["requests_per_account"], 3)
+
+    # -- prompts --------------------------------------------------------------------------
+    def _prompts(self, facts: Facts, req: Any, parsed: Any, out: dict[str, Any]) -> None:
+        if parsed is None:
+            return
+        system, user = parsed.system_text or "", parsed.last_user_text or ""
+        if self.patterns is not None:
+            names = self._pattern_signal
+            for name in sorted(self.patterns.match(system, user)):
+                out[names[name]] = True
+        if self.templates is not None:
+            mode = self._template_text
+            if mode == "system":
+                text = system
+            elif mode == "user":
+                text = user
+            else:
+                text = f"{system}\n{user}" if system and user else system or user
+            tid, n = self.templates.observe(text, facts.account)
+            if tid:
+                out["template.id"] = tid
+                out["template.accounts"] = n

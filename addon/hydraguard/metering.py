@@ -106,10 +106,13 @@ def output_allowance(b: Any, max_output: int | None) -> int:
 
 
 def _prefix(ip: Any) -> str | None:
+    """The client's /24 (IPv4) or /64 (IPv6) as text, by integer arithmetic (hot path)."""
     if ip is None:
         return None
-    bits = 24 if ip.version == 4 else 64
-    return str(ipaddress.ip_network(f"{ip}/{bits}", strict=False))
+    if ip.version == 4:
+        p = ip.packed
+        return f"{p[0]}.{p[1]}.{p[2]}.0/24"
+    return f"{ipaddress.IPv6Address(int(ip) >> 64 << 64)}/64"
 
 
 def _tightest(b: Any, r: ReserveResult, amount: int = 0) -> tuple[Any, float]:

@@ -1,15 +1,473 @@
-"""Rules-file sections for the proxy indicators (`indicators:`). Filled in by issue #4."""
+"""Rules-file section for the proxy / coordination indicators (`indicators:`, issue #4).
+
+Each sub-section (ip, headers, tls, behaviour, prompts) is off when absent and on (with the
+defaults below) when written; `enabled: false` keeps it written but switched off. The compiled
+result is an immutable `IndicatorSettings` read by `hydraguard.indicators.Indicators`; the
+signal names it produces are listed in that module's docstring.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .schema import Errors, Field
+from ..signals.iplists import FORMATS, parse_list
+from ..signals.prompts import DEFAULT_PATTERNS
+from ..signals.proxy_headers import FORWARDING_HEADERS, PROXY_HEADERS
+from .schema import INVALID, Bool, Custom, Errors, Field, Int, ListOf, MapOf, Num, Str, Struct
 
-SECTIONS: dict[str, Field] = {}
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_JA4_PART = re.compile(r"[a-z0-9_]{1,40}")
+BUILTIN_PATTERNS = {name: (regex, flags) for name, regex, flags in DEFAULT_PATTERNS}
+
+
+def _name(value: str) -> str:
+    if not _NAME.fullmatch(value):
+        raise ValueError(f"{value!r} is not a valid name (lower-case letters, digits, '_' "
+                         "and '-', at most 64, starting with a letter or digit)")
+    return value
+
+
+def _asn(value: str) -> int:
+    v = value.strip()
+    if v[:2].lower() == "as":
+        v = v[2:]
+    if not v.isdigit() or int(v) > 0xFFFFFFFF:
+        raise ValueError(f"{value!r} is not an AS number (e.g. 64510 or AS64510)")
+    return int(v)
+
+
+def _ja4_prefix(value: str) -> str:
+    v = value.strip().lower()
+    if not _JA4_PART.fullmatch(v) or v[0] not in "tqd":
+        raise ValueError(f"{value!r} is not a JA4 fingerprint or prefix (e.g. t13d or "
+                         "t13d1516h2_8daaf6152771_e5627efa2ab1)")
+    return v
+
+
+def _header_name(value: str) -> str:
+    v = value.strip().lower()
+    known = sorted(FORWARDING_HEADERS | PROXY_HEADERS)
+    if v not in known:
+        from .schema import did_you_mean
+
+        raise ValueError(f"{value!r} is not a proxy header hydraguard looks at"
+                         f"{did_you_mean(v, known)}")
+    return v
+
+
+NAME = Custom(parse=_name, type_label="name")
+RUNTIME = Custom(parse=lambda v: _name(v.strip().lower()), type_label="runtime name")
+ASN = Custom(parse=_asn, type_label="AS number")
+JA4_PREFIX = Custom(parse=_ja4_prefix, type_label="JA4 or JA4 prefix")
+WINDOW = Num(min=1, max=30 * 86400)
+
+
+def _enabled() -> Field:
+    return Field(Bool(), default=True, doc="Switch this indicator off without deleting it.",
+                 example=False)
+
+
+LIST = Struct(
+    doc="A CIDR list file; the signal ip.list.<name> is true for client IPs in it.",
+    fields={
+        "name": Field(NAME, required=True, doc="List name, used in the signal ip.list.<name>.",
+                      example="tor_exits"),
+        "path": Field(Str(), required=True,
+                      doc="File path, relative to the rules file's folder.",
+                      example="../lists/tor-exit-addresses.txt"),
+        "format": Field(Str(choices=FORMATS), default="plain",
+                        doc="plain (CIDR or IP per line, # comments), tor (bulk exit list: one "
+                        "IP per line, or the exit-addresses format), aws (ip-ranges.json), "
+                        "gcp (cloud.json).", example="tor"),
+        "reload_interval": Field(Num(min=1, max=86400), default=60,
+                                 doc="Seconds between checks of the file; a changed file is "
+                                 "re-read, an invalid new version keeps the previous list.",
+                                 example=300),
+    },
+)
+
+IP = Struct(
+    doc="IP intelligence: Anonymous-IP database flags, hosting / proxy ASN lists, CIDR lists.",
+    fields={
+        "enabled": _enabled(),
+        "anonymous": Field(Bool(), default=True,
+                           doc="Signals from the geoip anonymous database flags (ip.anonymous, "
+                           "ip.anonymous_vpn, ip.hosting, ip.public_proxy, "
+                           "ip.residential_proxy, ip.tor_exit, ip.anonymizer_confidence).",
+                           example=True),
+        "hosting_asns": Field(ListOf(ASN), default=(),
+                              doc="ASNs of hosting / cloud providers: ip.hosting_asn "
+                              "(needs an asn database in geoip:).", example=[64510, "AS16509"]),
+        "proxy_asns": Field(ListOf(ASN), default=(),
+                            doc="ASNs of proxy services: ip.proxy_asn.", example=[65551]),
+        "lists": Field(ListOf(LIST), default=(), doc=LIST.doc,
+                       example=[{"name": "tor_exits", "path": "../lists/tor-exits.txt",
+                                 "format": "tor"}]),
+    },
+)
+
+HEADERS = Struct(
+    doc="Proxy headers: Via, Proxy-Connection, X-Proxy-ID, ... from any peer; forwarding "
+    "headers (Forwarded, X-Forwarded-For, X-Real-IP, ...) only from untrusted peers.",
+    fields={
+        "enabled": _enabled(),
+        "ignore": Field(ListOf(Custom(parse=_header_name, type_label="header name")),
+                        default=(), doc="Headers not to count (e.g. the Via your own CDN adds).",
+                        example=["via"]),
+    },
+)
+
+TLS = Struct(
+    doc="JA4 fingerprint of clients that speak TLS to hydraguard (`hydraguard run --certs`).",
+    fields={
+        "enabled": _enabled(),
+        "window": Field(WINDOW, default=3600, doc="Seconds over which tls.ja4_accounts counts "
+                        "distinct accounts per fingerprint.", example=3600),
+        "max_keys": Field(Int(min=1, max=10_000_000), default=10_000,
+                          doc="Fingerprints tracked (least recently seen dropped).",
+                          example=10_000),
+        "max_accounts_per_key": Field(Int(min=1, max=1_000_000), default=1000,
+                                      doc="Accounts remembered per fingerprint (the count "
+                                      "saturates there).", example=1000),
+        "sdk_fingerprints": Field(
+            MapOf(ListOf(JA4_PREFIX, min_len=1, allow_scalar=True), key=RUNTIME), default={},
+            doc="Per claimed runtime (from X-Stainless-Lang/-Runtime or the User-Agent: python, "
+            "node, go, java, curl, ...), the JA4 values or prefixes its TLS stack produces. A "
+            "request claiming a listed runtime whose JA4 matches none sets tls.sdk_mismatch; "
+            "runtimes not listed are not judged.",
+            example={"python": ["t13d"], "node": ["t13d1516h2_8daaf6152771"]}),
+    },
+)
+
+BEHAVIOUR = Struct(
+    doc="Sliding-window counts across accounts: accounts per IP, /24, IPv6 /64; IPs, ASNs, "
+    "countries and requests per account. Needs an account (API key) on the request.",
+    fields={
+        "enabled": _enabled(),
+        "window": Field(WINDOW, default=3600, doc="Seconds of the distinct-count windows.",
+                        example=3600),
+        "rate_window": Field(WINDOW, default=60, doc="Seconds of the request-rate window "
+                             "(behaviour.requests_per_account).", example=60),
+        "max_keys": Field(Int(min=1, max=10_000_000), default=100_000,
+                          doc="Keys (IPs, networks, accounts) per counter; least recently "
+                          "seen dropped. About 0.5 KB each, 7 counters.", example=100_000),
+        "max_members_per_key": Field(Int(min=1, max=100_000), default=200,
+                                     doc="Members remembered per key: counts saturate there, so "
+                                     "keep it above your thresholds.", example=200),
+    },
+)
+
+
+PATTERN = Struct(
+    doc="A named prompt pattern; the signal prompt.<name> is true when it matches. Give "
+    "exactly one of phrase, regex, builtin.",
+    fields={
+        "name": Field(NAME, required=True, doc="Pattern name (signal prompt.<name>).",
+                      example="cot_elicitation"),
+        "phrase": Field(Str(), doc="Words matched case-insensitively, any whitespace between.",
+                        example="show your reasoning step by step"),
+        "regex": Field(Str(), doc="Python regex, matched case-insensitively.",
+                       example=r"write (?:out|down) (?:your|the) (?:reasoning|thinking)"),
+        "builtin": Field(Str(choices=tuple(BUILTIN_PATTERNS)),
+                         doc="A pattern shipped with hydraguard: cot_elicitation (asking the "
+                         "model to write out its step-by-step reasoning for an answer).",
+                         example="cot_elicitation"),
+        "gate": Field(ListOf(Str(), min_len=1, allow_scalar=True),
+                      doc="Only search texts containing one of these words (faster; regex "
+                      "patterns only; phrases gate on their longest word).",
+                      example=["reasoning", "thinking"]),
+        "window": Field(Int(min=0, max=1_000_000), default=400,
+                        doc="With gate: search only this many characters either side of each "
+                        "gate word (0: the whole text). Keeps long prompts cheap.",
+                        example=400),
+        "where": Field(Str(choices=("system", "user", "both")), default="both",
+                       doc="Match the system prompt, the last user turn, or both.",
+                       example="user"),
+    },
+)
+
+TEMPLATES = Struct(
+    doc="Near-duplicate prompt templates (64-bit SimHash, LSH bands): template.id and "
+    "template.accounts (distinct accounts using it in the window).",
+    fields={
+        "enabled": _enabled(),
+        "text": Field(Str(choices=("system", "user", "both")), default="both",
+                      doc="What is fingerprinted: the system prompt, the last user turn, or "
+                      "both joined.", example="both"),
+        "window": Field(WINDOW, default=3600, doc="Seconds a template and its accounts are "
+                        "remembered.", example=3600),
+        "min_chars": Field(Int(min=1, max=1_000_000), default=200,
+                           doc="Shorter texts are not fingerprinted.", example=200),
+        "max_chars": Field(Int(min=64, max=1_000_000), default=4096,
+                           doc="Only the first max_chars characters are hashed.", example=4096),
+        "bands": Field(Int(min=1, max=64), default=4, doc="LSH bands (must divide 64 and "
+                       "exceed max_distance).", example=4),
+        "max_distance": Field(Int(min=0, max=16), default=3,
+                              doc="Largest Hamming distance between near-duplicates.",
+                              example=3),
+        "max_templates": Field(Int(min=1, max=10_000_000), default=10_000,
+                               doc="Templates tracked (least recently seen dropped).",
+                               example=10_000),
+        "max_accounts_per_template": Field(Int(min=1, max=1_000_000), default=1000,
+                                           doc="Accounts remembered per template (the count "
+                                           "saturates there).", example=1000),
+    },
+)
+
+PROMPTS = Struct(
+    doc="Prompt signals of model calls: named patterns and near-duplicate templates.",
+    fields={
+        "enabled": _enabled(),
+        "patterns": Field(ListOf(PATTERN), default=(), doc=PATTERN.doc,
+                          example=[{"name": "cot_elicitation", "builtin": "cot_elicitation"}]),
+        "templates": Field(TEMPLATES, doc=TEMPLATES.doc, example={"enabled": True}),
+    },
+)
+
+INDICATORS = Struct(
+    doc="Proxy and coordination indicators: named signals in the request facts for rules "
+    "(`signal:` / `score:`) and the decision log. A sub-section is on when written.",
+    fields={
+        "ip": Field(IP, doc=IP.doc),
+        "headers": Field(HEADERS, doc=HEADERS.doc),
+        "tls": Field(TLS, doc=TLS.doc),
+        "behaviour": Field(BEHAVIOUR, doc=BEHAVIOUR.doc),
+        "prompts": Field(PROMPTS, doc=PROMPTS.doc),
+    },
+)
+
+SECTIONS: dict[str, Field] = {
+    "indicators": Field(INDICATORS, doc=INDICATORS.doc,
+                        example={"headers": {}, "ip": {"hosting_asns": [64510]}}),
+}
+
+
+# --- compiled settings -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ListSettings:
+    name: str
+    path: str  # absolute
+    format: str
+    reload_interval: float
+
+
+@dataclass(frozen=True, slots=True)
+class IpSettings:
+    anonymous: bool = True
+    hosting_asns: frozenset[int] = frozenset()
+    proxy_asns: frozenset[int] = frozenset()
+    lists: tuple[ListSettings, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderSettings:
+    trusted_proxies: tuple[IPNetwork, ...] = ()  # from settings.trusted_proxies
+    ignore: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    window: float = 3600.0
+    max_keys: int = 10_000
+    max_accounts_per_key: int = 1000
+    sdk_fingerprints: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BehaviourSettings:
+    window: float = 3600.0
+    rate_window: float = 60.0
+    max_keys: int = 100_000
+    max_members_per_key: int = 200
+
+
+@dataclass(frozen=True, slots=True)
+class PatternSettings:
+    name: str
+    regex: str  # the regex (phrase patterns: the phrase)
+    flags: str  # signals.prompts.PromptPatterns flags string
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateSettings:
+    text: str = "both"
+    window: float = 3600.0
+    min_chars: int = 200
+    max_chars: int = 4096
+    bands: int = 4
+    max_distance: int = 3
+    max_templates: int = 10_000
+    max_accounts_per_template: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class PromptSettings:
+    patterns: tuple[PatternSettings, ...] = ()
+    templates: TemplateSettings | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IndicatorSettings:
+    """Compiled `indicators:`; a None sub-section is switched off."""
+
+    ip: IpSettings | None = None
+    headers: HeaderSettings | None = None
+    tls: TlsSettings | None = None
+    behaviour: BehaviourSettings | None = None
+    prompts: PromptSettings | None = None
+
+
+def _on(c: Any) -> bool:
+    return c is not None and c is not INVALID and bool(c.get("enabled", True))
+
+
+def _ip(c: Any, errors: Errors, base: Path, has_asn_db: bool) -> IpSettings | None:
+    if not _on(c):
+        return None
+    if (c["hosting_asns"] or c["proxy_asns"]) and not has_asn_db:
+        errors.add(c.at("hosting_asns" if c["hosting_asns"] else "proxy_asns"),
+                   "indicators.ip: hosting_asns / proxy_asns need a geoip: section with an asn "
+                   "(or IPinfo location) database")
+    lists: list[ListSettings] = []
+    seen: set[str] = set()
+    for i, item in enumerate(c["lists"]):
+        where = f"indicators.ip.lists[{i}]"
+        if item["name"] in seen:
+            errors.add(item.at("name"), f"{where}.name: duplicate list name {item['name']!r}")
+            continue
+        seen.add(item["name"])
+        path = item["path"]
+        full = path if os.path.isabs(path) else str((base / path).resolve())
+        try:
+            with open(full, encoding="utf-8", errors="replace") as fh:
+                text = fh.read()
+        except OSError as e:
+            errors.add(item.at("path"), f"{where}.path: cannot read {full}: {e.strerror or e}")
+            continue
+        nets, bad = parse_list(text, item["format"])
+        if bad:
+            errors.add(item.at("path"), f"{where}.path: {full} is not a valid "
+                       f"{item['format']} list: {bad[0]}"
+                       + (f" ({len(bad)} problems)" if len(bad) > 1 else ""))
+            continue
+        if not nets:
+            errors.add(item.at("path"), f"{where}.path: {full} holds no networks")
+            continue
+        lists.append(ListSettings(item["name"], full, item["format"],
+                                  float(item["reload_interval"])))
+    return IpSettings(anonymous=c["anonymous"], hosting_asns=frozenset(c["hosting_asns"]),
+                      proxy_asns=frozenset(c["proxy_asns"]), lists=tuple(lists))
+
+
+def _patterns(items: Any, errors: Errors) -> tuple[PatternSettings, ...]:
+    out: list[PatternSettings] = []
+    seen: set[str] = set()
+    for i, p in enumerate(items):
+        where = f"indicators.prompts.patterns[{i}]"
+        if p["name"] in seen:
+            errors.add(p.at("name"), f"{where}.name: duplicate pattern name {p['name']!r}")
+            continue
+        seen.add(p["name"])
+        given = [k for k in ("phrase", "regex", "builtin") if p[k] is not None]
+        if len(given) != 1:
+            errors.add(p.where, f"{where}: give exactly one of phrase, regex, builtin"
+                       + (f" (got {', '.join(given)})" if given else ""))
+            continue
+        kind = given[0]
+        flags = ["user"] if p["where"] == "user" else ["system"] if p["where"] == "system" \
+            else []
+        if p["gate"] is not None:
+            if kind != "regex":
+                errors.add(p.at("gate"), f"{where}.gate: only for regex patterns")
+                continue
+            gates = [g.lower() for g in p["gate"]]
+            if any("|" in g or " " in g or "," in g or not g for g in gates):
+                errors.add(p.at("gate"), f"{where}.gate: gate words must be single words")
+                continue
+            flags.append("gate=" + "|".join(gates))
+            if p["window"]:
+                flags.append(f"window={p['window']}")
+        if kind == "phrase":
+            if not p["phrase"].split():
+                errors.add(p.at("phrase"), f"{where}.phrase: must contain a word")
+                continue
+            out.append(PatternSettings(p["name"], p["phrase"], " ".join(["phrase", *flags])))
+        elif kind == "regex":
+            # matched against the lower-cased text; (?i) (slower) only when the regex has
+            # upper-case letters outside escapes, so that they still match
+            regex = p["regex"]
+            if re.search(r"[A-Z]", re.sub(r"\\.", "", regex)):
+                regex = "(?i)" + regex
+            try:
+                re.compile(p["regex"], re.IGNORECASE)
+                re.compile(regex)
+            except re.error as e:
+                errors.add(p.at("regex"), f"{where}.regex: invalid regular expression: {e}")
+                continue
+            out.append(PatternSettings(p["name"], regex, " ".join(["regex", *flags])))
+        else:
+            regex, base_flags = BUILTIN_PATTERNS[p["builtin"]]
+            out.append(PatternSettings(p["name"], regex, " ".join([base_flags, *flags])))
+    return tuple(out)
+
+
+def _templates(c: Any, errors: Errors) -> TemplateSettings | None:
+    if not _on(c):
+        return None
+    if 64 % c["bands"] or c["bands"] <= c["max_distance"]:
+        errors.add(c.at("bands"), "indicators.prompts.templates.bands: must divide 64 and be "
+                   f"greater than max_distance ({c['max_distance']}), e.g. 4, 8 or 16")
+        return None
+    return TemplateSettings(
+        text=c["text"], window=float(c["window"]), min_chars=c["min_chars"],
+        max_chars=c["max_chars"], bands=c["bands"], max_distance=c["max_distance"],
+        max_templates=c["max_templates"],
+        max_accounts_per_template=c["max_accounts_per_template"])
 
 
 def compile_indicators(checked: dict[str, Any], errors: Errors, base: Path) -> Any:
-    """The compiled indicator settings (None: indicators off)."""
-    return None
+    """The compiled indicator settings (None: indicators off). List files are checked now
+    (relative paths from `base`, the rules file's folder); problems go to `errors`."""
+    c = checked.get("indicators")
+    if c is None or c is INVALID:
+        return None
+    geoip = checked.get("geoip") or {}
+    has_asn_db = bool(geoip.get("asn") or geoip.get("location"))
+    settings = checked.get("settings") or {}
+    ip = _ip(c["ip"], errors, base, has_asn_db)
+    headers = None
+    if _on(c["headers"]):
+        headers = HeaderSettings(trusted_proxies=tuple(settings.get("trusted_proxies") or ()),
+                                 ignore=frozenset(c["headers"]["ignore"]))
+    tls = None
+    if _on(c["tls"]):
+        t = c["tls"]
+        tls = TlsSettings(window=float(t["window"]), max_keys=t["max_keys"],
+                          max_accounts_per_key=t["max_accounts_per_key"],
+                          sdk_fingerprints=tuple((k, tuple(v))
+                                                 for k, v in t["sdk_fingerprints"].items()))
+    behaviour = None
+    if _on(c["behaviour"]):
+        b = c["behaviour"]
+        behaviour = BehaviourSettings(window=float(b["window"]),
+                                      rate_window=float(b["rate_window"]),
+                                      max_keys=b["max_keys"],
+                                      max_members_per_key=b["max_members_per_key"])
+    prompts = None
+    if _on(c["prompts"]):
+        p = c["prompts"]
+        prompts = PromptSettings(patterns=_patterns(p["patterns"], errors),
+                                 templates=_templates(p["templates"], errors))
+        if not prompts.patterns and prompts.templates is None:
+            prompts = None
+    return IndicatorSettings(ip=ip, headers=headers, tls=tls, behaviour=behaviour,
+                             prompts=prompts)
