@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -13,11 +14,14 @@ from mitmproxy import connection, exceptions, http, tls
 from .geo import GeoDatabaseError
 from .pipeline import HEALTH_PATH, Exchange, Gateway, RequestView
 from .policy import PolicyError, load_policy
+from .reload import RulesWatcher
 
 log = logging.getLogger("hydraguard")
 
 DEFAULT_RULES = Path(__file__).resolve().parents[2] / "rules" / "default.yaml"
 KEY = "hydraguard"
+GW = "hydraguard_gw"  # the Gateway (policy snapshot) a flow was decided with
+RETIRE_AFTER_S = 300.0  # a replaced gateway's own resources are closed after this long
 
 
 def _request_id(flow: http.HTTPFlow) -> str:
@@ -52,10 +56,15 @@ class HydraGuard:
         self.gateway: Gateway | None = None
         self._ja4: weakref.WeakKeyDictionary[connection.Client, str] = \
             weakref.WeakKeyDictionary()
+        self.watcher: RulesWatcher | None = None
+        self._reload_task: asyncio.Task | None = None
+        self._retired: list[asyncio.TimerHandle] = []
 
     def load(self, loader) -> None:
         loader.add_option("hydraguard_rules", str, "", "hydraguard rules YAML (empty: shipped "
-                          "rules/default.yaml)")
+                          "rules/default.yaml); a folder, or several paths joined by ','")
+        loader.add_option("hydraguard_reload_ms", int, 1000, "Milliseconds between checks of "
+                          "the rules files for changes (hot reload); 0: never")
         loader.add_option("hydraguard_log", str, "", "Decision log path ('-' for stdout); "
                           "overrides the rules file's log.path")
         loader.add_option("hydraguard_stdout_clean", bool, True, "Send mitmproxy's own log "
@@ -71,8 +80,9 @@ class HydraGuard:
         if not updated & {"hydraguard_rules", "hydraguard_log"} and self.gateway is not None:
             return
         path = ctx.options.hydraguard_rules or str(DEFAULT_RULES)
+        paths = [p.strip() for p in path.split(",") if p.strip()]
         try:
-            policy = load_policy(path)
+            policy = load_policy(paths)
         except PolicyError as e:
             raise exceptions.OptionsError(f"hydraguard: invalid rules:\n{e}") from e
         old = self.gateway
@@ -80,11 +90,59 @@ class HydraGuard:
             self.gateway = Gateway(policy, log_path=ctx.options.hydraguard_log or None)
         except (GeoDatabaseError, OSError) as e:
             raise exceptions.OptionsError(f"hydraguard: {e}") from e
+        self.watcher = RulesWatcher(paths, policy)
+        self.gateway.policy_digest = self.watcher.digest
         if old is not None:
             old.close()
-        log.info("hydraguard: loaded %d rule(s) from %s", len(policy.rules), path)
+        log.info("hydraguard: loaded %d rule(s) from %s (%s)", len(policy.rules), path,
+                 self.gateway.policy_digest)
+
+    # -- hot reload ---------------------------------------------------------------------
+    def running(self) -> None:
+        from mitmproxy import ctx
+
+        if ctx.options.hydraguard_reload_ms > 0 and self._reload_task is None:
+            self._reload_task = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        from mitmproxy import ctx
+
+        while True:
+            await asyncio.sleep(max(0.02, (ctx.options.hydraguard_reload_ms or 1000) / 1000))
+            try:
+                await self.check_reload()
+            except Exception:  # the watcher must never die
+                log.exception("hydraguard: rules reload failed")
+
+    async def check_reload(self) -> bool:
+        """Poll the rules; swap in a valid change. True when new rules are in force."""
+        w, old = self.watcher, self.gateway
+        if w is None or old is None or not w.changed():
+            return False
+        res = await asyncio.to_thread(w.poll)
+        if res.policy is None or self.watcher is not w or self.gateway is not old:
+            return False
+        try:
+            new = old.successor(res.policy)
+        except (GeoDatabaseError, OSError) as e:
+            log.error("hydraguard: the changed rules cannot be used, keeping the running "
+                      "rules (%s): %s", old.policy_digest, e)
+            w.digest = old.policy_digest or w.digest
+            return False
+        new.policy_digest = res.digest
+        self.gateway = new  # one assignment: each request sees the old or the new snapshot
+        loop = asyncio.get_running_loop()
+        self._retired.append(loop.call_later(
+            RETIRE_AFTER_S, lambda: loop.create_task(old.aclose_unshared())))
+        log.warning("hydraguard: rules reloaded: %d rule(s), version %s (was %s)",
+                    len(res.policy.rules), res.digest, old.policy_digest)
+        return True
 
     def done(self) -> None:
+        if self._reload_task is not None:
+            self._reload_task.cancel()
+        for h in self._retired:
+            h.cancel()
         if self.gateway is not None:
             self.gateway.close()
 
@@ -93,7 +151,8 @@ class HydraGuard:
         if gw is None or flow.response or flow.error:
             return
         if flow.request.path.split("?", 1)[0] == HEALTH_PATH:
-            body = json.dumps({"status": "ok", "rules": len(gw.policy.rules)}).encode()
+            body = json.dumps({"status": "ok", "rules": len(gw.policy.rules),
+                               "policy": gw.policy_digest}).encode()
             _respond(flow, 200, body, {"content-type": "application/json"})
             flow.metadata["hydraguard_health"] = True
             return
@@ -106,6 +165,7 @@ class HydraGuard:
             ex.decision = Decision("deny", "body_too_large", f"request body exceeds "
                                    f"{gw.policy.settings.max_body_bytes} bytes", kind="too_large")
             flow.metadata[KEY] = ex
+            flow.metadata[GW] = gw
             _respond(flow, *gw.denial(ex))
 
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
@@ -123,6 +183,7 @@ class HydraGuard:
         view.tls_ja4 = self._ja4.get(flow.client_conn)
         ex = gw.begin(view)
         flow.metadata[KEY] = ex
+        flow.metadata[GW] = gw
         if not ex.decision.enforced:
             await gw.admit(ex, view.body)
         if ex.decision.enforced:
@@ -136,34 +197,39 @@ class HydraGuard:
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         ex: Exchange | None = flow.metadata.get(KEY)
-        if ex is None or self.gateway is None or flow.metadata.get("hydraguard_answered"):
+        gw: Gateway | None = flow.metadata.get(GW)
+        if ex is None or gw is None or flow.metadata.get("hydraguard_answered"):
             return
         resp = flow.response
         assert resp is not None
         if ex.admission is not None and ex.admission.headers:
             resp.headers.update(ex.admission.headers)  # the cluster's budget, provider style
         if "text/event-stream" in resp.headers.get("content-type", ""):
-            meter = self.gateway.stream_meter(ex)
+            meter = gw.stream_meter(ex)
             if meter is not None:
-                resp.stream = meter.feed
+                # mitmproxy sends a b"" data chunk as "0\r\n\r\n" (the chunked terminator)
+                # to an HTTP/1.1 client; an empty list sends nothing.
+                resp.stream = lambda chunk, feed=meter.feed: feed(chunk) or []
 
     async def response(self, flow: http.HTTPFlow) -> None:
         ex: Exchange | None = flow.metadata.get(KEY)
-        if ex is None or self.gateway is None:
+        gw: Gateway | None = flow.metadata.get(GW)
+        if ex is None or gw is None:
             return
         resp = flow.response
         assert resp is not None
         body = None if ex.meter is not None else resp.get_content(strict=False)
-        await self.gateway.finish(ex, status=resp.status_code, body=body,
-                            answered_by_proxy=bool(flow.metadata.get("hydraguard_answered")))
+        await gw.finish(ex, status=resp.status_code, body=body,
+                        answered_by_proxy=bool(flow.metadata.get("hydraguard_answered")))
 
     async def error(self, flow: http.HTTPFlow) -> None:
         ex: Exchange | None = flow.metadata.get(KEY)
-        if self.gateway is None or flow.metadata.get("hydraguard_health"):
+        gw: Gateway | None = flow.metadata.get(GW) or self.gateway
+        if gw is None or flow.metadata.get("hydraguard_health"):
             return
         if ex is None:  # failed before the request hook (e.g. body over mitmproxy's limit)
-            ex = self.gateway.begin(_view(flow, _request_id(flow)))
+            ex = gw.begin(_view(flow, _request_id(flow)))
         status = flow.response.status_code if flow.response else None
         msg = flow.error.msg if flow.error else "flow error"
-        await self.gateway.finish(ex, status=status, error=msg)
+        await gw.finish(ex, status=status, error=msg)
 

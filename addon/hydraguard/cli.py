@@ -1,4 +1,4 @@
-"""Command line: `hydraguard run | demo | check | hash-key`."""
+"""Command line: `hydraguard run | demo | check | explain | test | replay | hash-key`."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def mitmdump_args(upstream: str, rules: str, listen: tuple[str, int], *,
 def cmd_run(a: argparse.Namespace) -> int:
     rules = a.rules or str(DEFAULT_RULES)
     try:
-        policy = load_policy(rules)
+        policy = load_policy([p.strip() for p in rules.split(",") if p.strip()])
     except PolicyError as e:
         print(f"hydraguard: invalid rules, not starting:\n{e}", file=sys.stderr)
         return 2
@@ -68,17 +68,137 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def cmd_check(a: argparse.Namespace) -> int:
+    """Validate rules (files or folders, with includes); one summary line per path."""
+    from .authoring.summary import check_paths
+
     bad = 0
-    for path in a.paths:
-        try:
-            policy = load_policy(path)
-        except PolicyError as e:
-            print(e)
-            print(f"{path}: {len(e.issues)} error(s)")
-            bad += 1
-            continue
-        print(f"{path}: ok, {len(policy.rules)} rule(s)")
+    for res in check_paths(a.paths):
+        for line in res.lines:
+            print(line)
+        bad += not res.ok
     return 1 if bad else 0
+
+
+def _load_or_report(paths: list[str]) -> object:
+    try:
+        return load_policy(paths)
+    except PolicyError as e:
+        print(e, file=sys.stderr)
+        print(f"hydraguard: {len(e.issues)} error(s) in the rules", file=sys.stderr)
+        return None
+
+
+def _request_spec(a: argparse.Namespace) -> object:
+    import json
+
+    from .authoring.evaluate import RequestSpec
+
+    m: dict = {}
+    if a.facts_json:
+        m = json.loads(Path(a.facts_json).read_text(encoding="utf-8"))
+        if not isinstance(m, dict):
+            raise ValueError("--facts-json: expected a JSON object")
+    for name in ("ip", "method", "path", "key", "model", "prompt", "max_tokens"):
+        v = getattr(a, name)
+        if v is not None:
+            m[name] = v
+    if a.stream:
+        m["stream"] = True
+    headers = dict(m.get("headers") or {})
+    for h in a.header or ():
+        k, sep, v = h.partition(":")
+        if not sep:
+            raise ValueError(f"--header wants 'name: value', got {h!r}")
+        headers[k.strip().lower()] = v.strip()
+    if headers:
+        m["headers"] = headers
+    if a.body_file:
+        m["body"] = Path(a.body_file).read_bytes()
+    signals = dict(m.get("signals") or {})
+    for sv in a.signal or ():
+        k, _, v = sv.partition("=")
+        try:
+            signals[k] = json.loads(v) if v else True
+        except ValueError:
+            signals[k] = v
+    if signals:
+        m["signals"] = signals
+    return RequestSpec.from_mapping(m)
+
+
+def cmd_explain(a: argparse.Namespace) -> int:
+    """Decide one request offline and show every step."""
+    import asyncio
+    import json
+
+    from .authoring import explain
+    from .authoring.evaluate import Evaluator
+
+    policy = _load_or_report(a.rules or [str(DEFAULT_RULES)])
+    if policy is None:
+        return 2
+    try:
+        spec = _request_spec(a)
+    except (ValueError, OSError) as e:
+        print(f"hydraguard explain: {e}", file=sys.stderr)
+        return 2
+
+    async def go() -> tuple:
+        ev = Evaluator(policy, budgets="peek")
+        try:
+            return await ev.evaluate(spec), ev.notes
+        finally:
+            await ev.aclose()
+
+    try:
+        ev, notes = asyncio.run(go())
+    except Exception as e:  # GeoIP databases that do not open, ...
+        print(f"hydraguard explain: {e}", file=sys.stderr)
+        return 2
+    if a.json:
+        print(json.dumps(explain.as_json(ev, notes), indent=2, default=str))
+    else:
+        print(explain.render(ev, notes))
+    return 0
+
+
+def cmd_test(a: argparse.Namespace) -> int:
+    """Run policy tests."""
+    from .authoring.policytest import render, run_paths
+
+    results, problems = run_paths(a.paths, a.rules)
+    for p in problems:
+        print(p)
+    if results:
+        print(render(results))
+    if any(r.errors for r in results) or (problems and not results):
+        return 2 if not any(r.failed for r in results) else 1
+    if problems:
+        return 2
+    return 1 if any(r.failed for r in results) else 0
+
+
+def cmd_replay(a: argparse.Namespace) -> int:
+    """Re-decide a decision log under new rules."""
+    import json
+
+    from .authoring.replay import as_json, render, replay
+
+    policy = _load_or_report(a.rules)
+    if policy is None:
+        return 2
+    try:
+        fh = sys.stdin if a.log == "-" else open(a.log, encoding="utf-8", errors="replace")  # noqa: SIM115
+    except OSError as e:
+        print(f"hydraguard replay: {e}", file=sys.stderr)
+        return 2
+    with fh:
+        rep = replay(fh, policy, examples=a.examples, relookup_geo=a.relookup_geo)
+    if a.json:
+        print(json.dumps(as_json(rep), indent=2))
+    else:
+        print(render(rep, a.log, ", ".join(a.rules)))
+    return 0
 
 
 def cmd_hash_key(a: argparse.Namespace) -> int:
@@ -110,9 +230,41 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--certs", help="PEM file with certificate and key: listen with TLS")
     r.add_argument("mitm_args", nargs="*", help="extra mitmdump arguments after --")
     r.set_defaults(func=cmd_run)
-    c = sub.add_parser("check", help="validate rules files")
-    c.add_argument("paths", nargs="+")
+    c = sub.add_parser("check", help="validate rules files/folders; summary; exit 1 on errors")
+    c.add_argument("paths", nargs="+", help="rules files or folders (each checked on its own)")
     c.set_defaults(func=cmd_check)
+    e = sub.add_parser("explain", help="decide one request offline and show why")
+    e.add_argument("--rules", action="append", help="rules file or folder (repeatable; "
+                   "default: shipped rules/default.yaml)")
+    e.add_argument("--ip", help="address the request comes from (TCP peer)")
+    e.add_argument("--method")
+    e.add_argument("--path", help="request path (default /v1/messages)")
+    e.add_argument("--key", help="API key (hashed into the account)")
+    e.add_argument("--model")
+    e.add_argument("--prompt")
+    e.add_argument("--max-tokens", type=int, dest="max_tokens")
+    e.add_argument("--stream", action="store_true")
+    e.add_argument("--header", action="append", help="'name: value' (repeatable)")
+    e.add_argument("--signal", action="append", help="name=value signal to set (repeatable)")
+    e.add_argument("--body-file", help="request body to send as is")
+    e.add_argument("--facts-json", help="JSON object with the request fields (ip, path, key, "
+                   "model, stream, headers, body, signals, ...); options override it")
+    e.add_argument("--json", action="store_true", help="machine-readable output")
+    e.set_defaults(func=cmd_explain)
+    t = sub.add_parser("test", help="run policy tests (YAML cases)")
+    t.add_argument("paths", nargs="+", help="test files, rules files (their tests/ are "
+                   "searched) or folders")
+    t.add_argument("--rules", action="append", help="test these rules instead of the "
+                   "files' own `rules:`")
+    t.set_defaults(func=cmd_test)
+    rp = sub.add_parser("replay", help="re-decide a decision log under new rules")
+    rp.add_argument("log", help="decision log (JSON lines; '-': stdin)")
+    rp.add_argument("--rules", action="append", required=True, help="the new rules")
+    rp.add_argument("--examples", type=int, default=3, help="examples per change (default 3)")
+    rp.add_argument("--relookup-geo", action="store_true",
+                    help="look client IPs up in the new rules' GeoIP databases")
+    rp.add_argument("--json", action="store_true")
+    rp.set_defaults(func=cmd_replay)
     h = sub.add_parser("hash-key", help="print the account hash of an API key ('-': stdin)")
     h.add_argument("key")
     h.add_argument("--secret-env", default="HYDRAGUARD_ACCOUNT_SECRET")

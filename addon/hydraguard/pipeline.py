@@ -116,21 +116,64 @@ class Gateway:
     """One loaded policy plus the adapters it needs (GeoIP, state, log)."""
 
     def __init__(self, policy: Policy, *, log_path: str | None = None,
-                 secret: bytes | None = None, clock: Callable[[], float] = time.time) -> None:
+                 secret: bytes | None = None, clock: Callable[[], float] = time.time,
+                 reuse: Gateway | None = None) -> None:
+        """`reuse`: the gateway this one replaces (hot reload); its GeoIP readers and log are
+        shared when their settings did not change, and budget / indicator state is handed
+        over through `adopt()` where those classes offer it."""
         self.policy = policy
         self.clock = clock
+        self.policy_digest: str | None = None  # set by the reloader: which rules version
+        self._log_path_arg, self._secret_arg = log_path, secret
         s = policy.settings
         env_secret = os.environ.get(s.account_secret_env, "")
+        if reuse is not None and secret is None and \
+                reuse.policy.settings.account_secret_env == s.account_secret_env:
+            secret = reuse.secret  # same source: no second warning
         if secret is None and not env_secret:
             log.warning("hydraguard: %s is not set; using the demo account secret "
                         "(account hashes are predictable)", s.account_secret_env)
         self.secret = secret or env_secret.encode() or DEMO_SECRET
         self.resolver = ClientIpResolver(s.trusted_proxies, s.client_ip_headers)
-        self.geo = open_geo(policy)
+        self.shared: set[str] = set()  # resources handed over from `reuse` (not ours to close)
+        if reuse is not None and reuse.geo is not None and reuse.policy.geoip == policy.geoip:
+            self.geo = reuse.geo
+            reuse.shared.add("geo")
+        else:
+            self.geo = open_geo(policy)
         self.indicators = Indicators(policy.indicators, clock)
         self.metering = Metering(policy.budgets, clock)
+        if reuse is not None:
+            for name in ("indicators", "metering"):
+                mine, old = getattr(self, name), getattr(reuse, name)
+                adopt = getattr(mine, "adopt", None)
+                if adopt is not None:
+                    adopt(old)  # take over state whose definitions still exist
+                    reuse.shared.add(name)
         lp = log_path if log_path else policy.log.path
-        self.log = DecisionLog(lp, policy.log.max_bytes, policy.log.backups)
+        if reuse is not None and (reuse.log.path, reuse.log.max_bytes, reuse.log.backups) == (
+                lp, policy.log.max_bytes, policy.log.backups):
+            self.log = reuse.log
+            reuse.shared.add("log")
+        else:
+            self.log = DecisionLog(lp, policy.log.max_bytes, policy.log.backups)
+
+    def successor(self, policy: Policy) -> Gateway:
+        """A gateway for new rules that keeps what still applies (see `reuse`). The caller
+        swaps it in with one assignment and retires this one (`aclose_unshared`)."""
+        return Gateway(policy, log_path=self._log_path_arg, secret=self._secret_arg,
+                       clock=self.clock, reuse=self)
+
+    async def aclose_unshared(self) -> None:
+        """Close what a successor did not take over (call when no request uses this one)."""
+        if "metering" not in self.shared:
+            await self.metering.close()
+        if "log" not in self.shared:
+            self.log.close()
+        if "indicators" not in self.shared:
+            self.indicators.close()
+        if "geo" not in self.shared and self.geo is not None:
+            self.geo.close()
 
     async def aclose(self) -> None:
         """Close everything, state backends included."""
@@ -317,6 +360,10 @@ class Gateway:
             rec["signals"] = f.signals
         if f.cluster is not None:
             rec["cluster"] = f.cluster
+        if ex.admission is not None and ex.admission.refused and not ex.admission.shadow:
+            rec["stage"] = "budget"  # decided by the budget step, not by a rule (for replay)
+        if self.policy_digest:
+            rec["policy"] = self.policy_digest
         if error:
             rec["error"] = error
         rec.update(ex.extra)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from .regions import GEOIP, REGION, compile_region
 from .schema import (
     INVALID,
     Bool,
+    Checked,
     Errors,
     Field,
     Int,
@@ -25,6 +27,8 @@ from .schema import (
     PolicyIssue,
     Str,
     Struct,
+    _type_name,
+    did_you_mean,
 )
 from .yamlpos import Where, YamlError, load_located
 
@@ -98,10 +102,17 @@ RULE = Struct(
     },
 )
 
+INCLUDE = ListOf(Str(), allow_scalar=True)
+
 ROOT = Struct(
     doc="A hydraguard rules file.",
     fields={
         "version": Field(Int(min=1, max=1), default=1, doc="Rules format version (1)."),
+        "include": Field(
+            INCLUDE, default=(),
+            doc="Further rules files or folders (relative to this file) loaded right after "
+            "this one; a folder means its *.yaml files in name order.",
+            example=["rules.d/"]),
         "settings": Field(SETTINGS, default=None, doc=SETTINGS.doc),
         "log": Field(LOG, default=None, doc=LOG.doc),
         "geoip": Field(GEOIP, doc=GEOIP.doc),
@@ -111,6 +122,8 @@ ROOT = Struct(
     },
 )
 
+# Sections that concatenate over files (everything else may be defined by one file only).
+MERGED = ("version", "include", "rules")
 
 class PolicyError(Exception):
     """The rules are invalid; `issues` holds every problem, sorted by place."""
@@ -140,25 +153,16 @@ def _log(c: dict[str, Any] | None) -> LogSettings:
                        truncate_ip=c["truncate_ip"])
 
 
-def _rules(items: Any, errors: Errors) -> tuple[Rule, ...]:
-    out: list[Rule] = []
-    seen: dict[str, Where] = {}
-    for c in items or ():
-        if c["id"] in seen:
-            errors.add(c.at("id"), f"rules: duplicate rule id {c['id']!r} "
-                       f"(first at line {seen[c['id']].line})")
-            continue
-        seen[c["id"]] = c.at("id")
-        out.append(Rule(
-            id=c["id"], action=c["action"], when=c["when"], shadow=c["shadow"],
-            reason=c["reason"],
-            deny_as=c["deny_as"] or ("region" if c["region"] else "permission"),
-            retry_after_s=float(c["retry_after"]),
-            description=c["description"], where=c.where,
-            region=compile_region(c["region"]) if c["region"] else None,
-            exempt=c["exempt"],
-        ))
-    return tuple(out)
+def _rule(c: Any) -> Rule:
+    return Rule(
+        id=c["id"], action=c["action"], when=c["when"], shadow=c["shadow"],
+        reason=c["reason"],
+        deny_as=c["deny_as"] or ("region" if c["region"] else "permission"),
+        retry_after_s=float(c["retry_after"]),
+        description=c["description"], where=c.where,
+        region=compile_region(c["region"]) if c["region"] else None,
+        exempt=c["exempt"],
+    )
 
 
 def _geoip(c: dict[str, Any] | None, base: Path) -> GeoSettings | None:
@@ -170,40 +174,202 @@ def _geoip(c: dict[str, Any] | None, base: Path) -> GeoSettings | None:
                        reload_interval=float(c["reload_interval"]), cache_size=c["cache_size"])
 
 
+def _first_at(first: Where, here: Where) -> str:
+    return f"line {first.line}" if first.file == here.file else str(first)
+
+
+class _Assembler:
+    """Reads one or more rules files into one policy, collecting every problem.
+
+    Load order: the paths in the order given (a folder: its `*.yaml`/`*.yml` files sorted by
+    name, not recursive); each file's `include:` entries are loaded right after that file, in
+    the order written (depth first). Rules concatenate in load order; every other section may
+    be defined by one file only; ids must be unique over all files.
+    """
+
+    def __init__(self) -> None:
+        self.errors = Errors()
+        self.files: list[str] = []
+        self.loaded: dict[Path, Where | None] = {}
+        self.sections: dict[str, Any] = {}
+        self.section_where: dict[str, Where] = {}
+        self.section_base: dict[str, Path] = {}
+        self.rule_items: list[Any] = []  # Checked rule mappings, in load order
+        self.ids: dict[str, Where] = {}
+        self.root: Where | None = None
+
+    # -- inputs --------------------------------------------------------------------------
+    def add_path(self, path: Path, at: Where | None = None) -> None:
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir()
+                           if p.suffix in (".yaml", ".yml") and p.is_file())
+            if not files:
+                where = at or Where(str(path), 1, 1)
+                self.errors.add(where, f"no *.yaml rules files in folder {path}")
+            for f in files:
+                self.add_path(f, at)
+            return
+        key = path.resolve()
+        if key in self.loaded:
+            first = self.loaded[key]
+            where = at or Where(str(path), 1, 1)
+            how = f" (first included at {first})" if first else ""
+            self.errors.add(where, f"{path} is loaded twice{how}")
+            return
+        self.loaded[key] = at
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            self.errors.add(at or Where(str(path), 1, 1), f"cannot read rules file: {e}")
+            return
+        self.add_text(text, str(path))
+
+    def add_text(self, text: str, filename: str) -> None:
+        self.files.append(filename)
+        if self.root is None:
+            self.root = Where(filename, 1, 1)
+        try:
+            data = load_located(text, filename)
+        except YamlError as e:
+            self.errors.add(e.where, e.message)
+            return
+        top = Where(filename, 1, 1)
+        if data is None:
+            return
+        if not isinstance(data, dict):
+            self.errors.add(getattr(data, "where", top),
+                            f"top level: expected a mapping, got {_type_name(data)}")
+            return
+        kw = getattr(data, "key_where", {})
+        vw = getattr(data, "value_where", {})
+        base = Path(filename).resolve().parent
+        for key in data:
+            if key not in ROOT.fields:
+                hint = did_you_mean(key, list(ROOT.fields))
+                self.errors.add(kw.get(key, top), f"top level: unknown key {key!r}{hint}")
+        includes: Any = ()
+        inc_where: list[Where] = []
+        for name, f in ROOT.fields.items():
+            if name not in data:
+                continue
+            at, value = vw.get(name, top), data[name]
+            if name == "rules":
+                self._rules(value, at)
+                continue
+            got = f.spec.check(value, at, name, self.errors)
+            if name == "include":
+                includes = () if got is INVALID else got
+                inc_where = getattr(value, "item_where", None) or [at] * len(includes)
+                continue
+            if name == "version":
+                continue
+            if name in self.section_where:
+                first = self.section_where[name]
+                self.errors.add(kw.get(name, top),
+                                f"{name}: defined again (first at {_first_at(first, at)}); "
+                                "only `rules` may be split over several files")
+                continue
+            self.sections[name] = got
+            self.section_where[name] = kw.get(name, top)
+            self.section_base[name] = base
+        for inc, w in zip(includes, inc_where, strict=False):
+            target = Path(inc)
+            if not target.is_absolute():
+                target = base / target
+            if not target.exists():
+                self.errors.add(w, f"include: {inc!r} not found ({target})")
+                continue
+            self.add_path(target, w)
+
+    def _rules(self, value: Any, at: Where) -> None:
+        if not isinstance(value, list):
+            self.errors.add(at, f"rules: expected a list, got {_type_name(value)}")
+            return
+        item_where = getattr(value, "item_where", None) or [at] * len(value)
+        for i, (item, w) in enumerate(zip(value, item_where, strict=True)):
+            # Duplicate ids are found on the raw text, so they are reported even when the
+            # rule has other errors.
+            rid = item.get("id") if isinstance(item, dict) else None
+            id_at = getattr(item, "key_where", {}).get("id", w) if rid is not None else w
+            dup = False
+            if isinstance(rid, str | int) and not isinstance(rid, bool):
+                rid = str(rid)
+                if rid in self.ids:
+                    dup = True
+                    self.errors.add(id_at, f"rules: duplicate rule id {rid!r} "
+                                    f"(first at {_first_at(self.ids[rid], id_at)})")
+                else:
+                    self.ids[rid] = id_at
+            c = RULE.check(item, w, f"rules[{i}]", self.errors)
+            if c is not INVALID and not dup:
+                self.rule_items.append(c)
+
+    # -- result --------------------------------------------------------------------------
+    def policy(self) -> Policy:
+        errors = self.errors
+        root = self.root or Where("<rules>", 1, 1)
+        checked = Checked()
+        checked.where = root
+        checked.key_where = dict(self.section_where)
+        all_valid = True
+        for name, f in ROOT.fields.items():
+            if name in MERGED:
+                continue
+            got = self.sections.get(name, f.default)
+            all_valid &= got is not INVALID
+            checked[name] = got
+        checked["version"] = 1
+        checked["include"] = ()
+        checked["rules"] = tuple(self.rule_items)
+        rules = tuple(_rule(c) for c in self.rule_items)
+        indicators = budgets = None
+        if all_valid:  # cross-section checks need every section they might read
+            first = next((n for n in INDICATOR_SECTIONS if n in self.section_base), None)
+            base = self.section_base.get(first) if first else None
+            if base is None:
+                base = Path(root.file).resolve().parent
+            indicators = compile_indicators(checked, errors, base)
+            budgets = compile_budgets(checked, errors)
+        if errors:
+            raise PolicyError(errors)
+        geo_base = self.section_base.get("geoip", Path(root.file).resolve().parent)
+        return Policy(
+            settings=_settings(checked["settings"]),
+            log=_log(checked["log"]),
+            rules=rules,
+            geoip=_geoip(checked["geoip"], geo_base),
+            indicators=indicators,
+            budgets=budgets,
+            sources=tuple(self.files),
+            sections=dict(checked),
+        )
+
+
 def parse_policy(text: str, filename: str = "<rules>") -> Policy:
-    """Validate one rules document."""
-    errors = Errors()
-    try:
-        data = load_located(text, filename)
-    except YamlError as e:
-        raise PolicyError([PolicyIssue(e.where, e.message)]) from None
-    checked = ROOT.check(data, Where(filename, 1, 1), "", errors)
-    if checked is INVALID or errors:
-        raise PolicyError(errors or [PolicyIssue(Where(filename, 1, 1), "invalid rules")])
-    rules = _rules(checked["rules"], errors)
-    base = Path(filename).resolve().parent
-    indicators = compile_indicators(checked, errors, base)
-    budgets = compile_budgets(checked, errors)
-    if errors:
-        raise PolicyError(errors)
-    return Policy(
-        settings=_settings(checked["settings"]),
-        log=_log(checked["log"]),
-        rules=rules,
-        geoip=_geoip(checked["geoip"], base),
-        indicators=indicators,
-        budgets=budgets,
-        sources=(filename,),
-        sections=dict(checked),
-    )
+    """Validate one rules document (its `include:` entries are read from disk, relative to
+    `filename`'s folder)."""
+    a = _Assembler()
+    a.loaded[Path(filename).resolve()] = None
+    a.add_text(text, filename)
+    return a.policy()
 
 
-def load_policy(path: str | os.PathLike[str]) -> Policy:
-    """Read and validate a rules file. Raises `PolicyError` (also for unreadable files)."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise PolicyError([PolicyIssue(Where(str(p), 1, 1), f"cannot read rules file: {e}")]) \
-            from None
-    return parse_policy(text, str(p))
+PathArg = str | os.PathLike[str]
+
+
+def load_policy(paths: PathArg | Sequence[PathArg]) -> Policy:
+    """Read and validate rules from files and/or folders (see `_Assembler` for the order).
+    Raises `PolicyError` with every problem (also for unreadable files)."""
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    a = _Assembler()
+    for p in paths:
+        path = Path(p)
+        if not path.exists():
+            a.errors.add(Where(str(path), 1, 1),
+                         "cannot read rules file: no such file or folder")
+            continue
+        a.add_path(path)
+    if not a.files and not a.errors:
+        a.errors.add(Where("<rules>", 1, 1), "no rules files given")
+    return a.policy()

@@ -1,0 +1,109 @@
+"""`hydraguard explain`: one request, every step of the decision, readable."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .evaluate import Evaluation
+
+
+def _geo_text(geo: Any) -> str:
+    if geo is None:
+        return "(no GeoIP databases)"
+    if geo.is_private:
+        return "private address (not looked up)"
+    if not geo.found and geo.asn is None:
+        return "no record"
+    parts = [f"country {geo.country or '-'}"]
+    if geo.registered_country and geo.registered_country != geo.country:
+        parts.append(f"registered {geo.registered_country}")
+    if geo.subdivisions:
+        parts.append("subdivisions " + ",".join(geo.subdivisions))
+    if geo.asn is not None:
+        parts.append(f"AS{geo.asn}" + (f" ({geo.as_org})" if geo.as_org else ""))
+    if geo.is_anycast:
+        parts.append("anycast")
+    if geo.anonymous:
+        parts.append("anonymous " + ",".join(sorted(geo.anonymous)))
+    return ", ".join(parts)
+
+
+def _value(v: Any) -> str:
+    return json.dumps(v) if not isinstance(v, str) else v
+
+
+def decision_text(ev: Evaluation) -> str:
+    d = ev.decision
+    head = f"{d.action} by {'rule ' if d.rule not in ('default',) else ''}{d.rule}"
+    if d.shadow:
+        head += " (shadow: logged, request forwarded)"
+    how = f"answered {ev.status} ({d.kind})" if ev.status is not None else "forwarded upstream"
+    if d.retry_after_s is not None and ev.status is not None:
+        how += f", retry-after {d.retry_after_s:g}s"
+    return f"{head}: {d.reason} -> {how}"
+
+
+def render(ev: Evaluation, notes: list[str] | None = None) -> str:
+    """The human report of `hydraguard explain`."""
+    f = ev.facts
+    lines = [f"request   {f.method} {f.path}"]
+    if f.api:
+        lines.append(f"api       {f.api}, model {f.model or '-'}, stream {str(f.stream).lower()}, "
+                     f"max_output {f.max_output if f.max_output is not None else '-'}, "
+                     f"input_tokens_est {f.input_tokens_est}")
+    else:
+        lines.append("api       (not a model call)")
+    if f.body_error:
+        lines.append(f"body      error: {f.body_error}")
+    lines.append(f"client    {f.client_ip or '-'} (from {f.client_ip_source}; "
+                 f"peer {f.peer_ip or '-'})")
+    lines.append(f"account   {f.account or '(no API key)'}")
+    lines.append(f"geo       {_geo_text(f.geo)}")
+    if f.signals:
+        lines.append("signals   " + ", ".join(f"{k}={_value(v)}"
+                                               for k, v in sorted(f.signals.items())))
+    else:
+        lines.append("signals   (none)")
+    lines.append("rules")
+    if not ev.trace:
+        lines.append("  (no rules)")
+    width = max((len(t.id) for t in ev.trace), default=0)
+    for i, t in enumerate(ev.trace, 1):
+        mode = f"{t.action}{' shadow' if t.shadow else ''}"
+        lines.append(f"  {i}. {t.id:<{width}}  {mode:<15} {t.outcome.upper()}")
+        lines.append(f"     {t.detail}")
+    lines.append(f"cluster   {f.cluster or '-'}")
+    if ev.budget:
+        items = ev.budget.get("budget") if isinstance(ev.budget.get("budget"), list) else None
+        if items:
+            for b in items:
+                lines.append("budget    " + ", ".join(f"{k} {_value(v)}" for k, v in b.items()
+                                                      if v is not None))
+        else:
+            lines.append("budget    " + json.dumps(ev.budget, default=str))
+    else:
+        lines.append(f"budget    {ev.budget_note or '-'}")
+    if ev.budget and ev.budget_note:
+        lines.append(f"          ({ev.budget_note})")
+    lines.append(f"decision  {decision_text(ev)}")
+    for n in notes or ():
+        lines.append(f"note      {n}")
+    return "\n".join(lines)
+
+
+def as_json(ev: Evaluation, notes: list[str] | None = None) -> dict[str, Any]:
+    """Machine output of `hydraguard explain --json`."""
+    d = ev.decision
+    return {
+        "decision": {"action": d.action, "rule": d.rule, "reason": d.reason,
+                     "shadow": d.shadow, "enforced": d.enforced, "kind": d.kind,
+                     "status": ev.status, "retry_after": d.retry_after_s,
+                     "shadow_rules": list(d.shadow_rules)},
+        "rules": [{"id": t.id, "action": t.action, "shadow": t.shadow, "outcome": t.outcome,
+                   "detail": t.detail, "where": t.where} for t in ev.trace],
+        "cluster": ev.facts.cluster,
+        "budget": ev.budget,
+        "record": ev.record,
+        "notes": list(notes or ()) + ([ev.budget_note] if ev.budget_note else []),
+    }

@@ -1,0 +1,209 @@
+"""`hydraguard replay`: re-decide logged requests under new rules and count what changes.
+
+Each decision log line carries the facts the rules read (client IP and its source, account
+hash, API, model, stream, output cap, token estimate, GeoIP result, signals, cluster), so a
+request is re-decided without secrets or bodies. What replay does NOT re-run:
+
+* budgets: they are stateful. A request that a budget refused (`stage: budget` in the log)
+  keeps that decision when the new rules let it through; when the new rules refuse it, the
+  rule decision is reported. New budget definitions are not simulated.
+* client IP resolution and indicators: the logged client IP and signals are used as they are
+  (a change of `trusted_proxies` or of indicator settings is not reflected).
+* GeoIP: the logged result is used, unless `relookup_geo` asks the new rules' databases.
+  With `log.truncate_ip`, the logged address is a network; its first address is used.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..decide import Decision, decide
+from ..facts import Facts
+from ..geo import GeoInfo
+from ..pipeline import open_geo
+from ..policy import Policy
+
+
+def _ip(v: Any) -> tuple[Any, bool]:
+    """(address, truncated)."""
+    if not v:
+        return None, False
+    if "/" in str(v):
+        return ipaddress.ip_network(str(v), strict=False).network_address, True
+    return ipaddress.ip_address(str(v)), False
+
+
+def geo_from_log(g: dict[str, Any] | None) -> GeoInfo | None:
+    """Rebuild the GeoInfo that `GeoInfo.to_log()` wrote."""
+    if g is None:
+        return None
+    if g.get("private"):
+        return GeoInfo(is_private=True)
+    country = g.get("country")
+    return GeoInfo(
+        found=bool(g.get("found")), country=country,
+        registered_country=g.get("registered_country", country),
+        represented_country=g.get("represented_country"),
+        represented_type=g.get("represented_type"), continent=g.get("continent"),
+        subdivisions=tuple(g.get("subdivisions") or ()), is_anycast=bool(g.get("anycast")),
+        asn=g.get("asn"), as_org=g.get("as_org"),
+        anonymous=frozenset(g.get("anonymous") or ()),
+        anonymizer_confidence=g.get("anonymizer_confidence"),
+        provider_name=g.get("provider_name"),
+    )
+
+
+def facts_from_log(rec: dict[str, Any]) -> tuple[Facts, bool]:
+    """(facts, ip_was_truncated) from one decision log record. Raises on a broken record."""
+    client, t1 = _ip(rec.get("client_ip"))
+    peer, t2 = _ip(rec.get("peer_ip"))
+    f = Facts(
+        request_id=str(rec.get("request_id", "")), method=str(rec["method"]),
+        path=str(rec["path"]), peer_ip=peer, client_ip=client,
+        client_ip_source=rec.get("client_ip_source") or "peer",
+        account=rec.get("account"), api=rec.get("api"),
+        provider=(rec.get("api") or "anthropic").split(".")[0],
+        model=rec.get("model"), stream=bool(rec.get("stream")),
+        max_output=rec.get("max_output"), input_tokens_est=int(rec.get("input_tokens_est") or 0),
+        body_error=rec.get("body_error"), geo=geo_from_log(rec.get("geo")),
+        signals=dict(rec.get("signals") or {}), cluster=rec.get("cluster"),
+    )
+    return f, t1 or t2
+
+
+def label(action: str, rule: str, shadow: bool = False, budget: bool = False) -> str:
+    out = f"{action}/{rule}"
+    if shadow:
+        out += " (shadow)"
+    if budget:
+        out += " [budget]"
+    return out
+
+
+@dataclass
+class Example:
+    request_id: str
+    ts: str
+    client_ip: str
+    what: str  # api model
+    old: str
+    new: str
+    reason: str
+
+
+@dataclass
+class ReplayReport:
+    total: int = 0
+    malformed: int = 0
+    malformed_lines: list[int] = field(default_factory=list)
+    truncated_ips: int = 0
+    budget_kept: int = 0
+    changed: Counter = field(default_factory=Counter)  # (old, new) -> n
+    unchanged: Counter = field(default_factory=Counter)  # label -> n
+    examples: dict[tuple[str, str], list[Example]] = field(
+        default_factory=lambda: defaultdict(list))
+
+    @property
+    def changed_total(self) -> int:
+        return sum(self.changed.values())
+
+
+def redecide(facts: Facts, policy: Policy) -> Decision:
+    if facts.body_error == "too_large":
+        return Decision("deny", "body_too_large", "request body too large", kind="too_large")
+    return decide(facts, policy)
+
+
+def replay(lines: Iterable[str], policy: Policy, *, examples: int = 3,
+           relookup_geo: bool = False) -> ReplayReport:
+    """Re-decide every decision line under `policy`."""
+    rep = ReplayReport()
+    geo = open_geo(policy) if relookup_geo else None
+    try:
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                if not isinstance(rec, dict):
+                    raise ValueError("not an object")
+                facts, truncated = facts_from_log(rec)
+                old = label(str(rec["action"]), str(rec["rule"]), bool(rec.get("shadow")),
+                            rec.get("stage") == "budget")
+            except (ValueError, KeyError, TypeError):
+                rep.malformed += 1
+                if len(rep.malformed_lines) < 10:
+                    rep.malformed_lines.append(n)
+                continue
+            rep.total += 1
+            rep.truncated_ips += truncated
+            if geo is not None and facts.client_ip is not None and not truncated:
+                facts.geo = geo.lookup(facts.client_ip)
+            d = redecide(facts, policy)
+            new = label(d.action, d.rule, d.shadow)
+            if rec.get("stage") == "budget" and not d.enforced:
+                new = old  # budgets are not re-simulated: the budget decision stands
+                rep.budget_kept += 1
+            if new == old:
+                rep.unchanged[old] += 1
+                continue
+            rep.changed[(old, new)] += 1
+            ex = rep.examples[(old, new)]
+            if len(ex) < examples:
+                ex.append(Example(facts.request_id, str(rec.get("ts", "")),
+                                  str(rec.get("client_ip")),
+                                  f"{facts.api or facts.path} {facts.model or ''}".strip(),
+                                  old, new, d.reason))
+    finally:
+        if geo is not None:
+            geo.close()
+    return rep
+
+
+def render(rep: ReplayReport, log_name: str, rules_name: str) -> str:
+    lines = [f"replayed {rep.total} request(s) from {log_name} under {rules_name}: "
+             f"{rep.changed_total} would change, {rep.total - rep.changed_total} unchanged"]
+    if rep.malformed:
+        at = ", ".join(map(str, rep.malformed_lines))
+        lines.append(f"skipped {rep.malformed} malformed line(s) (line {at}"
+                     f"{', ...' if rep.malformed > len(rep.malformed_lines) else ''})")
+    if rep.changed:
+        lines.append("changed (old -> new):")
+        for (old, new), n in sorted(rep.changed.items(), key=lambda x: (-x[1], x[0])):
+            lines.append(f"  {n:>7}  {old} -> {new}")
+    if rep.unchanged:
+        lines.append("unchanged:")
+        for lab, n in sorted(rep.unchanged.items(), key=lambda x: (-x[1], x[0])):
+            lines.append(f"  {n:>7}  {lab}")
+    if rep.examples:
+        lines.append("examples:")
+        for (old, new), exs in sorted(rep.examples.items()):
+            lines.append(f"  {old} -> {new}")
+            for e in exs:
+                lines.append(f"    {e.request_id} {e.ts} {e.client_ip} {e.what}: {e.reason}")
+    notes = []
+    if rep.budget_kept:
+        notes.append(f"{rep.budget_kept} budget refusal(s) kept as logged "
+                     "(budgets are not re-simulated)")
+    if rep.truncated_ips:
+        notes.append(f"{rep.truncated_ips} request(s) had truncated IPs (network address used)")
+    for n in notes:
+        lines.append(f"note: {n}")
+    return "\n".join(lines)
+
+
+def as_json(rep: ReplayReport) -> dict[str, Any]:
+    return {
+        "total": rep.total, "changed": rep.changed_total, "malformed": rep.malformed,
+        "budget_kept": rep.budget_kept, "truncated_ips": rep.truncated_ips,
+        "transitions": [{"old": o, "new": n, "count": c} for (o, n), c in rep.changed.items()],
+        "unchanged": dict(rep.unchanged),
+        "examples": [{"old": o, "new": n, "request_id": e.request_id, "ts": e.ts,
+                      "client_ip": e.client_ip, "reason": e.reason}
+                     for (o, n), exs in rep.examples.items() for e in exs],
+    }

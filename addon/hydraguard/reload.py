@@ -1,0 +1,114 @@
+"""Hot reload of the rules: a cheap watcher over the rules files and folders.
+
+`RulesWatcher.poll()` stats the watched paths (mtime, size, inode); nothing else happens while
+they are unchanged. On a change it re-loads the rules: when they are valid and differ from the
+running ones (by content digest), the caller gets the new `Policy` to swap in; when they are
+invalid it logs the errors once per distinct set of errors and keeps the old rules.
+
+What is watched: the paths given on the command line (files or folders), every file the
+running policy was loaded from (includes too) and the folders holding them, so adding a file
+to a rules folder is noticed as well.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .policy import Policy, PolicyError, load_policy
+
+log = logging.getLogger("hydraguard")
+
+Sig = tuple[tuple[str, int, int, int], ...]
+
+
+def _stat(path: str) -> tuple[str, int, int, int]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (path, -1, -1, -1)
+    return (path, st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def policy_digest(policy: Policy) -> str:
+    """Short content digest of the files a policy was read from (its 'version')."""
+    h = hashlib.sha256()
+    for src in policy.sources:
+        h.update(src.encode() + b"\0")
+        try:
+            h.update(Path(src).read_bytes())
+        except OSError:
+            h.update(b"<unreadable>")
+        h.update(b"\0")
+    return h.hexdigest()[:12]
+
+
+@dataclass
+class ReloadResult:
+    """What one poll found: a new valid policy, or errors (logged already), or nothing."""
+
+    policy: Policy | None = None
+    digest: str | None = None
+    errors: str | None = None
+
+
+class RulesWatcher:
+    """Watches the rules of a running proxy. Not thread-safe: poll from one task."""
+
+    def __init__(self, paths: Sequence[str], policy: Policy, *,
+                 loader: Callable[[Sequence[str]], Policy] = load_policy) -> None:
+        self.paths = [str(p) for p in paths]
+        self.loader = loader
+        self.digest = policy_digest(policy)
+        self._watch = self._watch_list(policy)
+        self._sig = self._signature()
+        self._last_error: str | None = None
+        self.reloads = 0
+        self.rejected = 0
+
+    def _watch_list(self, policy: Policy) -> list[str]:
+        out: list[str] = []
+        for p in (*self.paths, *policy.sources):
+            for q in (p, os.path.dirname(os.path.abspath(p))):
+                if q not in out:
+                    out.append(q)
+        return out
+
+    def _signature(self) -> Sig:
+        return tuple(_stat(p) for p in self._watch)
+
+    def changed(self) -> bool:
+        """Cheap: did any watched path change since the last poll?"""
+        return self._signature() != self._sig
+
+    def poll(self, force: bool = False) -> ReloadResult:
+        """Check the files; load them when they changed. Never raises for bad rules."""
+        sig = self._signature()
+        if sig == self._sig and not force:
+            return ReloadResult()
+        try:
+            policy = self.loader(self.paths)
+        except PolicyError as e:
+            text = str(e)
+            if text != self._last_error:  # once per version of the errors
+                self._last_error = text
+                self.rejected += 1
+                log.error("hydraguard: the changed rules are invalid; keeping the running "
+                          "rules (%s):\n%s", self.digest, text)
+            self._sig = sig
+            return ReloadResult(errors=text)
+        self._last_error = None
+        digest = policy_digest(policy)
+        if self._signature() != sig:
+            return ReloadResult()  # changed while being read: try again at the next poll
+        self._watch = self._watch_list(policy)
+        self._sig = self._signature()
+        if digest == self.digest:
+            return ReloadResult()
+        self.digest = digest
+        self.reloads += 1
+        return ReloadResult(policy=policy, digest=digest)

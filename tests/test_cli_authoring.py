@@ -1,0 +1,269 @@
+"""`hydraguard check | explain | test | replay`: exact output and exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from hydraguard.cli import main
+
+from .proxyproc import ROOT
+
+SANCTIONS_OK = ("rules/examples/sanctions.yaml: ok — 1 rule, 0 clusters, 0 budgets; "
+                "geoip location ../../geoip/demo-city.mmdb (geoip2-city, opens)")
+
+
+@pytest.fixture(autouse=True)
+def _cwd(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("HYDRAGUARD_ACCOUNT_SECRET", "test-secret")
+
+
+def run(capsys, *argv) -> tuple[int, list[str]]:
+    rc = main(list(argv))
+    out = capsys.readouterr().out
+    return rc, out.splitlines()
+
+
+# -- check ----------------------------------------------------------------------------------
+def test_check_ok_summary(capsys):
+    rc, out = run(capsys, "check", "rules/examples/sanctions.yaml")
+    assert (rc, out) == (0, [SANCTIONS_OK])
+
+
+def test_check_all_shipped_rules(capsys):
+    rc, out = run(capsys, "check", "rules/default.yaml", "rules/examples/sanctions.yaml",
+                  "rules/examples/supported-countries.yaml")
+    assert rc == 0 and len(out) == 3
+    assert out[0].startswith("rules/default.yaml: ok — 2 rules, ")
+    assert out[0].endswith("geoip location ../geoip/demo-city.mmdb (geoip2-city, opens), "
+                           "asn ../geoip/demo-asn.mmdb (asn, opens), anonymous "
+                           "../geoip/demo-anonymous-ip.mmdb (anonymous, opens)")
+
+
+def test_check_errors_listed_and_exit_1(capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rules:\n  - {id: a, action: dney}\n  - {id: a, action: deny, wen: {}}\n")
+    rc, out = run(capsys, "check", str(bad), "rules/examples/sanctions.yaml")
+    assert rc == 1
+    assert out == [
+        f"{bad}:2:21: rules[0].action: 'dney' is not one of: allow, deny, throttle "
+        "(did you mean \"deny\"?)",
+        f"{bad}:3:6: rules: duplicate rule id 'a' (first at line 2)",
+        f"{bad}:3:27: rules[1]: unknown key 'wen' (did you mean \"when\"?)",
+        f"{bad}: 3 errors",
+        SANCTIONS_OK,
+    ]
+
+
+def test_check_geoip_that_does_not_open_is_an_error(capsys, tmp_path):
+    r = tmp_path / "r.yaml"
+    r.write_text("geoip: {location: missing.mmdb}\n")
+    rc, out = run(capsys, "check", str(r))
+    assert rc == 1
+    assert out == [f"geoip.location: GeoIP database {tmp_path / 'missing.mmdb'}: file not "
+                   "found or not readable", f"{r}: 1 error"]
+    r.write_text("geoip: {location: missing.mmdb, optional: true}\n")
+    rc, out = run(capsys, "check", str(r))
+    assert (rc, out) == (0, [f"{r}: ok — 0 rules, 0 clusters, 0 budgets; geoip location "
+                             "missing.mmdb (does not open; optional)"])
+
+
+def test_check_folder_counts_files(capsys, tmp_path):
+    (tmp_path / "a.yaml").write_text("rules:\n  - {id: a, action: deny}\n")
+    (tmp_path / "b.yaml").write_text("rules:\n  - {id: b, action: deny}\n")
+    rc, out = run(capsys, "check", str(tmp_path))
+    assert (rc, out) == (0, [f"{tmp_path}: ok (2 files) — 2 rules, 0 clusters, 0 budgets; "
+                             "no geoip"])
+
+
+def test_check_as_a_process_exit_code(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rules: 3\n")
+    p = subprocess.run([sys.executable, "-m", "hydraguard", "check", str(bad)],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 1
+    assert p.stdout.splitlines() == [f"{bad}:1:8: rules: expected a list, got a number (3)",
+                                     f"{bad}: 1 error"]
+
+
+# -- explain --------------------------------------------------------------------------------
+def test_explain_region_denial(capsys):
+    rc, out = run(capsys, "explain", "--rules", "rules/examples/sanctions.yaml",
+                  "--ip", "192.0.2.130", "--key", "sk-test", "--model", "claude-x")
+    assert rc == 0
+    assert out == [
+        "request   POST /v1/messages",
+        "api       anthropic.messages, model claude-x, stream false, max_output 256, "
+        "input_tokens_est 2",
+        "client    192.0.2.130 (from peer; peer 192.0.2.130)",
+        "account   acct_c26b000230cfc73a90c3",
+        "geo       country UA, subdivisions UA-43",
+        "signals   (none)",
+        "rules",
+        "  1. sanctions  deny            DECIDES",
+        "     when: (always); region: region UA-43 is not supported -> action",
+        "cluster   -",
+        "budget    not reached (the rules refused the request)",
+        "decision  deny by rule sanctions: Country, region, or territory not supported -> "
+        "answered 403 (region)",
+        "note      account secret from $HYDRAGUARD_ACCOUNT_SECRET",
+    ]
+
+
+def test_explain_forwarded_header_and_rule_trace(capsys):
+    rc, out = run(capsys, "explain", "--rules", "rules/examples/supported-countries.yaml",
+                  "--ip", "127.0.0.1", "--header", "x-forwarded-for: 192.0.2.17",
+                  "--path", "/v1/chat/completions", "--model", "gpt-4o-mini", "--stream")
+    assert rc == 0
+    assert "client    192.0.2.17 (from x-forwarded-for; peer 127.0.0.1)" in out
+    assert "api       openai.chat, model gpt-4o-mini, stream true, max_output -, " \
+        "input_tokens_est 2" in out
+    assert "     when: account 'acct_c26b000230cfc73a90c3' in ['acct_00000000000000000000']: " \
+        "no" in out
+    assert "     when: (always); exempt: client_ip 192.0.2.17 in 1 network(s): no; " \
+        "region: passes (country GB)" in out
+    assert out[-2] == "decision  allow by default: no rule matched -> forwarded upstream"
+
+
+def test_explain_json_and_facts_file(capsys, tmp_path):
+    facts = tmp_path / "f.json"
+    facts.write_text(json.dumps({"ip": "203.0.113.9", "key": "k", "model": "m",
+                                 "signals": {"ip.hosting": True}}))
+    rc, out = run(capsys, "explain", "--rules", "rules/default.yaml", "--facts-json",
+                  str(facts), "--json")
+    assert rc == 0
+    doc = json.loads("\n".join(out))
+    assert doc["decision"]["action"] == "deny"
+    assert doc["decision"]["rule"] == "documentation-net-blocked"
+    assert doc["decision"]["status"] == 403
+    assert [r["outcome"] for r in doc["rules"]] == ["no match", "decides"]
+    assert doc["record"]["signals"]["ip.hosting"] is True
+    assert doc["record"]["account"] != "k" and doc["record"]["account"].startswith("acct_")
+
+
+def test_explain_invalid_rules_exit_2(capsys, tmp_path):
+    r = tmp_path / "r.yaml"
+    r.write_text("rulez: []\n")
+    rc = main(["explain", "--rules", str(r)])
+    err = capsys.readouterr().err.splitlines()
+    assert rc == 2
+    assert err == [f"{r}:1:1: top level: unknown key 'rulez' (did you mean \"rules\"?)",
+                   "hydraguard: 1 error(s) in the rules"]
+
+
+# -- test -----------------------------------------------------------------------------------
+def test_shipped_policy_tests_pass(capsys):
+    rc, out = run(capsys, "test", "rules/")
+    assert rc == 0, "\n".join(out)
+    assert out[-1].endswith("passed, 0 failed")
+    assert {line.split(":")[0] for line in out[:-1]} == {
+        "rules/tests/default.yaml", "rules/tests/sanctions.yaml",
+        "rules/tests/supported-countries.yaml"}
+
+
+def test_test_for_a_rules_file_finds_its_tests(capsys):
+    rc, out = run(capsys, "test", "rules/examples/sanctions.yaml")
+    assert (rc, out) == (0, [
+        "rules/tests/sanctions.yaml: ok, 5 passed (rules: rules/examples/sanctions.yaml)",
+        "5 passed, 0 failed"])
+
+
+def test_failure_report(capsys, tmp_path):
+    t = tmp_path / "t.yaml"
+    t.write_text(
+        f"rules: {ROOT / 'rules/examples/sanctions.yaml'}\n"
+        "cases:\n"
+        "  - name: germany\n"
+        "    request: {ip: 192.0.2.33}\n"
+        "    expect: {action: allow}\n"
+        "  - name: russia allowed?\n"
+        "    request: {ip: 192.0.2.65}\n"
+        "    expect: {action: allow, rule: default, forwarded: true}\n")
+    rc, out = run(capsys, "test", str(t))
+    assert rc == 1
+    assert out == [
+        f"{t}: 1 failed, 1 passed (rules: {ROOT / 'rules/examples/sanctions.yaml'})",
+        f"  FAIL {t}:6:5 russia allowed?",
+        "    action: expected 'allow', got 'deny'",
+        "    rule: expected 'default', got 'sanctions'",
+        "    forwarded: expected True, got False",
+        "    decision: deny by sanctions: Country, region, or territory not supported",
+        "      sanctions: decides -- when: (always); region: country RU is not supported "
+        "-> action",
+        "1 passed, 1 failed",
+    ]
+
+
+def test_invalid_test_file_exit_2(capsys, tmp_path):
+    t = tmp_path / "t.yaml"
+    t.write_text("rules: x.yaml\ncases:\n  - name: a\n    expect: {acton: deny}\n")
+    rc, out = run(capsys, "test", str(t))
+    assert rc == 2
+    assert out == [f"{t}: ERROR",
+                   f"  {t}:4:14: cases[0].expect: unknown key 'acton' (did you mean "
+                   "\"action\"?)",
+                   "0 passed, 0 failed, 1 file(s) with errors"]
+
+
+# -- replay ---------------------------------------------------------------------------------
+def _line(**kw) -> str:
+    rec = {"ts": "2025-01-01T00:00:00.000Z", "request_id": "req_1", "client_ip": "192.0.2.33",
+           "client_ip_source": "peer", "peer_ip": "192.0.2.33", "account": "acct_x",
+           "method": "POST", "path": "/v1/messages", "api": "anthropic.messages",
+           "model": "claude-x", "stream": False, "max_output": 100, "input_tokens_est": 5,
+           "action": "allow", "rule": "default", "reason": "no rule matched", "shadow": False,
+           "geo": {"found": True, "country": "DE", "subdivisions": ["DE-BE"]}}
+    rec.update(kw)
+    return json.dumps(rec)
+
+
+def test_replay_counts_changes_examples_and_malformed(capsys, tmp_path):
+    log = tmp_path / "d.jsonl"
+    log.write_text("\n".join([
+        _line(),
+        _line(request_id="req_2"),
+        _line(request_id="req_3", client_ip="192.0.2.65",
+              geo={"found": True, "country": "RU"}),
+        "{broken json",
+        _line(request_id="req_4", client_ip="192.0.2.66", action="throttle",
+              rule="cluster-tokens", stage="budget", geo={"found": True, "country": "DE"}),
+        _line(request_id="req_5", action="deny", rule="old-rule", reason="x"),
+        "[1, 2]",
+    ]) + "\n")
+    rc, out = run(capsys, "replay", str(log), "--rules", "rules/examples/sanctions.yaml")
+    assert rc == 0
+    assert out == [
+        f"replayed 5 request(s) from {log} under rules/examples/sanctions.yaml: "
+        "2 would change, 3 unchanged",
+        "skipped 2 malformed line(s) (line 4, 7)",
+        "changed (old -> new):",
+        "        1  allow/default -> deny/sanctions",
+        "        1  deny/old-rule -> allow/default",
+        "unchanged:",
+        "        2  allow/default",
+        "        1  throttle/cluster-tokens [budget]",
+        "examples:",
+        "  allow/default -> deny/sanctions",
+        "    req_3 2025-01-01T00:00:00.000Z 192.0.2.65 anthropic.messages claude-x: "
+        "Country, region, or territory not supported",
+        "  deny/old-rule -> allow/default",
+        "    req_5 2025-01-01T00:00:00.000Z 192.0.2.33 anthropic.messages claude-x: "
+        "no rule matched",
+        "note: 1 budget refusal(s) kept as logged (budgets are not re-simulated)",
+    ]
+
+
+def test_replay_json(capsys, tmp_path):
+    log = tmp_path / "d.jsonl"
+    log.write_text(_line(client_ip="192.0.2.0/24", geo={"found": True, "country": "IR"}) + "\n")
+    rc, out = run(capsys, "replay", str(log), "--rules", "rules/examples/sanctions.yaml",
+                  "--json")
+    doc = json.loads("\n".join(out))
+    assert rc == 0
+    assert doc["transitions"] == [{"old": "allow/default", "new": "deny/sanctions",
+                                   "count": 1}]
+    assert doc["truncated_ips"] == 1 and doc["malformed"] == 0
