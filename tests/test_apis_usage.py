@@ -83,3 +83,13 @@ def test_bad_numbers_become_zero() -> None:
                       "cache_read_input_tokens": True, "cache_creation_input_tokens": 2.9}}
     assert usage_from_json(ANTHROPIC_MESSAGES, j(body)) == Usage(0, 0, 2, 0)
     assert usage_from_json("nope", j(body)) is None
+
+
+def test_tail_fast_path_ignores_null_usage_and_nested_keys():
+    from hydraguard.apis import OPENAI_CHAT, Usage, usage_from_json
+
+    body = b'{"choices":[{"message":{"content":"say \\"usage\\": {\\"x\\":1}"}}],' \
+           b'"usage":null,"meta":{"prompt_tokens":999}}'
+    assert usage_from_json(OPENAI_CHAT, body) is None
+    body = b'{"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}'
+    assert usage_from_json(OPENAI_CHAT, body) == Usage(input_tokens=7, output_tokens=3)

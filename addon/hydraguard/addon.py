@@ -30,17 +30,16 @@ def _request_id(flow: http.HTTPFlow) -> str:
 
 def _view(flow: http.HTTPFlow, request_id: str) -> RequestView:
     req = flow.request
-    headers = req.headers
-
-    def header(name: str) -> str | None:
-        values = headers.get_all(name)
-        return ", ".join(values) if values else None
-
+    joined: dict[str, str] = {}  # one pass over the raw fields; lookups are then O(1)
+    for k, v in req.headers.fields:
+        name = k.decode("latin-1").lower()
+        value = v.decode("utf-8", "surrogateescape")
+        joined[name] = f"{joined[name]}, {value}" if name in joined else value
     peer = flow.client_conn.peername[0] if flow.client_conn.peername else None
     return RequestView(
-        method=req.method, path=req.path, peer=peer, headers=header,
-        body=req.raw_content or b"", content_encoding=headers.get("content-encoding", ""),
-        request_id=request_id,
+        method=req.method, path=req.path, peer=peer, headers=joined.get,
+        body=req.raw_content or b"", content_encoding=joined.get("content-encoding", ""),
+        request_id=request_id, header_names=frozenset(joined),
     )
 
 

@@ -8,7 +8,7 @@ import os
 import sys
 import threading
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import Any
 
 from .facts import IPAddress
 
@@ -30,29 +30,31 @@ def iso_time(ts: float) -> str:
 class DecisionLog:
     """Appends JSON lines. Size-based rotation (`path.1` ... `path.N`); '-' writes to stdout.
 
-    Every `write` is one `write()` call of a whole line followed by a flush, so a line is
-    never split or lost in a buffer when the process stops.
+    Every `write` is a single `os.write` of one whole line to a file opened with O_APPEND:
+    nothing waits in a buffer, so no line is split or lost when the process stops. After
+    `close`, a file log reopens on the next write (a late flow still gets its line).
     """
+
+    _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
 
     def __init__(self, path: str = "-", max_bytes: int = 100 << 20, backups: int = 5) -> None:
         self.path = path
         self.max_bytes = max_bytes
         self.backups = backups
         self._lock = threading.Lock()
-        self._fh: IO[str] | None = None
+        self._fd: int | None = None
         self._size = 0
         if path != "-":
             self._open()
 
     def _open(self) -> None:
-        d = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(d, exist_ok=True)
-        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
-        self._size = self._fh.tell()
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self._size = os.fstat(self._fd).st_size
 
     def _rotate(self) -> None:
-        assert self._fh is not None
-        self._fh.close()
+        assert self._fd is not None
+        os.close(self._fd)
         for i in range(self.backups - 1, 0, -1):
             src = f"{self.path}.{i}"
             if os.path.exists(src):
@@ -64,20 +66,25 @@ class DecisionLog:
         self._open()
 
     def write(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, separators=(",", ":"), ensure_ascii=False, default=str) + "\n"
+        data = (self._ENCODER.encode(record) + "\n").encode("utf-8", "surrogateescape")
         with self._lock:
-            if self._fh is None:
-                sys.stdout.write(line)
+            if self.path == "-":
+                sys.stdout.write(data.decode("utf-8", "surrogateescape"))
                 sys.stdout.flush()
                 return
-            if self.max_bytes and self._size and self._size + len(line) > self.max_bytes:
+            if self._fd is None:
+                self._open()
+            if self.max_bytes and self._size and self._size + len(data) > self.max_bytes:
                 self._rotate()
-            self._fh.write(line)
-            self._fh.flush()
-            self._size += len(line.encode("utf-8")) if not line.isascii() else len(line)
+            assert self._fd is not None
+            view = memoryview(data)
+            while view:  # a regular file takes it in one write; loop for completeness
+                n = os.write(self._fd, view)
+                view = view[n:]
+            self._size += len(data)
 
     def close(self) -> None:
         with self._lock:
-            if self._fh is not None:
-                self._fh.close()
-                self._fh = None
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None

@@ -44,6 +44,7 @@ class RequestView:
     content_encoding: str = ""
     request_id: str = ""
     tls_ja4: str | None = None  # JA4 of the client's TLS ClientHello, when it spoke TLS to us
+    header_names: frozenset[str] | None = None  # lower-cased names of the headers present
 
 
 @dataclass(slots=True)

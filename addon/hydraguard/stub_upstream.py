@@ -523,6 +523,7 @@ class StubServer(ThreadingHTTPServer):
     """The stub upstream; ``shutdown()`` stops it, closes open connections and the socket."""
 
     daemon_threads = True
+    request_queue_size = 256  # benchmarks open many upstream connections at once
     allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int]) -> None:

@@ -11,6 +11,7 @@ otherwise ignore so long a wait and retry at once with backoff, only to be refus
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -87,6 +88,13 @@ def rfc3339(ts: float) -> str:
         t = math.ceil(min(max(float(ts), 0.0), 253402300799.0))
     except (TypeError, ValueError, OverflowError):
         t = 0
+    return _rfc3339_whole(t)
+
+
+@functools.lru_cache(maxsize=1024)
+def _rfc3339_whole(t: int) -> str:
+    """Formatting is the costly part and `t` repeats within a second (hot path: every
+    allowed request carries rate-limit headers)."""
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
