@@ -128,56 +128,65 @@ def start(cmd: list[str], port: int) -> subprocess.Popen:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--rules", default=str(ROOT / "rules" / "default.yaml"))
+    ap.add_argument("--rules", action="append",
+                    help="rules file(s) to bench, one hydraguard column each (default: "
+                    "rules/default.yaml and bench/rules-spine.yaml)")
     a = ap.parse_args()
+    a.rules = a.rules or [str(ROOT / "rules" / "default.yaml"),
+                          str(ROOT / "bench" / "rules-spine.yaml")]
     mitmdump = str(Path(sys.executable).parent / "mitmdump")
     results: dict[str, dict[str, float]] = {}
     with upstream() as up, tempfile.TemporaryDirectory() as d:
-        bare_port, hg_port = free_port(), free_port()
+        bare_port = free_port()
         common = ["--listen-host", "127.0.0.1", "--set", "flow_detail=0",
                   "--set", "termlog_verbosity=warn", "--set", "connection_strategy=lazy"]
-        bare = start([mitmdump, "--mode", f"reverse:{up.url}", "--listen-port", str(bare_port),
-                      *common], bare_port)
-        hg = start([sys.executable, "-m", "hydraguard", "run", "--upstream", up.url,
-                    "--listen", f"127.0.0.1:{hg_port}", "--rules", a.rules,
-                    "--log", f"{d}/decisions.jsonl"], hg_port)
+        targets = {"bare mitmdump": (bare_port, start(
+            [mitmdump, "--mode", f"reverse:{up.url}", "--listen-port", str(bare_port),
+             *common], bare_port))}
+        for rules in a.rules:
+            port = free_port()
+            name = f"hydraguard {Path(rules).name}"
+            targets[name] = (port, start(
+                [sys.executable, "-m", "hydraguard", "run", "--upstream", up.url,
+                 "--listen", f"127.0.0.1:{port}", "--rules", rules,
+                 "--log", f"{d}/{len(targets)}.jsonl"], port))
         try:
-            for port in (bare_port, hg_port):
+            for port, _ in targets.values():
                 asyncio.run(load(port, 8, 1.0))  # warm-up
             for conns in (1, 8, 32):
-                for name, port in (("bare mitmdump", bare_port), ("hydraguard", hg_port)):
+                for name, (port, _) in targets.items():
                     rps, lat = asyncio.run(load(port, conns, a.seconds))
                     r = results.setdefault(name, {})
                     r[f"rps@{conns}"] = rps
                     r[f"p50@{conns}"] = pct(lat, 0.50)
                     r[f"p99@{conns}"] = pct(lat, 0.99)
-            for name, port in (("bare mitmdump", bare_port), ("hydraguard", hg_port)):
+            for name, (port, _) in targets.items():
                 t = asyncio.run(ttfe(port, 200))
                 results[name]["ttfe_p50"] = statistics.median(t) * 1000
                 results[name]["ttfe_p99"] = pct(t, 0.99)
-            results["bare mitmdump"]["rss"] = peak_rss_mb(bare.pid)
-            results["hydraguard"]["rss"] = peak_rss_mb(hg.pid)
-            lines = len(Path(f"{d}/decisions.jsonl").read_text().splitlines())
+                results[name]["rss"] = peak_rss_mb(targets[name][1].pid)
         finally:
-            for p in (bare, hg):
-                p.terminate()
-                p.wait(10)
-    b, h = results["bare mitmdump"], results["hydraguard"]
-    rows = [(k, b[k], h[k]) for k in b]
+            for _, proc in targets.values():
+                proc.terminate()
+                proc.wait(10)
+    names = list(results)
+    base = results[names[0]]
     print(f"# bench/run.py, {a.seconds:g}s per cell, {os.cpu_count()} cores, "
-          f"Python {sys.version.split()[0]}; hydraguard wrote {lines} decision lines\n")
-    print("| metric | bare mitmdump | hydraguard | ratio / delta |")
-    print("|---|---:|---:|---:|")
-    for k, bv, hv in rows:
-        if k.startswith("rps"):
-            extra = f"{hv / bv:.1%}"
-        elif k == "rss":
-            extra = f"+{hv - bv:.1f} MB"
-        else:
-            extra = f"{hv - bv:+.2f} ms"
-        unit = " MB" if k == "rss" else ("" if k.startswith("rps") else " ms")
-        fmt = ".0f" if k.startswith("rps") else ".2f"
-        print(f"| {k} | {bv:{fmt}}{unit} | {hv:{fmt}}{unit} | {extra} |")
+          f"Python {sys.version.split()[0]}, stand-in upstream on loopback\n")
+    print("| metric | " + " | ".join(names) + " |")
+    print("|---|" + "---:|" * len(names))
+    for k, bv in base.items():
+        cells = []
+        for n in names:
+            v = results[n][k]
+            if k.startswith("rps"):
+                cell = f"{v:.0f}" + ("" if n == names[0] else f" ({v / bv:.0%})")
+            elif k == "rss":
+                cell = f"{v:.1f} MB"
+            else:
+                cell = f"{v:.2f} ms" + ("" if n == names[0] else f" ({v - bv:+.2f})")
+            cells.append(cell)
+        print(f"| {k} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ The mitmproxy addon (addon.py) and the offline tools (explain, replay, tests) bo
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import os
@@ -93,8 +94,12 @@ def decode_body(raw: bytes, encoding: str, cap: int) -> tuple[bytes | None, str 
 
 
 def _ip(value: str | None) -> IPAddress | None:
-    if not value:
-        return None
+    """The peer address as an ipaddress object (IPv4-mapped IPv6 unmapped)."""
+    return _parse_peer(value) if value else None
+
+
+@functools.lru_cache(maxsize=4096)  # peers repeat (keep-alive, load balancers): parse once
+def _parse_peer(value: str) -> IPAddress | None:
     try:
         ip = ipaddress.ip_address(value.split("%", 1)[0])
     except ValueError:
