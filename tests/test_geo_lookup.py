@@ -147,6 +147,8 @@ def test_country_mismatch_and_to_log(city):
     info = city.lookup("198.51.100.1")
     assert info.country_mismatch
     assert info.to_log() == {"found": True, "country": "CN", "registered_country": "US",
+                             "represented_country": None, "subdivisions": [],
+                             "country_mismatch": True,
                              "continent": "AS", "asn": 65537, "as_org": "Demo Mobile CN"}
     assert not city.lookup("192.0.2.1").country_mismatch
     assert not city.lookup("198.51.100.50").country_mismatch  # registered only
@@ -155,7 +157,8 @@ def test_country_mismatch_and_to_log(city):
     assert vpn["anonymizer_confidence"] == 99
     assert city.lookup("198.51.100.17").to_log()["represented_type"] == "military"
     assert city.lookup("198.51.100.40").to_log()["anycast"] is True
-    assert UNKNOWN.to_log() == {"found": False}
+    assert UNKNOWN.to_log() == {"found": False, "country": None, "registered_country": None,
+                                "represented_country": None, "subdivisions": []}
 
 
 def _country_level(g: GeoInfo) -> GeoInfo:

@@ -98,3 +98,18 @@ def test_region_schema_errors():
         "r.yaml:4:45: rules[0].region.private: 'maybe' is not one of: action, allow, deny, "
         "throttle, shadow",
     ]
+
+
+def test_represented_and_registered_country_conditions():
+    p = parse_policy("""
+rules:
+  - id: military
+    when: {represented_country: US}
+    action: allow
+  - id: registered-us
+    when: {registered_country: [us]}
+    action: deny
+""")
+    assert decide(facts("198.51.100.17"), p).rule == "military"  # DE, represented US military
+    assert decide(facts("198.51.100.1"), p).rule == "registered-us"  # CN registered to US
+    assert decide(facts("192.0.2.49"), p).rule == "default"

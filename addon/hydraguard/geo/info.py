@@ -37,22 +37,24 @@ class GeoInfo:
         )
 
     def to_log(self) -> dict[str, Any]:
-        """Compact JSON-ready dict for the decision log: empty/false fields are left out."""
+        """JSON-ready dict for the decision log. The decision fields (country, registered and
+        represented country, subdivisions) are always present, null when unknown; other
+        empty/false fields are left out."""
         if self.is_private:
             return {"private": True}
-        out: dict[str, Any] = {"found": self.found}
-        if self.country is not None:
-            out["country"] = self.country
-        if self.registered_country is not None and self.registered_country != self.country:
-            out["registered_country"] = self.registered_country
-        if self.represented_country is not None:
-            out["represented_country"] = self.represented_country
-            if self.represented_type:
-                out["represented_type"] = self.represented_type
+        out: dict[str, Any] = {
+            "found": self.found,
+            "country": self.country,
+            "registered_country": self.registered_country,
+            "represented_country": self.represented_country,
+            "subdivisions": list(self.subdivisions),
+        }
+        if self.represented_type:
+            out["represented_type"] = self.represented_type
+        if self.country_mismatch:
+            out["country_mismatch"] = True
         if self.continent is not None:
             out["continent"] = self.continent
-        if self.subdivisions:
-            out["subdivisions"] = list(self.subdivisions)
         if self.is_anycast:
             out["anycast"] = True
         if self.asn is not None:

@@ -224,6 +224,8 @@ class ConditionSpec(Spec):
         "stream": "the request asks for a streamed response (true/false)",
         "country": "the GeoIP country (ISO 3166-1 alpha-2) is one of these",
         "registered_country": "the GeoIP registered country is one of these",
+        "represented_country": "the GeoIP represented country (e.g. a military base) is one "
+        "of these",
         "subdivision": "a GeoIP subdivision (ISO 3166-2, e.g. UA-43) is one of these",
         "signal": "a signal is set, or {name, op, value} compares it",
         "score": "{weights: {signal: weight}, threshold: N}: weighted sum >= threshold",
@@ -277,7 +279,7 @@ class ConditionSpec(Spec):
             if not isinstance(v, bool):
                 return errors.add(at, f"{path}: expected true or false, got {_type_name(v)}")
             return Equals("stream", v, operator.attrgetter("stream"))
-        if key in ("country", "registered_country", "subdivision"):
+        if key in ("country", "registered_country", "represented_country", "subdivision"):
             vals = _UPPER.check(v, at, path, errors)
             if vals is INVALID:
                 return INVALID
