@@ -301,3 +301,48 @@ def test_broken_rules_stop_run_with_position(tmp_path):
     assert out.returncode == 2
     assert f"{bad}:3:13: rules[0].action: 'nope' is not one of: allow, deny, throttle" \
         in out.stderr
+
+
+def test_loads_the_usual_mitmproxy_way(stub, tmp_path):
+    """`mitmdump -s addon/hydraguard_addon.py --mode reverse:URL --set hydraguard_rules=...`"""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from .proxyproc import free_port, wait_until
+
+    rules = tmp_path / "r.yaml"
+    rules.write_text(RULES)
+    log = tmp_path / "d.jsonl"
+    port = free_port()
+    mitmdump = Path(sys.executable).parent / "mitmdump"
+    proc = subprocess.Popen(
+        [str(mitmdump), "-s", str(ROOT / "addon" / "hydraguard_addon.py"),
+         "--mode", f"reverse:{stub.url}", "--listen-host", "127.0.0.1",
+         "--listen-port", str(port), "--set", f"hydraguard_rules={rules}",
+         "--set", f"hydraguard_log={log}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: httpx.get(url + "/__hydraguard/healthz").status_code == 200, 30,
+                   "mitmdump -s")
+        with pytest.raises(anthropic.PermissionDeniedError):
+            anthropic.Anthropic(base_url=url, api_key="k", max_retries=0,
+                                default_headers={"x-forwarded-for": "203.0.113.5"}
+                                ).messages.create(model="m", max_tokens=1,
+                                                  messages=[{"role": "user", "content": "x"}])
+        wait_until(lambda: log.exists() and log.read_text().strip(), 10, "log line")
+        rec = json.loads(log.read_text().splitlines()[-1])
+        assert (rec["rule"], rec["status"]) == ("blocked-net", 403)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_request_without_api_key_is_logged_without_account(gw):
+    n = len(gw.lines())
+    r = httpx.post(gw.url + "/v1/messages", json={"model": "m", "max_tokens": 2,
+                                                  "messages": [{"role": "user", "content": "x"}]})
+    rec = last_line(gw, n)
+    assert r.status_code == 200  # the upstream decides about authentication
+    assert (rec["account"], rec["action"], rec["status"]) == (None, "allow", 200)
