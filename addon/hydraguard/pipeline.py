@@ -7,7 +7,6 @@ The mitmproxy addon (addon.py) and the offline tools (explain, replay, tests) bo
 from __future__ import annotations
 
 import functools
-import ipaddress
 import logging
 import os
 import time
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import apis
-from .clientip import ClientIpResolver
+from .clientip import ClientIpResolver, parse_ip
 from .decide import Decision, decide
 from .decision_log import DecisionLog, iso_time, truncate_ip
 from .facts import Facts, IPAddress
@@ -93,20 +92,12 @@ def decode_body(raw: bytes, encoding: str, cap: int) -> tuple[bytes | None, str 
     return None, f"unsupported content-encoding {enc!r}"
 
 
+_parse_peer = functools.lru_cache(maxsize=4096)(parse_ip)  # peers repeat: parse once
+
+
 def _ip(value: str | None) -> IPAddress | None:
     """The peer address as an ipaddress object (IPv4-mapped IPv6 unmapped)."""
     return _parse_peer(value) if value else None
-
-
-@functools.lru_cache(maxsize=4096)  # peers repeat (keep-alive, load balancers): parse once
-def _parse_peer(value: str) -> IPAddress | None:
-    try:
-        ip = ipaddress.ip_address(value.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        return ip.ipv4_mapped
-    return ip
 
 
 def open_geo(policy: Policy) -> GeoDatabases | None:
