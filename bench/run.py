@@ -127,7 +127,8 @@ def start(cmd: list[str], port: int) -> subprocess.Popen:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--seconds", type=float, default=6.0, help="per cell and target")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per cell")
     ap.add_argument("--rules", action="append",
                     help="rules file(s) to bench, one hydraguard column each (default: "
                     "rules/default.yaml and bench/rules-spine.yaml)")
@@ -140,9 +141,15 @@ def main() -> None:
         bare_port = free_port()
         common = ["--listen-host", "127.0.0.1", "--set", "flow_detail=0",
                   "--set", "termlog_verbosity=warn", "--set", "connection_strategy=lazy"]
+        lean_port = free_port()
         targets = {"bare mitmdump": (bare_port, start(
             [mitmdump, "--mode", f"reverse:{up.url}", "--listen-port", str(bare_port),
              *common], bare_port))}
+        # mitmdump minus the addons `hydraguard run` drops (hydraguard/runner.py), without
+        # hydraguard: shows the addon's own cost apart from the leaner mitmproxy
+        targets["lean mitmdump"] = (lean_port, start(
+            [sys.executable, "-m", "hydraguard.runner", "--mode", f"reverse:{up.url}",
+             "--listen-port", str(lean_port), *common], lean_port))
         for rules in a.rules:
             port = free_port()
             name = f"hydraguard {Path(rules).name}"
@@ -154,12 +161,19 @@ def main() -> None:
             for port, _ in targets.values():
                 asyncio.run(load(port, 8, 1.0))  # warm-up
             for conns in (1, 8, 32):
-                for name, (port, _) in targets.items():
-                    rps, lat = asyncio.run(load(port, conns, a.seconds))
+                # interleaved rounds: slow drifts of the shared machine hit every target alike
+                lats: dict[str, list[float]] = {n: [] for n in targets}
+                rates: dict[str, list[float]] = {n: [] for n in targets}
+                for _ in range(a.rounds):
+                    for name, (port, _) in targets.items():
+                        rps, lat = asyncio.run(load(port, conns, a.seconds / a.rounds))
+                        rates[name].append(rps)
+                        lats[name] += lat
+                for name in targets:
                     r = results.setdefault(name, {})
-                    r[f"rps@{conns}"] = rps
-                    r[f"p50@{conns}"] = pct(lat, 0.50)
-                    r[f"p99@{conns}"] = pct(lat, 0.99)
+                    r[f"rps@{conns}"] = statistics.mean(rates[name])
+                    r[f"p50@{conns}"] = pct(lats[name], 0.50)
+                    r[f"p99@{conns}"] = pct(lats[name], 0.99)
             for name, (port, _) in targets.items():
                 t = asyncio.run(ttfe(port, 200))
                 results[name]["ttfe_p50"] = statistics.median(t) * 1000
@@ -171,7 +185,8 @@ def main() -> None:
                 proc.wait(10)
     names = list(results)
     base = results[names[0]]
-    print(f"# bench/run.py, {a.seconds:g}s per cell, {os.cpu_count()} cores, "
+    print(f"# bench/run.py, {a.seconds:g}s per cell in {a.rounds} interleaved rounds, "
+          f"{os.cpu_count()} cores, "
           f"Python {sys.version.split()[0]}, stand-in upstream on loopback\n")
     print("| metric | " + " | ".join(names) + " |")
     print("|---|" + "---:|" * len(names))

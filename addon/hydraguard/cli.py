@@ -61,9 +61,9 @@ def cmd_run(a: argparse.Namespace) -> int:
     if a.certs:
         extra += ["--certs", f"*={a.certs}"]
     args = mitmdump_args(a.upstream, rules, a.listen, log_path=a.log, extra=extra + a.mitm_args)
-    from mitmproxy.tools.main import mitmdump
+    from .runner import run_mitmdump
 
-    mitmdump(args)
+    run_mitmdump(args)
     return 0
 
 
