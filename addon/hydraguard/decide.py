@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .facts import Facts
 from .policy.model import Policy, Rule
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What to do with a request.
+class Decision(NamedTuple):
+    """What to do with a request (immutable; a NamedTuple because it is made per request).
 
     `action` is what the deciding rule says; when `shadow` is true the request is let through
     anyway (`enforced` is False). `kind` names the error flavour of a refusal.
@@ -22,7 +21,7 @@ class Decision:
     shadow: bool = False
     kind: str | None = None  # "permission" | "region" | "rate_limit" | "invalid_request" | ...
     retry_after_s: float | None = None
-    shadow_rules: tuple[str, ...] = field(default=())
+    shadow_rules: tuple[str, ...] = ()
 
     @property
     def enforced(self) -> bool:
