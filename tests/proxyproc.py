@@ -4,35 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
+from hydraguard.procs import ROOT, free_port, proxy_process, wait_until
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(pred, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            if pred():
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"timed out waiting for {what}")
+__all__ = ["ROOT", "Proxy", "Upstream", "free_port", "proxy", "upstream", "wait_until"]
 
 
 @dataclass
@@ -103,29 +86,8 @@ def proxy(upstream_url: str, rules: str | Path | None = None, *, env: dict | Non
           extra: list[str] | None = None, workdir: Path | None = None) -> Iterator[Proxy]:
     with tempfile.TemporaryDirectory() as d:
         d = Path(workdir or d)
-        port = free_port()
-        log_path = d / "decisions.jsonl"
-        err_path = d / "proxy.stderr"
-        cmd = [sys.executable, "-m", "hydraguard", "run", "--upstream", upstream_url,
-               "--listen", f"127.0.0.1:{port}", "--log", str(log_path)]
-        if rules:
-            cmd += ["--rules", str(rules)]
-        cmd += extra or []
-        e = {**os.environ, "HYDRAGUARD_ACCOUNT_SECRET": "test-secret", **(env or {})}
-        with open(err_path, "wb") as err:
-            proc = subprocess.Popen(cmd, stdout=err, stderr=subprocess.STDOUT, env=e, cwd=ROOT)
-        p = Proxy(port, proc, log_path, err_path)
-        try:
-            def healthy() -> bool:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"proxy exited {proc.returncode}: {p.stderr()}")
-                r = httpx.get(f"{p.url}/__hydraguard/healthz", timeout=1)
-                return r.status_code == 200
-            wait_until(healthy, 30, "proxy health")
-            yield p
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        log_path, err_path = d / "decisions.jsonl", d / "proxy.stderr"
+        e = {"HYDRAGUARD_ACCOUNT_SECRET": "test-secret", **(env or {})}
+        with proxy_process(upstream_url, rules, log_path, err_path, env=e,
+                           extra=extra or ()) as (proc, url):
+            yield Proxy(int(url.rsplit(":", 1)[1]), proc, log_path, err_path)

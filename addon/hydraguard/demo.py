@@ -5,21 +5,19 @@ and throttled and why, and the tokens served per cluster with and without the bu
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import yaml
 
+from .procs import proxy_process
 from .stub_upstream import start_stub
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,41 +25,11 @@ DEMO_RULES = ROOT / "rules" / "demo.yaml"
 SECRET = "hydraguard-demo-secret"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def _proxy(upstream: str, rules: Path, log_path: Path) -> Iterator[str]:
-    port = _free_port()
-    cmd = [sys.executable, "-m", "hydraguard", "run", "--upstream", upstream,
-           "--listen", f"127.0.0.1:{port}", "--rules", str(rules), "--log", str(log_path)]
-    env = {**os.environ, "HYDRAGUARD_ACCOUNT_SECRET": SECRET}
-    err = open(log_path.with_suffix(".stderr"), "wb")  # noqa: SIM115
-    proc = subprocess.Popen(cmd, stdout=err, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError("proxy exited: " + log_path.with_suffix(".stderr")
-                                   .read_text(errors="replace")[-2000:])
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/__hydraguard/healthz", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("proxy did not become healthy")
-            time.sleep(0.05)
+    with proxy_process(upstream, rules, log_path, log_path.with_suffix(".stderr"),
+                       env={"HYDRAGUARD_ACCOUNT_SECRET": SECRET}) as (_proc, url):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        err.close()
 
 
 def _without_budgets(tmp: Path) -> Path:
@@ -102,13 +70,18 @@ def traffic() -> list[tuple[str, str, str, str, int, int]]:
 
 
 def _send(url: str, reqs: list[tuple[str, str, str, str, int, int]]) -> None:
-    with httpx.Client(timeout=20) as c:
+    conn = http.client.HTTPConnection(urllib.parse.urlsplit(url).netloc, timeout=20)
+    try:
         for _group, key, ip, prompt, max_tokens, out in reqs:
             body = {"model": "claude-demo", "max_tokens": max_tokens,
                     "messages": [{"role": "user", "content": prompt}]}
-            c.post(url + "/v1/messages", json=body, headers={
+            conn.request("POST", "/v1/messages", body=json.dumps(body).encode(), headers={
+                "content-type": "application/json",
                 "x-api-key": key, "anthropic-version": "2023-06-01",
                 "x-forwarded-for": ip, "x-stub-output-tokens": str(out)})
+            conn.getresponse().read()
+    finally:
+        conn.close()
 
 
 def _read(log: Path, n: int) -> list[dict]:
