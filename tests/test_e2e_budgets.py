@@ -228,6 +228,10 @@ settings:
 state: {{backend: redis, redis_url: "{url}", prefix: {prefix}, timeout_ms: {timeout},
          on_error: {on_error}}}
 clusters:
+  - id: linked
+    when: {{model: "hydra-*"}}
+    key: [cluster]
+    link: {{window: 3600, evidence: [{{kind: ip, min_accounts: 4, max_accounts: 100}}]}}
   - id: acct
     key: [account]
 budgets:
@@ -344,3 +348,29 @@ def test_redis_down_fail_open_then_fail_closed(stub, tmp_path):
         rec = p.wait_lines(2)[-1]
         assert rec["state_degraded"] is True and rec["status"] == 429
         assert p.stderr().count("budget state DOWN") == 1
+
+
+def test_replicas_share_hydra_linking(replicas):
+    """Accounts of one operator alternate between two replicas: with the Redis backend the
+    link evidence is shared, so both replicas name the same cluster and charge one budget.
+    (Linked in memory per replica, each would see only 2 of the first 4 accounts.)"""
+    a, b = replicas
+    exit_ip = "198.51.100.71"
+    tag = uuid.uuid4().hex[:8]
+    outcomes = []
+    for i in range(8):
+        c = ant((a, b)[i % 2], f"sk-hydra-{tag}-{i}", ip=exit_ip)
+        try:
+            msg(c, "hydra-r", 20)
+            outcomes.append(200)
+        except anthropic.RateLimitError:
+            outcomes.append(429)
+    rows = sorted(_wait_lines(replicas, "hydra-r", 8), key=lambda r: r["ts"])
+    rows = [r for r in rows if r["account"] in {x["account"] for x in rows[-8:]}][-8:]
+    clusters = [r["cluster"] for r in rows]
+    # accounts 0-2 are alone; the 4th links 0..3 under account 0 (seen first, on replica a):
+    # 0 + 3..6 charge one key, 5 x 20 = 100 = the budget, so the 8th request is refused
+    assert outcomes == [200] * 7 + [429]
+    root = clusters[0]
+    assert root.startswith("linked:cluster=h-")
+    assert [c == root for c in clusters] == [True, False, False] + [True] * 5

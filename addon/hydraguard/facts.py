@@ -31,6 +31,7 @@ class Facts:
     geo: Any = None  # hydraguard.geo.GeoInfo when GeoIP is configured
     signals: dict[str, Any] = field(default_factory=dict)
     cluster: str | None = None
+    cluster_parts: Any = None  # (definition, key attributes): lets the budget step re-key
 
     @property
     def is_model_call(self) -> bool:

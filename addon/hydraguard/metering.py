@@ -19,9 +19,11 @@ Per model call:
    ``usage``, SSE usage, or the stream meter's estimate of what a cut stream delivered);
    a failed request releases it; a 2xx response without usage keeps the reservation.
 
-Link state is per replica (in memory). With the Redis backend the *budgets* are shared: linked
-accounts are keyed by their stable linked cluster id, so replicas agree once each has seen
-enough of the same evidence; until then a replica charges the account's own key.
+Link state: in memory per replica with the memory backend. With the Redis backend the link
+evidence and the union-find are shared too (budgets/redis_links.py, one Lua script per linked
+request in ``admit``): every replica names an operator's accounts after the same first-seen
+member, so one budget applies whichever replica a request reaches. If Redis fails, the
+replica's in-memory linking answer is used for that request.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any
 
 from .apis import RateLimitInfo, ratelimit_headers
 from .budgets import MemoryBudgetState, RedisBudgetState, Reservation, ReserveResult
+from .budgets.redis_links import RedisLinks
 from .clusters import ClusterLinker, cluster_key
 from .facts import Facts
 
@@ -156,6 +159,19 @@ class Metering:
         self._budgets = settings.budgets
         if self._budgets and self.state is None:
             self.state = make_state(settings.state, clock)
+        self.shared_links: dict[str, RedisLinks] = {}
+        self._make_shared_links()
+
+    def _make_shared_links(self) -> None:
+        """With the Redis backend, link evidence and cluster ids are shared by all replicas
+        (budgets/redis_links.py); the in-memory linker stays as the fallback answer."""
+        self.shared_links = {}
+        if self.settings is None or not isinstance(self.state, RedisBudgetState):
+            return
+        for c in self.settings.clusters:
+            if c.link is not None:
+                self.shared_links[c.id] = RedisLinks(self.state, c.id, c.link.window_s,
+                                                     c.link.rules)
 
     def adopt(self, old: Metering) -> None:
         """Hot reload: take over the budget levels (same `state:` settings) and the link
@@ -165,6 +181,7 @@ class Metering:
             return
         if self._budgets and old.state is not None and new.state == prev.state:
             self.state = old.state  # the fresh one built in __init__ has opened nothing yet
+            self._make_shared_links()
         old_links = {c.id: c.link for c in prev.clusters}
         for c in new.clusters:
             if c.id in self.linkers and c.id in old.linkers and old_links.get(c.id) == c.link:
@@ -210,6 +227,7 @@ class Metering:
                 linker.observe(acct, self._evidence(facts))
                 attrs["cluster"] = linker.cluster_of(acct)
         facts.cluster = f"{c.id}:{cluster_key(c.key, attrs)}"
+        facts.cluster_parts = (c, attrs)
 
     @staticmethod
     def _evidence(facts: Facts) -> dict[str, str | None]:
@@ -235,7 +253,25 @@ class Metering:
             log.exception("hydraguard: budget admission failed")
             return Admission(log={"budget_error": f"{type(e).__name__}: {e}"})
 
+    async def _share_link(self, facts: Facts) -> None:
+        """Re-key a linked cluster with the id all replicas agree on (Redis); on a Redis
+        error the replica's own linking answer stands."""
+        parts = facts.cluster_parts
+        if parts is None or facts.account is None:
+            return
+        c, attrs = parts
+        links = self.shared_links.get(c.id)
+        if links is None:
+            return
+        shared = await links.cluster_of(facts.account, self._evidence(facts))
+        if shared is not None and shared != attrs.get("cluster"):
+            attrs = {**attrs, "cluster": shared}
+            facts.cluster = f"{c.id}:{cluster_key(c.key, attrs)}"
+            facts.cluster_parts = (c, attrs)
+
     async def _admit(self, facts: Facts) -> Admission:
+        if self.shared_links:
+            await self._share_link(facts)
         cdef, _, _key = facts.cluster.partition(":")
         state = self.state
         holds: list[_Hold] = []

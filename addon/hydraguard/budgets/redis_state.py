@@ -58,6 +58,9 @@ class _Unavailable(Exception):
     pass
 
 
+StateUnavailable = _Unavailable  # public name: Redis down or slow (see RedisBudgetState.call)
+
+
 class RedisBudgetState:
     """``BudgetState`` backed by Redis (see module doc)."""
 
@@ -135,6 +138,23 @@ class RedisBudgetState:
             raise _Unavailable from exc
         self._mark_up()
         return res
+
+    # -- shared scripts (used by redis_links) -----------------------------------------------
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    def now(self) -> float:
+        return self._clock()
+
+    def register(self, source: str):
+        """Register another Lua script on this backend's client."""
+        return self._r.register_script(source)
+
+    async def call(self, script, keys: list[str], args: list[str]):
+        """Run a registered script with this backend's timeout and health tracking; raises
+        StateUnavailable when Redis is down or slow."""
+        return await self._run(script, keys, args)
 
     # -- keys ----------------------------------------------------------------------------
     def _base(self, key: str) -> str:

@@ -9,7 +9,8 @@
   reserved before forwarding, and what happens when the budget is spent (429 or a lowered
   ``max_tokens``), optionally in shadow mode.
 - ``state:`` is where budget levels live: ``memory`` (one replica) or ``redis`` (shared by
-  every replica; atomic Lua scripts) and what to do when Redis is unavailable.
+  every replica; atomic Lua scripts; hydra link evidence is then shared too) and what to do
+  when Redis is unavailable.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ STATE = Struct(
         "backend": Field(
             Str(choices=("memory", "redis")), default="memory",
             doc="memory: in this process (bounded LRU; each replica has its own budgets). "
-            "redis: shared by every replica pointing at the same Redis (atomic Lua scripts).",
+            "redis: shared by every replica pointing at the same Redis (atomic Lua scripts; "
+            "hydra link evidence is shared too).",
             example="redis"),
         "redis_url": Field(
             Str(), default=None,
