@@ -18,7 +18,8 @@ import time
 import uuid
 
 from hydraguard.budgets import MemoryBudgetState, RedisBudgetState, WindowSpec
-from hydraguard.clusters import ClusterLinker, cluster_key
+from hydraguard.budgets.redis_links import RedisLinks
+from hydraguard.clusters import DEFAULT_LINK_RULES, ClusterLinker, cluster_key
 
 WINDOWS = (WindowSpec("minute", 200_000, 60.0), WindowSpec("day", 50_000_000, 86_400.0))
 TEMPLATE = ("cluster", "model")
@@ -29,7 +30,8 @@ def pct(samples: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-async def run(state, iterations: int, warmup: int = 500) -> dict[str, list[float]]:
+async def run(state, iterations: int, warmup: int = 500, links=None) -> dict[str, list[float]]:
+    """`links`: a RedisLinks; cluster resolution then includes the shared linking script."""
     linker = ClusterLinker(window_s=3600.0, max_nodes=100_000)
     # a populated linker: 10k accounts, hydra groups of 10 sharing an IP
     for i in range(10_000):
@@ -39,13 +41,24 @@ async def run(state, iterations: int, warmup: int = 500) -> dict[str, list[float
     out: dict[str, list[float]] = {"resolve": [], "reserve": [], "commit": [], "total": []}
     ns = time.perf_counter_ns
     for n in range(warmup + iterations):
-        i = n % 10_000
+        i = n % 1_000  # 1,000 active accounts (each seen again: realistic for a cache)
         account = f"acct{i}"
         t0 = ns()
         linker.observe(account, {"ip": f"10.0.{i // 10 // 256}.{i // 10 % 256}"})
-        key = cluster_key(TEMPLATE, {"cluster": linker.cluster_of(account), "model": "m-1"})
+        cluster = linker.cluster_of(account)
+        pending = None
+        if links is not None:  # as metering.py: shared linking, concurrent after the first
+            call = links.cluster_of(account, {"ip": f"10.0.{i // 10 // 256}.{i // 10 % 256}"})
+            known = links.last_answer(account)
+            if known is None:
+                cluster = await call or cluster
+            else:
+                cluster, pending = known, asyncio.ensure_future(call)
+        key = cluster_key(TEMPLATE, {"cluster": cluster, "model": "m-1"})
         t1 = ns()
         r = await state.reserve(key, WINDOWS, 1000)
+        if pending is not None:
+            await pending
         t2 = ns()
         if r.reservation is not None:
             await state.commit(r.reservation, 700)
@@ -97,6 +110,8 @@ async def main() -> int:
         if not await red._r.ping():
             raise OSError("no PONG")
         rows.append(("redis", "", await run(red, args.iterations), 1000.0))
+        links = RedisLinks(red, "bench", 3600.0, DEFAULT_LINK_RULES)
+        rows.append(("redis+link", "", await run(red, args.iterations, links=links), 1000.0))
     except (OSError, Exception) as exc:  # report, keep the memory numbers
         print(f"redis: skipped ({type(exc).__name__}: {exc})", file=sys.stderr)
     finally:

@@ -28,6 +28,7 @@ replica's in-memory linking answer is used for that request.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import math
@@ -253,25 +254,49 @@ class Metering:
             log.exception("hydraguard: budget admission failed")
             return Admission(log={"budget_error": f"{type(e).__name__}: {e}"})
 
-    async def _share_link(self, facts: Facts) -> None:
-        """Re-key a linked cluster with the id all replicas agree on (Redis); on a Redis
-        error the replica's own linking answer stands."""
+    def _rekey(self, facts: Facts, shared: str | None) -> bool:
+        """Use the shared linked cluster id; True if the cluster changed."""
+        c, attrs = facts.cluster_parts
+        if shared is None or shared == attrs.get("cluster"):
+            return False
+        attrs = {**attrs, "cluster": shared}
+        facts.cluster = f"{c.id}:{cluster_key(c.key, attrs)}"
+        facts.cluster_parts = (c, attrs)
+        return True
+
+    async def _share_link(self, facts: Facts) -> asyncio.Future[str | None] | None:
+        """Re-key a linked cluster with the id all replicas agree on (Redis).
+
+        An account's first request waits for the shared answer. Later ones use the answer of
+        its previous request at once and record their evidence concurrently with the budget
+        reservation; the returned future tells the caller whether the id moved meanwhile (a
+        merge), so it can redo the reservation. On a Redis error the replica's own linking
+        answer stands."""
         parts = facts.cluster_parts
         if parts is None or facts.account is None:
-            return
-        c, attrs = parts
-        links = self.shared_links.get(c.id)
+            return None
+        links = self.shared_links.get(parts[0].id)
         if links is None:
-            return
-        shared = await links.cluster_of(facts.account, self._evidence(facts))
-        if shared is not None and shared != attrs.get("cluster"):
-            attrs = {**attrs, "cluster": shared}
-            facts.cluster = f"{c.id}:{cluster_key(c.key, attrs)}"
-            facts.cluster_parts = (c, attrs)
+            return None
+        call = links.cluster_of(facts.account, self._evidence(facts))
+        known = links.last_answer(facts.account)
+        if known is None:
+            self._rekey(facts, await call)
+            return None
+        self._rekey(facts, known)
+        return asyncio.ensure_future(call)
 
     async def _admit(self, facts: Facts) -> Admission:
-        if self.shared_links:
-            await self._share_link(facts)
+        pending = await self._share_link(facts) if self.shared_links else None
+        adm = await self._reserve_all(facts)
+        if pending is not None and self._rekey(facts, await pending):
+            # the operator's accounts were merged meanwhile: charge the new cluster instead
+            if adm.state:
+                await self._release_all(adm.state)
+            adm = await self._reserve_all(facts)
+        return adm
+
+    async def _reserve_all(self, facts: Facts) -> Admission:
         cdef, _, _key = facts.cluster.partition(":")
         state = self.state
         holds: list[_Hold] = []

@@ -27,6 +27,8 @@ import math
 from collections.abc import Mapping, Sequence
 from hashlib import blake2b
 
+from cachetools import LRUCache
+
 from ..clusters import LinkRule, _cluster_id
 from .redis_state import RedisBudgetState, StateUnavailable
 
@@ -98,8 +100,8 @@ class RedisLinks:
     """Shared hydra linking for one cluster definition (see module doc)."""
 
     def __init__(self, state: RedisBudgetState, cluster_def: str, window_s: float,
-                 rules: Sequence[LinkRule], *, first_seen_period_s: float = 7 * 86400
-                 ) -> None:
+                 rules: Sequence[LinkRule], *, first_seen_period_s: float = 7 * 86400,
+                 max_cached: int = 100_000) -> None:
         self.state = state
         self.window_s = float(window_s)
         self.rules = {r.kind: r for r in rules}
@@ -107,6 +109,11 @@ class RedisLinks:
         self.first_period_s = float(first_seen_period_s)
         self._first_ms = str(max(1, round(self.first_period_s * 1000)))
         self._script = state.register(LINK)
+        self._last: LRUCache[str, str] = LRUCache(maxsize=max_cached)
+
+    def last_answer(self, account: str) -> str | None:
+        """The cluster id answered for `account`'s previous request on this replica."""
+        return self._last.get(account)
 
     def _keys_args(self, account: str, evidence: Mapping[str, str | None], now: float
                    ) -> tuple[list[str], list[str]]:
@@ -137,4 +144,6 @@ class RedisLinks:
             return None
         if isinstance(root, bytes):
             root = root.decode("utf-8", "surrogateescape")
-        return _cluster_id(str(root))
+        cid = _cluster_id(str(root))
+        self._last[account] = cid
+        return cid
