@@ -346,3 +346,26 @@ def test_request_without_api_key_is_logged_without_account(gw):
     rec = last_line(gw, n)
     assert r.status_code == 200  # the upstream decides about authentication
     assert (rec["account"], rec["action"], rec["status"]) == (None, "allow", 200)
+
+
+def test_chunked_body_over_mitmproxy_limit_is_refused_and_logged(gw, stub):
+    """No content-length: mitmproxy's hard cap (2 x max_body_bytes) stops buffering; the
+    request never reaches the upstream and still gets its decision line."""
+    n = len(gw.lines())
+    before = stub.stats().get("/v1/messages", 0)
+
+    def chunks():
+        for _ in range(40):
+            yield b"x" * 8192
+
+    try:
+        r = httpx.post(gw.url + "/v1/messages", content=chunks(), headers={"x-api-key": "k"})
+        status = r.status_code
+    except httpx.HTTPError:
+        status = None
+    assert status in (None, 413)  # mitmproxy's own 413 page (no provider format this early)
+    rec = last_line(gw, n)
+    assert (rec["path"], rec["action"], rec["rule"], rec["upstream_status"]) == (
+        "/v1/messages", "deny", "body_too_large", None)
+    assert rec["error"] == "Request body exceeds mitmproxy's body_size_limit."
+    assert stub.stats().get("/v1/messages", 0) == before

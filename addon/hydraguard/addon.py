@@ -226,9 +226,9 @@ class HydraGuard:
         gw: Gateway | None = flow.metadata.get(GW) or self.gateway
         if gw is None or flow.metadata.get("hydraguard_health"):
             return
-        if ex is None:  # failed before the request hook (e.g. body over mitmproxy's limit)
-            ex = gw.begin(_view(flow, _request_id(flow)))
-        status = flow.response.status_code if flow.response else None
         msg = flow.error.msg if flow.error else "flow error"
+        if ex is None:  # failed before the request hook (e.g. body over mitmproxy's limit)
+            ex = gw.failed_early(_view(flow, _request_id(flow)), msg)
+        status = flow.response.status_code if flow.response else None
         await gw.finish(ex, status=status, error=msg)
 

@@ -251,6 +251,22 @@ class Gateway:
         ex.decision_us = (time.perf_counter_ns() - t0) // 1000
         return ex
 
+    def failed_early(self, req: RequestView, message: str) -> Exchange:
+        """An exchange for a request that failed before it could be decided (mitmproxy's hard
+        body cap, a client that went away mid-upload): it never reached the upstream."""
+        t0 = time.perf_counter_ns()
+        facts = self._gather(RequestView(req.method, req.path, req.peer, req.headers,
+                                         request_id=req.request_id))[0]
+        if "body_size_limit" in message:
+            facts.body_error = "too_large"
+            decision = Decision("deny", "body_too_large", "request body exceeds "
+                                f"{self.policy.settings.max_body_bytes} bytes",
+                                kind="too_large")
+        else:
+            facts.body_error = "incomplete request"
+            decision = Decision("deny", "incomplete_request", message, kind="invalid_request")
+        return Exchange(facts, decision, self.clock(), (time.perf_counter_ns() - t0) // 1000)
+
     def denial(self, ex: Exchange) -> tuple[int, bytes, dict[str, str]]:
         """The provider-format error response for an enforced decision."""
         d, f = ex.decision, ex.facts
