@@ -17,7 +17,6 @@ import gc
 import ipaddress
 import json
 import random
-import resource
 import ssl
 import statistics
 import sys
@@ -25,6 +24,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from benchutil import rss_mib
 from mitmproxy.http import Headers
 from mitmproxy.tls import ClientHello
 
@@ -42,17 +42,6 @@ WORDS = [
     "speculation", "about", "unknown", "facts", "customer", "order", "invoice", "shipping",
     "refund", "policy", "account", "billing", "region",
 ]
-
-
-def rss_mib() -> float:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def text(n: int, rnd: random.Random) -> str:

@@ -9,12 +9,12 @@ import contextlib
 import gc
 import ipaddress
 import random
-import resource
 import ssl
 import sys
 import time
 import timeit
 
+from benchutil import rss_mib
 from mitmproxy.tls import ClientHello
 
 from hydraguard.signals.behaviour import BehaviourConfig, BehaviourTracker
@@ -22,17 +22,6 @@ from hydraguard.signals.iplists import CidrSet
 from hydraguard.signals.ja4 import ja4, ja4_from_raw
 from hydraguard.signals.prompts import PromptPatterns, TemplateTracker
 from hydraguard.signals.proxy_headers import proxy_header_signals
-
-
-def _rss_mib() -> float:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _client_hello() -> bytes:
@@ -176,7 +165,7 @@ def main() -> None:
     n = 200_000 if quick else 1_000_000
     cfg = BehaviourConfig(window_s=3600, max_keys=100_000, max_members_per_key=1000)
     gc.collect()
-    before = _rss_mib()
+    before = rss_mib()
     t = BehaviourTracker(cfg)
     t0 = time.perf_counter()
     for i in range(n):
@@ -188,7 +177,7 @@ def main() -> None:
         )
     elapsed = time.perf_counter() - t0
     gc.collect()
-    after = _rss_mib()
+    after = rss_mib()
     keys = {name: len(c) for name, c in t.counters().items()}
     print()
     print(
