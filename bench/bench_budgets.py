@@ -47,13 +47,10 @@ async def run(state, iterations: int, warmup: int = 500, links=None) -> dict[str
         linker.observe(account, {"ip": f"10.0.{i // 10 // 256}.{i // 10 % 256}"})
         cluster = linker.cluster_of(account)
         pending = None
-        if links is not None:  # as metering.py: shared linking, concurrent after the first
-            call = links.cluster_of(account, {"ip": f"10.0.{i // 10 // 256}.{i // 10 % 256}"})
-            known = links.last_answer(account)
-            if known is None:
-                cluster = await call or cluster
-            else:
-                cluster, pending = known, asyncio.ensure_future(call)
+        if links is not None:  # as metering.py: shared linking concurrent with the reserve
+            cluster = links.last_answer(account) or cluster
+            pending = asyncio.ensure_future(links.cluster_of(
+                account, {"ip": f"10.0.{i // 10 // 256}.{i // 10 % 256}"}))
         key = cluster_key(TEMPLATE, {"cluster": cluster, "model": "m-1"})
         t1 = ns()
         r = await state.reserve(key, WINDOWS, 1000)

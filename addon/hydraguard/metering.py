@@ -264,30 +264,27 @@ class Metering:
         facts.cluster_parts = (c, attrs)
         return True
 
-    async def _share_link(self, facts: Facts) -> asyncio.Future[str | None] | None:
-        """Re-key a linked cluster with the id all replicas agree on (Redis).
+    def _share_link(self, facts: Facts) -> asyncio.Future[str | None] | None:
+        """Start re-keying a linked cluster with the id all replicas agree on (Redis).
 
-        An account's first request waits for the shared answer. Later ones use the answer of
-        its previous request at once and record their evidence concurrently with the budget
-        reservation; the returned future tells the caller whether the id moved meanwhile (a
-        merge), so it can redo the reservation. On a Redis error the replica's own linking
-        answer stands."""
+        The reservation goes ahead at once under the best id known here (the shared answer
+        to the account's previous request, else this replica's own linking) while the
+        evidence is recorded in Redis; the returned future tells the caller whether the
+        shared id differs, so it can move the reservation (a merge, or a replica that had
+        not seen enough evidence yet). On a Redis error the local answer stands."""
         parts = facts.cluster_parts
         if parts is None or facts.account is None:
             return None
         links = self.shared_links.get(parts[0].id)
         if links is None:
             return None
-        call = links.cluster_of(facts.account, self._evidence(facts))
         known = links.last_answer(facts.account)
-        if known is None:
-            self._rekey(facts, await call)
-            return None
-        self._rekey(facts, known)
-        return asyncio.ensure_future(call)
+        if known is not None:
+            self._rekey(facts, known)
+        return asyncio.ensure_future(links.cluster_of(facts.account, self._evidence(facts)))
 
     async def _admit(self, facts: Facts) -> Admission:
-        pending = await self._share_link(facts) if self.shared_links else None
+        pending = self._share_link(facts) if self.shared_links else None
         adm = await self._reserve_all(facts)
         if pending is not None and self._rekey(facts, await pending):
             # the operator's accounts were merged meanwhile: charge the new cluster instead
