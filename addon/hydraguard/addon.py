@@ -14,7 +14,7 @@ from mitmproxy import connection, exceptions, http, tls
 from .geo import GeoDatabaseError
 from .pipeline import HEALTH_PATH, Exchange, Gateway, RequestView
 from .policy import PolicyError, load_policy
-from .reload import RulesWatcher
+from .reload import RulesWatcher, next_gateway
 
 log = logging.getLogger("hydraguard")
 
@@ -116,25 +116,17 @@ class HydraGuard:
     async def check_reload(self) -> bool:
         """Poll the rules; swap in a valid change. True when new rules are in force."""
         w, old = self.watcher, self.gateway
-        if w is None or old is None or not w.changed():
+        if w is None or old is None:
             return False
-        res = await asyncio.to_thread(w.poll)
-        if res.policy is None or self.watcher is not w or self.gateway is not old:
+        new = await next_gateway(w, old)
+        if new is None or self.watcher is not w or self.gateway is not old:
             return False
-        try:
-            new = old.successor(res.policy)
-        except (GeoDatabaseError, OSError) as e:
-            log.error("hydraguard: the changed rules cannot be used, keeping the running "
-                      "rules (%s): %s", old.policy_digest, e)
-            w.digest = old.policy_digest or w.digest
-            return False
-        new.policy_digest = res.digest
         self.gateway = new  # one assignment: each request sees the old or the new snapshot
         loop = asyncio.get_running_loop()
         self._retired.append(loop.call_later(
             RETIRE_AFTER_S, lambda: loop.create_task(old.aclose_unshared())))
         log.warning("hydraguard: rules reloaded: %d rule(s), version %s (was %s)",
-                    len(res.policy.rules), res.digest, old.policy_digest)
+                    len(new.policy.rules), new.policy_digest, old.policy_digest)
         return True
 
     def done(self) -> None:

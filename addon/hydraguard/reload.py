@@ -12,14 +12,20 @@ to a rules folder is noticed as well.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from .geo import GeoDatabaseError
 from .policy import Policy, PolicyError, load_policy
+
+if TYPE_CHECKING:
+    from .pipeline import Gateway
 
 log = logging.getLogger("hydraguard")
 
@@ -112,3 +118,23 @@ class RulesWatcher:
         self.digest = digest
         self.reloads += 1
         return ReloadResult(policy=policy, digest=digest)
+
+
+async def next_gateway(watcher: RulesWatcher, gateway: Gateway) -> Gateway | None:
+    """If the watched rules changed and are valid and usable, the successor of `gateway`
+    (state carried over, see `Gateway.successor`); else None, the running rules staying.
+    Files are read and parsed in a worker thread, never on the event loop."""
+    if not watcher.changed():
+        return None
+    res = await asyncio.to_thread(watcher.poll)
+    if res.policy is None:
+        return None
+    try:
+        new = gateway.successor(res.policy)
+    except (GeoDatabaseError, OSError) as e:
+        log.error("hydraguard: the changed rules cannot be used, keeping the running "
+                  "rules (%s): %s", gateway.policy_digest, e)
+        watcher.digest = gateway.policy_digest or watcher.digest
+        return None
+    new.policy_digest = res.digest
+    return new
