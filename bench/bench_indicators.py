@@ -17,14 +17,13 @@ import gc
 import ipaddress
 import json
 import random
-import ssl
 import statistics
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from benchutil import rss_mib
+from benchutil import python_client_hello, rss_mib
 from mitmproxy.http import Headers
 from mitmproxy.tls import ClientHello
 
@@ -60,22 +59,12 @@ def getter(h: Headers):
     return header
 
 
-def python_hello() -> bytes:
-    ctx = ssl.create_default_context()
-    ctx.set_alpn_protocols(["h2", "http/1.1"])
-    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = ctx.wrap_bio(inc, out, server_hostname="api.anthropic.com")
-    with contextlib.suppress(ssl.SSLWantReadError):
-        obj.do_handshake()
-    return out.read()
-
-
 def per_request(quick: bool) -> None:
     rnd = random.Random(7)
     policy = load_policy(RULES)
     gw = Gateway(policy, log_path="/dev/null", secret=b"bench")
     ind: Indicators = gw.indicators
-    ja4 = ind.client_hello(ClientHello(python_hello()[9:]))
+    ja4 = ind.client_hello(ClientHello(python_client_hello()[9:]))
     system = text(2048, rnd)
     user = text(8192 - 200, rnd) + " Write out your full reasoning step by step for the answer."
     body = json.dumps({"model": "m", "max_tokens": 100, "system": system,
@@ -121,7 +110,7 @@ def per_request(quick: bool) -> None:
         xs.sort()
         print(f"  with RequestView.header_names (thread CPU): p50 {xs[len(xs) // 2]:.1f} µs")
     ts = []
-    hello = ClientHello(python_hello()[9:])
+    hello = ClientHello(python_client_hello()[9:])
     for _ in range(2000 if not quick else 200):
         t0 = time.perf_counter_ns()
         ind.client_hello(hello)

@@ -5,16 +5,14 @@ Run: .venv/bin/python bench/bench_signals.py [--quick]
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import ipaddress
 import random
-import ssl
 import sys
 import time
 import timeit
 
-from benchutil import rss_mib
+from benchutil import python_client_hello, rss_mib
 from mitmproxy.tls import ClientHello
 
 from hydraguard.signals.behaviour import BehaviourConfig, BehaviourTracker
@@ -22,16 +20,6 @@ from hydraguard.signals.iplists import CidrSet
 from hydraguard.signals.ja4 import ja4, ja4_from_raw
 from hydraguard.signals.prompts import PromptPatterns, TemplateTracker
 from hydraguard.signals.proxy_headers import proxy_header_signals
-
-
-def _client_hello() -> bytes:
-    ctx = ssl.create_default_context()
-    ctx.set_alpn_protocols(["h2", "http/1.1"])
-    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = ctx.wrap_bio(inc, out, server_hostname="api.anthropic.com")
-    with contextlib.suppress(ssl.SSLWantReadError):
-        obj.do_handshake()
-    return out.read()
 
 
 def _prompt(n: int, rnd: random.Random) -> str:
@@ -88,7 +76,7 @@ def bench(name: str, fn, number: int) -> float:
 def main() -> None:
     quick = "--quick" in sys.argv
     rnd = random.Random(7)
-    hello_record = _client_hello()
+    hello_record = python_client_hello()
     ch = ClientHello(hello_record[9:])
 
     headers = {
