@@ -1,7 +1,7 @@
 """Budget state shared by all proxy replicas through Redis.
 
-- Reserve/commit/release run as Lua scripts (``register_script`` → EVALSHA, reloaded
-  automatically after a Redis restart), so replicas never read-then-write.
+- Reserve/commit/release run as Lua scripts (EVALSHA through ``redis_scripts.ScriptRunner``,
+  reloaded automatically after a Redis restart), so replicas never read-then-write.
 - Keys: ``{prefix}:{<cluster key>}:b`` (one hash for all windows of the key: fields
   ``<window>:u`` level and ``<window>:t`` timestamp) and
   ``{prefix}:{<cluster key>}:r:<reservation id>`` (reserved amount).  The braces are a Redis
@@ -24,20 +24,20 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from hashlib import blake2b
 from typing import Literal
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from . import bucket, scripts
+from .redis_scripts import LuaScript, ScriptRunner
 from .spec import Reservation, ReserveResult, WindowSpec, WindowState
 
 __all__ = ["RedisBudgetState"]
@@ -88,21 +88,26 @@ class RedisBudgetState:
         self._closed_retry = closed_retry_after_s
         self.url = url
         if client is None:
+            # admin/inspection client (ping, scans); scripts go through the runner below
             client = aioredis.Redis.from_url(
                 url,
                 socket_timeout=self._timeout_s,
                 socket_connect_timeout=self._timeout_s,
-                # one immediate retry: lets a pooled connection that went stale during an
-                # outage reconnect; the outer timeout still bounds the whole operation
-                retry=Retry(NoBackoff(), 1),
                 health_check_interval=0,
             )
+            self._runner = ScriptRunner.from_url(url, connect_timeout_s=self._timeout_s)
+        else:
+            self._runner = ScriptRunner(client.connection_pool.make_connection)
         self._r = client
-        self._reserve_s = client.register_script(scripts.RESERVE)
-        self._settle_s = client.register_script(scripts.SETTLE)
-        self._peek_s = client.register_script(scripts.PEEK)
+        self._reserve_s = LuaScript(scripts.RESERVE)
+        self._settle_s = LuaScript(scripts.SETTLE)
+        self._peek_s = LuaScript(scripts.PEEK)
         self._down = False
         self._skip_until = 0.0
+        # reservation ids: unique across replicas (random per process) and cheap per request
+        self._rid_prefix = os.urandom(6).hex()
+        self._rid_seq = itertools.count(1)
+        self._wargs: dict[tuple[WindowSpec, ...], list[str]] = {}
 
     # -- health --------------------------------------------------------------------------
     @property
@@ -127,16 +132,17 @@ class RedisBudgetState:
             self._down = False
             log.info("budget state RECOVERED: redis %s healthy again", self.url)
 
-    async def _run(self, script, keys: list[str], args: list[str]):
+    async def _run(self, script: LuaScript, keys: list[str], args: list[str]):
         if self._down and time.monotonic() < self._skip_until:
             raise _Unavailable
         try:
             async with asyncio.timeout(self._timeout_s):
-                res = await script(keys=keys, args=args)
+                res = await self._runner.run(script, keys, args)
         except (RedisError, OSError, TimeoutError) as exc:
             self._mark_down(exc)
             raise _Unavailable from exc
-        self._mark_up()
+        if self._down:
+            self._mark_up()
         return res
 
     # -- shared scripts (used by redis_links) -----------------------------------------------
@@ -147,11 +153,11 @@ class RedisBudgetState:
     def now(self) -> float:
         return self._clock()
 
-    def register(self, source: str):
-        """Register another Lua script on this backend's client."""
-        return self._r.register_script(source)
+    def register(self, source: str) -> LuaScript:
+        """Another Lua script to run with ``call``."""
+        return LuaScript(source)
 
-    async def call(self, script, keys: list[str], args: list[str]):
+    async def call(self, script: LuaScript, keys: list[str], args: list[str]):
         """Run a registered script with this backend's timeout and health tracking; raises
         StateUnavailable when Redis is down or slow."""
         return await self._run(script, keys, args)
@@ -164,11 +170,20 @@ class RedisBudgetState:
         base = f"{self._prefix}:{{{_safe(key)}}}:"
         return [f"{base}b", f"{base}r:{rid}"]
 
-    @staticmethod
-    def _window_args(ws: Sequence[WindowSpec]) -> list[str]:
-        out: list[str] = []
-        for w in ws:
-            out += (w.name, str(w.limit), repr(float(w.period_s)))
+    def _window_args(self, ws: tuple[WindowSpec, ...]) -> list[str]:
+        """The scripts' window arguments (see ``scripts.py``): n, the 2n hash fields, then
+        ``limit, period`` per window.  Cached per windows tuple (they come from the rules,
+        so there are few; the cache is dropped if it ever grows past 1,024)."""
+        out = self._wargs.get(ws)
+        if out is None:
+            if len(self._wargs) >= 1024:
+                self._wargs.clear()
+            out = [str(len(ws))]
+            for w in ws:
+                out += (f"{w.name}:u", f"{w.name}:t")
+            for w in ws:
+                out += (str(w.limit), repr(float(w.period_s)))
+            self._wargs[ws] = out
         return out
 
     def _degraded(self) -> ReserveResult:
@@ -187,7 +202,7 @@ class RedisBudgetState:
         ws = bucket.check_request(windows, amount)
         if now is None:
             now = self._clock()
-        rid = uuid.uuid4().hex
+        rid = f"{self._rid_prefix}{next(self._rid_seq):x}"
         try:
             res = await self._run(
                 self._reserve_s,
@@ -241,4 +256,5 @@ class RedisBudgetState:
         return tuple(bucket.state_of(w, float(u)) for w, u in zip(ws, res, strict=True))
 
     async def close(self) -> None:
+        await self._runner.close()
         await self._r.aclose()
