@@ -7,6 +7,13 @@ round of every backend rather than all of one; each round gives its own p50/p99,
 table shows the median round and the range of the rounds' p99.  A target is met when the
 median round's p99 is within it; the last column counts the rounds within it.
 
+Redis runs two ways.  ``redis`` rows: the server at ``--redis-url`` (by default the
+machine's own), the scheduler free to put the bench and the server on different CPUs.
+``redis/1cpu`` rows: a private ``redis-server`` started by the bench, the bench and that
+server pinned to one CPU (while those rows run).  On small VMs waking a process on another
+vCPU costs an inter-processor interrupt through the hypervisor, which can be most of a
+loopback round trip; the pair of rows shows how much of the latency is that.
+
     .venv/bin/python bench/bench_budgets.py [--rounds R] [--iterations N] [--redis-url URL]
 """
 
@@ -14,16 +21,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import os
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 
 from hydraguard.budgets import MemoryBudgetState, RedisBudgetState, WindowSpec
 from hydraguard.budgets.redis_links import RedisLinks
 from hydraguard.clusters import DEFAULT_LINK_RULES, ClusterLinker, cluster_key
+from hydraguard.procs import free_port, wait_until
 
 WINDOWS = (WindowSpec("minute", 200_000, 60.0), WindowSpec("day", 50_000_000, 86_400.0))
 TEMPLATE = ("cluster", "model")
@@ -79,7 +91,7 @@ async def run(
 def print_table(rows: list[tuple[str, float, list[dict[str, list[float]]]]]) -> bool:
     """One line per backend and stage from the rounds' results; True if every target holds."""
     print(
-        f"{'backend':<10} {'stage':<8} {'rounds':>6} {'p50 us':>8} {'p99 us':>8}"
+        f"{'backend':<16} {'stage':<8} {'rounds':>6} {'p50 us':>8} {'p99 us':>8}"
         f" {'p99 range us':>15} {'target':>7}  {'met':>5}  ok"
     )
     all_ok = True
@@ -96,10 +108,39 @@ def print_table(rows: list[tuple[str, float, list[dict[str, list[float]]]]]) -> 
                 tgt, mark = f"{target:.0f}", "yes" if ok else "NO"
                 met = f"{sum(x <= target for x in p99s)}/{len(p99s)}"
             print(
-                f"{backend:<10} {stage:<8} {len(rounds):>6} {p50:>8.1f} {p99:>8.1f}"
+                f"{backend:<16} {stage:<8} {len(rounds):>6} {p50:>8.1f} {p99:>8.1f}"
                 f" {span:>15} {tgt:>7}  {met:>5}  {mark}"
             )
     return all_ok
+
+
+@contextlib.contextmanager
+def private_redis(cpu: int) -> Iterator[str | None]:
+    """A throwaway redis-server pinned to ``cpu``: its URL, or None without redis-server."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        yield None
+        return
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        os.sched_setaffinity(proc.pid, {cpu})
+        import redis  # the sync client, only to wait for the server
+
+        def up() -> bool:
+            try:
+                return bool(redis.Redis(port=port, socket_timeout=0.2).ping())
+            except redis.RedisError:
+                return False
+
+        wait_until(up, 10.0, "private redis-server")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 async def redis_available(red: RedisBudgetState) -> str | None:
@@ -115,35 +156,51 @@ async def redis_available(red: RedisBudgetState) -> str | None:
 async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--iterations", type=int, default=3000, help="requests per round")
+    ap.add_argument("--iterations", type=int, default=2000, help="requests per round")
     ap.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     args = ap.parse_args()
-    mem = MemoryBudgetState(max_keys=100_000)
-    prefix = f"hgbench-{uuid.uuid4().hex[:8]}"
-    red = RedisBudgetState(args.redis_url, prefix=prefix, timeout_ms=1000, on_error="closed")
-    why = await redis_available(red)
-    if why:
-        print(f"redis: skipped ({why})", file=sys.stderr)
-    links = RedisLinks(red, "bench", 3600.0, DEFAULT_LINK_RULES)
-    backends = [("memory", 50.0, mem, None)]
-    if not why:
-        backends += [("redis", 1000.0, red, None), ("redis+link", 1000.0, red, links)]
-    results: dict[str, list[dict[str, list[float]]]] = {name: [] for name, *_ in backends}
-    try:
-        for n in range(args.rounds):  # fresh buckets each round (a model name per round)
-            for name, _target, state, lk in backends:
-                results[name].append(await run(state, args.iterations, links=lk, model=f"m-{n}"))
-    finally:
-        try:
-            keys = [k async for k in red._r.scan_iter(match=f"{prefix}:*", count=1000)]
-            if keys:
-                await red._r.delete(*keys)
-        except Exception:  # best-effort cleanup
-            pass
-        await red.close()
-        await mem.close()
-    rows = [(name, target, results[name]) for name, target, *_ in backends]
+    all_cpus = os.sched_getaffinity(0)
+    one_cpu = {max(all_cpus)}
+    with private_redis(max(all_cpus)) as own_url:
+        async with contextlib.AsyncExitStack() as stack:
+            mem = MemoryBudgetState(max_keys=100_000)
+            stack.push_async_callback(mem.close)
+            backends = [("memory", 50.0, mem, None, all_cpus)]
+            prefix = f"hgbench-{uuid.uuid4().hex[:8]}"
+            servers = (("redis", args.redis_url, all_cpus), ("redis/1cpu", own_url, one_cpu))
+            for name, url, cpus in servers:
+                if url is None:
+                    print(f"{name}: skipped (no redis-server on PATH)", file=sys.stderr)
+                    continue
+                red = RedisBudgetState(url, prefix=prefix, timeout_ms=1000, on_error="closed")
+                stack.push_async_callback(cleanup, red, prefix)
+                why = await redis_available(red)
+                if why:
+                    print(f"{name}: skipped ({why})", file=sys.stderr)
+                    continue
+                links = RedisLinks(red, "bench", 3600.0, DEFAULT_LINK_RULES)
+                backends.append((name, 1000.0, red, None, cpus))
+                backends.append((f"{name}+link", 1000.0, red, links, cpus))
+            results: dict[str, list[dict[str, list[float]]]] = {b[0]: [] for b in backends}
+            for n in range(args.rounds):  # fresh buckets each round (a model name per round)
+                for name, _target, state, lk, cpus in backends:
+                    os.sched_setaffinity(0, cpus)
+                    res = await run(state, args.iterations, links=lk, model=f"m-{n}")
+                    results[name].append(res)
+            os.sched_setaffinity(0, all_cpus)
+    rows = [(b[0], b[1], results[b[0]]) for b in backends]
     return 0 if print_table(rows) else 1
+
+
+async def cleanup(red: RedisBudgetState, prefix: str) -> None:
+    """Delete the bench's keys (best effort) and close the client."""
+    try:
+        keys = [k async for k in red._r.scan_iter(match=f"{prefix}:*", count=1000)]
+        if keys:
+            await red._r.delete(*keys)
+    except Exception:  # Redis gone: nothing to clean
+        pass
+    await red.close()
 
 
 if __name__ == "__main__":

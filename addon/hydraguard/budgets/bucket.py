@@ -51,11 +51,11 @@ def state_of(w: WindowSpec, level: float) -> WindowState:
     return WindowState(w.name, w.limit, w.limit - level, level / w.rate if level > 0 else 0.0)
 
 
-def ttl_s(w: WindowSpec, level: float) -> float:
+def ttl_s(period_s: float, rate: float, level: float) -> float:
     """How long a window's state must be kept: at least the period, longer when the level
     is above the limit (an overcharge takes longer than one period to drain)."""
-    drain = level / w.rate
-    return drain if drain > w.period_s else w.period_s
+    drain = level / rate
+    return drain if drain > period_s else period_s
 
 
 def check_request(windows: Sequence[WindowSpec], amount: float) -> tuple[WindowSpec, ...]:

@@ -26,6 +26,9 @@ from .spec import Reservation, ReserveResult, WindowSpec, WindowState
 __all__ = ["MemoryBudgetState"]
 
 
+_Plan = tuple[tuple[str, int, float, float], ...]  # (name, limit, rate, period) per window
+
+
 class _KeyState:
     __slots__ = ("expires", "levels")
 
@@ -64,6 +67,7 @@ class MemoryBudgetState:
         self._pending: LRUCache[str, tuple[Reservation, float]] = LRUCache(maxsize=max_pending)
         self._ids = itertools.count(1)
         self._id_prefix = f"m{id(self):x}-"
+        self._plans: dict[tuple[WindowSpec, ...], _Plan] = {}
 
     def __len__(self) -> int:
         """Number of live (unexpired) keys."""
@@ -85,6 +89,18 @@ class MemoryBudgetState:
             del self._pending[rid]
 
     # -- internals ---------------------------------------------------------------------
+    def _plan(self, windows: Sequence[WindowSpec]) -> tuple[tuple[WindowSpec, ...], _Plan]:
+        """The windows as a tuple, validated once, with ``(name, limit, rate, period)`` each;
+        cached per windows tuple (they come from the rules: few; dropped past 1,024)."""
+        ws = windows if type(windows) is tuple else tuple(windows)
+        plan = self._plans.get(ws)
+        if plan is None:
+            bucket.check_request(ws, 0)
+            if len(self._plans) >= 1024:
+                self._plans.clear()
+            plan = self._plans[ws] = tuple((w.name, w.limit, w.rate, w.period_s) for w in ws)
+        return ws, plan
+
     def _get(self, key: str, now: float) -> _KeyState | None:
         keys = self._keys
         st = keys.get(key)  # marks it most recently used
@@ -95,35 +111,28 @@ class MemoryBudgetState:
             return None
         return st
 
-    def _levels(
-        self, st: _KeyState | None, ws: Sequence[WindowSpec], now: float
-    ) -> list[list[float]]:
+    @staticmethod
+    def _cells(st: _KeyState | None, plan: _Plan, now: float) -> list[list[float]]:
+        """``[level, ts]`` per window, refilled up to ``now``."""
+        if st is None:
+            return [[0.0, now] for _ in plan]
+        levels = st.levels
         out = []
-        levels = st.levels if st is not None else None
-        for w in ws:
-            cell = levels.get(w.name) if levels is not None else None
-            if cell is None:
-                out.append([0.0, now])
-            else:
-                lvl, ts = bucket.refill(cell[0], cell[1], now, w.rate)
-                out.append([lvl, ts])
+        for name, _limit, rate, _period in plan:
+            cell = levels.get(name)
+            out.append([0.0, now] if cell is None else list(bucket.refill(*cell, now, rate)))
         return out
 
     def _store(
-        self,
-        key: str,
-        st: _KeyState | None,
-        ws: Sequence[WindowSpec],
-        cells: list[list[float]],
-        now: float,
+        self, key: str, st: _KeyState | None, plan: _Plan, cells: list[list[float]], now: float
     ) -> None:
         if st is None:
-            st = _KeyState()
-            self._keys[key] = st  # evicts the least recently used key when full
+            st = self._keys[key] = _KeyState()  # evicts the least recently used key when full
+        levels = st.levels
         keep = st.expires
-        for w, cell in zip(ws, cells, strict=True):
-            st.levels[w.name] = cell
-            exp = now + bucket.ttl_s(w, cell[0])
+        for (name, _limit, rate, period), cell in zip(plan, cells, strict=True):
+            levels[name] = cell
+            exp = now + bucket.ttl_s(period, rate, cell[0])
             if exp > keep:
                 keep = exp
         st.expires = keep  # never shortens the life of windows not touched by this call
@@ -142,27 +151,31 @@ class MemoryBudgetState:
         self, key: str, windows: Sequence[WindowSpec], amount: int, now: float | None = None
     ) -> ReserveResult:
         """Synchronous ``reserve`` (atomic by construction)."""
-        ws = bucket.check_request(windows, amount)
+        if amount < 0:
+            raise ValueError(f"amount must be >= 0, got {amount!r}")
+        ws, plan = self._plan(windows)
         if now is None:
             now = self._clock()
         st = self._get(key, now)
-        cells = self._levels(st, ws, now)
-        pairs = tuple(zip(ws, cells, strict=True))
-        never = bucket.never_fits_retry(ws, amount)
-        if never is not None:
-            states = tuple(bucket.state_of(w, c[0]) for w, c in pairs)
-            return ReserveResult(False, None, never, states, never_fits=True)
-        if not all(bucket.fits(c[0], amount, w.limit) for w, c in pairs):
-            retry = max(bucket.wait_for(c[0], amount, w) for w, c in pairs)
-            states = tuple(bucket.state_of(w, c[0]) for w, c in pairs)
-            return ReserveResult(False, None, retry, states)
-        for c in cells:
-            c[0] += amount
-        self._store(key, st, ws, cells, now)
+        cells = self._cells(st, plan, now)
+        wait = 0.0
+        for (_name, limit, rate, _period), cell in zip(plan, cells, strict=True):
+            excess = cell[0] + amount - limit
+            if excess > bucket.EPS and excess / rate > wait:
+                wait = excess / rate
+        if wait > 0.0:
+            never = bucket.never_fits_retry(ws, amount)
+            states = tuple(bucket.state_of(w, c[0]) for w, c in zip(ws, cells, strict=True))
+            if never is not None:
+                return ReserveResult(False, None, never, states, never_fits=True)
+            return ReserveResult(False, None, wait, states)
+        for cell in cells:
+            cell[0] += amount
+        self._store(key, st, plan, cells, now)
         rid = f"{self._id_prefix}{next(self._ids)}"
         res = Reservation(rid, key, ws, amount, now)
         self._pending[rid] = (res, now + self.reservation_ttl_s)
-        states = tuple(bucket.state_of(w, c[0]) for w, c in pairs)
+        states = tuple(bucket.state_of(w, c[0]) for w, c in zip(ws, cells, strict=True))
         return ReserveResult(True, res, 0.0, states)
 
     async def commit(self, reservation: Reservation, actual: int, now: float | None = None) -> bool:
@@ -186,26 +199,25 @@ class MemoryBudgetState:
         delta = actual - reservation.amount
         if delta == 0:
             return True
-        ws = reservation.windows
         st = self._get(reservation.key, now)
         if st is None and delta < 0:
             return True  # nothing stored (evicted/expired): a refund changes nothing
-        cells = self._levels(st, ws, now)
+        _, plan = self._plan(reservation.windows)
+        cells = self._cells(st, plan, now)
         for c in cells:
             c[0] += delta
             if c[0] < 0.0:
                 c[0] = 0.0
-        self._store(reservation.key, st, ws, cells, now)
+        self._store(reservation.key, st, plan, cells, now)
         return True
 
     async def peek(
         self, key: str, windows: Sequence[WindowSpec], now: float | None = None
     ) -> tuple[WindowState, ...]:
-        ws = bucket.check_request(windows, 0)
+        ws, plan = self._plan(windows)
         if now is None:
             now = self._clock()
-        st = self._get(key, now)
-        cells = self._levels(st, ws, now)
+        cells = self._cells(self._get(key, now), plan, now)
         return tuple(bucket.state_of(w, c[0]) for w, c in zip(ws, cells, strict=True))
 
     async def close(self) -> None:
