@@ -46,6 +46,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from hashlib import blake2b
 from urllib.parse import quote
 
@@ -138,6 +139,7 @@ class _Evidence:
         self.linked = False  # all current members already unioned
 
 
+@lru_cache(maxsize=65_536)
 def _cluster_id(root: str) -> str:
     return "h-" + blake2b(root.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 

@@ -67,7 +67,7 @@ class MemoryBudgetState:
         self._pending: LRUCache[str, tuple[Reservation, float]] = LRUCache(maxsize=max_pending)
         self._ids = itertools.count(1)
         self._id_prefix = f"m{id(self):x}-"
-        self._plans: dict[tuple[WindowSpec, ...], _Plan] = {}
+        self._plans: dict[int, tuple[Sequence[WindowSpec], tuple[WindowSpec, ...], _Plan]] = {}
 
     def __len__(self) -> int:
         """Number of live (unexpired) keys."""
@@ -90,15 +90,20 @@ class MemoryBudgetState:
 
     # -- internals ---------------------------------------------------------------------
     def _plan(self, windows: Sequence[WindowSpec]) -> tuple[tuple[WindowSpec, ...], _Plan]:
-        """The windows as a tuple, validated once, with ``(name, limit, rate, period)`` each;
-        cached per windows tuple (they come from the rules: few; dropped past 1,024)."""
-        ws = windows if type(windows) is tuple else tuple(windows)
-        plan = self._plans.get(ws)
-        if plan is None:
-            bucket.check_request(ws, 0)
-            if len(self._plans) >= 1024:
-                self._plans.clear()
-            plan = self._plans[ws] = tuple((w.name, w.limit, w.rate, w.period_s) for w in ws)
+        """The windows as a tuple, validated once, with ``(name, limit, rate, period)`` each.
+
+        Cached by identity (the rules hand over the same tuple each time; hashing one hashes
+        every ``WindowSpec`` in Python): the entry holds the tuple, so its id stays unique.
+        The cache is dropped if it ever grows past 1,024 entries."""
+        hit = self._plans.get(id(windows))
+        if hit is not None and hit[0] is windows:
+            return hit[1], hit[2]
+        ws = tuple(windows)
+        bucket.check_request(ws, 0)
+        plan = tuple((w.name, w.limit, w.rate, w.period_s) for w in ws)
+        if len(self._plans) >= 1024:
+            self._plans.clear()
+        self._plans[id(windows)] = (windows, ws, plan)
         return ws, plan
 
     def _get(self, key: str, now: float) -> _KeyState | None:

@@ -107,7 +107,7 @@ class RedisBudgetState:
         # reservation ids: unique across replicas (random per process) and cheap per request
         self._rid_prefix = os.urandom(6).hex()
         self._rid_seq = itertools.count(1)
-        self._wargs: dict[tuple[WindowSpec, ...], list[str]] = {}
+        self._wargs: dict[int, tuple[tuple[WindowSpec, ...], list[str]]] = {}
 
     # -- health --------------------------------------------------------------------------
     @property
@@ -172,18 +172,19 @@ class RedisBudgetState:
 
     def _window_args(self, ws: tuple[WindowSpec, ...]) -> list[str]:
         """The scripts' window arguments (see ``scripts.py``): n, the 2n hash fields, then
-        ``limit, period`` per window.  Cached per windows tuple (they come from the rules,
-        so there are few; the cache is dropped if it ever grows past 1,024)."""
-        out = self._wargs.get(ws)
-        if out is None:
-            if len(self._wargs) >= 1024:
-                self._wargs.clear()
-            out = [str(len(ws))]
-            for w in ws:
-                out += (f"{w.name}:u", f"{w.name}:t")
-            for w in ws:
-                out += (str(w.limit), repr(float(w.period_s)))
-            self._wargs[ws] = out
+        ``limit, period`` per window.  Cached by identity like ``MemoryBudgetState._plan``
+        (the entry holds the tuple, so its id stays unique; dropped past 1,024 entries)."""
+        hit = self._wargs.get(id(ws))
+        if hit is not None and hit[0] is ws:
+            return hit[1]
+        out = [str(len(ws))]
+        for w in ws:
+            out += (f"{w.name}:u", f"{w.name}:t")
+        for w in ws:
+            out += (str(w.limit), repr(float(w.period_s)))
+        if len(self._wargs) >= 1024:
+            self._wargs.clear()
+        self._wargs[id(ws)] = (ws, out)
         return out
 
     def _degraded(self) -> ReserveResult:
