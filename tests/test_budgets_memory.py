@@ -67,6 +67,18 @@ async def test_pending_reservation_expiry_fails_safe():
     assert (await s.peek("k", (H,)))[0].remaining == pytest.approx(500 + 11 * 1000 / 3600)
 
 
+async def test_max_pending_bound_drops_oldest_which_stays_charged():
+    clock = FakeClock()
+    s = MemoryBudgetState(max_keys=100, clock=clock, max_pending=3)
+    rs = [(await s.reserve("k", (H,), 100)).reservation for _ in range(5)]
+    assert s.pending == 3
+    assert await s.commit(rs[0], 0) is False  # dropped: its 100 tokens stay charged
+    assert await s.commit(rs[1], 0) is False
+    assert await s.commit(rs[4], 0) is True  # a refund of 100
+    assert (await s.peek("k", (H,)))[0].remaining == pytest.approx(1000 - 400)
+    assert s.pending == 2
+
+
 async def test_atomic_under_gather():
     clock = FakeClock()
     s = MemoryBudgetState(clock=clock)
