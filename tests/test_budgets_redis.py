@@ -153,7 +153,7 @@ async def test_two_replicas_200_concurrent_never_overspend(redis_prefix, overrun
 @pytest.mark.parametrize("mode", ["open", "closed"])
 async def test_redis_down_answers_per_on_error_and_logs_once(mode, caplog):
     caplog.set_level(logging.INFO, logger="hydraguard.state")
-    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    url = f"redis://:pw-{mode}-s3cret@127.0.0.1:{free_port()}/0"  # nothing listens there
     st = RedisBudgetState(
         url, prefix=unique_prefix(), timeout_ms=50, on_error=mode, clock=FakeClock()
     )
@@ -171,6 +171,8 @@ async def test_redis_down_answers_per_on_error_and_logs_once(mode, caplog):
         recs = state_records(caplog)
         assert len(recs) == 1, [r.getMessage() for r in recs]
         assert "DOWN" in recs[0].getMessage()
+        assert f":***@127.0.0.1:{url.rsplit(':', 1)[1]}" in recs[0].getMessage()
+        assert "s3cret" not in caplog.text  # the URL's password never reaches a log line
         assert elapsed < 1.0  # back-off: a dead Redis is not retried on every request
         assert await st.peek("k", (M,)) == ()
     finally:

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from hashlib import blake2b
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -52,6 +53,16 @@ def _safe(part: str) -> str:
     if _SAFE_KEY.fullmatch(part):
         return part
     return "#" + blake2b(part.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 class _Unavailable(Exception):
@@ -86,7 +97,7 @@ class RedisBudgetState:
         self._rttl_ms = str(max(1, round(reservation_ttl_s * 1000)))
         self._backoff_s = down_backoff_s
         self._closed_retry = closed_retry_after_s
-        self.url = url
+        self.url = redact_url(url)  # for log lines: never the password
         if client is None:
             # admin/inspection client (ping, scans); scripts go through the runner below
             client = aioredis.Redis.from_url(
