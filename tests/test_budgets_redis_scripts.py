@@ -78,3 +78,23 @@ async def test_stale_idle_connection_after_restart_is_replaced():
             assert await runner.run(ECHO, ["k"], ["2"]) == [b"k", b"2", 1]
         finally:
             await runner.close()
+
+
+@pytest.mark.redis
+async def test_connections_bounded_by_max_connections():
+    url = require_redis()
+    pool = aioredis.ConnectionPool.from_url(url)
+    made = []
+
+    def make():
+        made.append(pool.make_connection())
+        return made[-1]
+
+    runner = ScriptRunner(make, max_connections=2)
+    try:
+        replies = await asyncio.gather(*(runner.run(ECHO, [f"k{i}"], ["v"]) for i in range(12)))
+        assert replies == [[f"k{i}".encode(), b"v", 1] for i in range(12)]
+        assert len(made) == 2  # the other ten calls waited for one of the two
+        assert len(runner._idle) == 2
+    finally:
+        await runner.close()

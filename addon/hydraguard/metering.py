@@ -138,7 +138,8 @@ def make_state(cfg: Any, clock: Callable[[], float]) -> Any:
         return RedisBudgetState(
             url, prefix=cfg.prefix, timeout_ms=cfg.timeout_ms, on_error=cfg.on_error,
             clock=clock, reservation_ttl_s=cfg.reservation_ttl_s,
-            down_backoff_s=cfg.retry_after_s, closed_retry_after_s=cfg.retry_after_s)
+            down_backoff_s=cfg.retry_after_s, closed_retry_after_s=cfg.retry_after_s,
+            max_connections=cfg.max_connections)
     return MemoryBudgetState(cfg.max_keys, clock, reservation_ttl_s=cfg.reservation_ttl_s)
 
 

@@ -12,11 +12,14 @@ Commands are packed by ``pack`` below (RESP arrays of bulk strings): redis-py's
   still arrive and be read by the next caller).
 - ``NOSCRIPT`` (Redis restarted or flushed its script cache): ``SCRIPT LOAD`` and retry once.
 - A reused idle connection that turns out dead (Redis restarted): retry once on a new one.
-- Idle connections are bounded by ``max_idle``; beyond it a finished connection is closed.
+- At most ``max_connections`` calls are in flight (each on its own connection); more wait
+  for a free one inside the caller's timeout, so a slow Redis means timeouts (and the
+  configured fail-open/closed answer), not an ever-growing number of sockets.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from hashlib import sha1
 
@@ -50,23 +53,31 @@ class ScriptRunner:
     """EVALSHA over a small LIFO of ``redis.asyncio`` connections (see module doc)."""
 
     def __init__(
-        self, make_connection: Callable[[], aioredis.Connection], *, max_idle: int = 64
+        self, make_connection: Callable[[], aioredis.Connection], *, max_connections: int = 64
     ) -> None:
+        if max_connections < 1:
+            raise ValueError("max_connections must be >= 1")
         self._make = make_connection
         self._idle: list[aioredis.Connection] = []
-        self._max_idle = max_idle
+        self._slots = asyncio.Semaphore(max_connections)
 
     @classmethod
-    def from_url(cls, url: str, *, connect_timeout_s: float, max_idle: int = 64) -> ScriptRunner:
+    def from_url(
+        cls, url: str, *, connect_timeout_s: float, max_connections: int = 64
+    ) -> ScriptRunner:
         """Connections per ``url`` (redis://, rediss://, unix://); no socket read timeout:
         the caller's ``asyncio.timeout`` bounds the whole call."""
         pool = aioredis.ConnectionPool.from_url(
             url, socket_connect_timeout=connect_timeout_s, health_check_interval=0
         )
-        return cls(pool.make_connection, max_idle=max_idle)
+        return cls(pool.make_connection, max_connections=max_connections)
 
     async def run(self, script: LuaScript, keys: Sequence[str], args: Sequence[str]):
         """The script's reply (bytes, ints and lists as RESP2 gives them)."""
+        async with self._slots:
+            return await self._run(script, keys, args)
+
+    async def _run(self, script: LuaScript, keys: Sequence[str], args: Sequence[str]):
         reused = bool(self._idle)
         conn = self._idle.pop() if reused else self._make()
         try:
@@ -81,10 +92,7 @@ class ScriptRunner:
         except BaseException:
             await conn.disconnect(nowait=True)
             raise
-        if len(self._idle) < self._max_idle:
-            self._idle.append(conn)
-        else:
-            await conn.disconnect()
+        self._idle.append(conn)  # never more idle than max_connections
         return res
 
     @staticmethod

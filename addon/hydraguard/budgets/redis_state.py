@@ -87,6 +87,7 @@ class RedisBudgetState:
         down_backoff_s: float = 1.0,
         closed_retry_after_s: float = 1.0,
         client: aioredis.Redis | None = None,
+        max_connections: int = 64,
     ) -> None:
         if on_error not in ("open", "closed"):
             raise ValueError(f"on_error must be 'open' or 'closed', got {on_error!r}")
@@ -106,9 +107,13 @@ class RedisBudgetState:
                 socket_connect_timeout=self._timeout_s,
                 health_check_interval=0,
             )
-            self._runner = ScriptRunner.from_url(url, connect_timeout_s=self._timeout_s)
+            self._runner = ScriptRunner.from_url(
+                url, connect_timeout_s=self._timeout_s, max_connections=max_connections
+            )
         else:
-            self._runner = ScriptRunner(client.connection_pool.make_connection)
+            self._runner = ScriptRunner(
+                client.connection_pool.make_connection, max_connections=max_connections
+            )
         self._r = client
         self._reserve_s = LuaScript(scripts.RESERVE)
         self._settle_s = LuaScript(scripts.SETTLE)

@@ -74,6 +74,10 @@ STATE = Struct(
             Int(min=1, max=10_000_000), default=100_000,
             doc="memory backend: cluster keys kept (least recently used dropped first).",
             example=100000),
+        "max_connections": Field(
+            Int(min=1, max=10_000), default=64,
+            doc="redis backend: connections per replica, i.e. budget operations in flight at "
+            "once; more wait for a free connection within timeout_ms.", example=64),
         "reservation_ttl": Field(
             Num(min=10, max=86400), default=3600,
             doc="Seconds an open reservation (a response still streaming) may still be "
@@ -243,6 +247,7 @@ class StateConfig:
     retry_after_s: float = 1.0
     max_keys: int = 100_000
     reservation_ttl_s: float = 3600.0
+    max_connections: int = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,7 +333,7 @@ def compile_budgets(checked: dict[str, Any], errors: Errors) -> BudgetsConfig | 
         backend=s["backend"], redis_url=s["redis_url"], redis_url_env=s["redis_url_env"],
         prefix=s["prefix"], timeout_ms=float(s["timeout_ms"]), on_error=s["on_error"],
         retry_after_s=float(s["retry_after"]), max_keys=s["max_keys"],
-        reservation_ttl_s=float(s["reservation_ttl"]),
+        reservation_ttl_s=float(s["reservation_ttl"]), max_connections=s["max_connections"],
     )
     clusters: list[ClusterDef] = []
     cseen: dict[str, Where] = {}
