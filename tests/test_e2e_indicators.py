@@ -9,7 +9,7 @@ import anthropic
 import openai
 import pytest
 
-from .proxyproc import ROOT, proxy
+from .proxyproc import ROOT, proxy, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -203,3 +203,27 @@ def test_template_shared_by_many_accounts_flagged_then_denied(gw):
                system=SYSTEM + "Problem set 4.")
     assert raw.http_response.status_code == 200
     assert gw.lines()[-1]["signals"]["template.accounts"] == 4
+
+
+def test_changed_list_file_is_picked_up_by_the_running_proxy(stub, tmp_path):
+    """List files are re-read by the addon's background refresher (a worker thread), not by
+    requests: a new version of the file takes effect while the proxy runs."""
+    (tmp_path / "tor.txt").write_text("203.0.113.5\n")
+    (tmp_path / "rules.yaml").write_text(
+        RULES.replace("format: tor}", "format: tor, reload_interval: 1}"))
+    with proxy(stub.url, tmp_path / "rules.yaml") as p:
+        assert call(p, "203.0.113.77", "sk-list-1").status_code == 200
+        new = tmp_path / "tor.new"
+        new.write_text("203.0.113.5\n203.0.113.77\n")
+        new.replace(tmp_path / "tor.txt")  # atomic, as a list updater would do
+
+        def denied() -> bool:
+            try:
+                call(p, "203.0.113.77", "sk-list-1")
+            except anthropic.PermissionDeniedError as e:
+                return e.body["error"]["message"] == "requests through Tor are not accepted"
+            return False
+
+        wait_until(denied, 10.0, "the new list version in force")
+        rec = p.lines()[-1]
+        assert (rec["rule"], rec["signals"]["ip.list.tor"]) == ("tor-exits", True)

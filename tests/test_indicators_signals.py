@@ -172,6 +172,45 @@ indicators:
                                                          "ip.list.tor": True}
 
 
+def test_files_in_background_requests_never_reload_refresh_files_does(tmp_path):
+    """As in the proxy: requests only read the loaded versions; `refresh_files` (run by the
+    addon in a worker thread) re-reads list files and GeoIP databases that changed."""
+    clock = Clock()
+    lst = tmp_path / "bad.txt"
+    lst.write_text("192.0.2.1\n")
+    city = tmp_path / "city.mmdb"
+    city.write_bytes((GEO / "demo-city.mmdb").read_bytes())
+    text = f"""
+version: 1
+settings: {{trusted_proxies: [127.0.0.1/32]}}
+geoip: {{location: {city}, reload_interval: 30}}
+indicators:
+  ip:
+    lists: [{{name: bad, path: bad.txt, reload_interval: 30}}]
+"""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(text)
+    g = Gateway(parse_policy(text, str(rules)), log_path=str(tmp_path / "log.jsonl"),
+                secret=b"test", clock=clock, files_in_background=True)
+    g.geo._clock, g.geo._next_check = clock, clock.t + 30  # GeoIP on the test clock too
+    try:
+        assert g.gather(view("192.0.2.2")).signals == {}
+        lst.write_text("192.0.2.0/30\n")
+        os.utime(lst, ns=(1, 1))
+        broken = tmp_path / "city.new"
+        broken.write_bytes(b"not a MaxMind database" * 10)
+        broken.replace(city)  # a broken new version, swapped in atomically
+        clock.t += 31
+        assert g.gather(view("192.0.2.2")).signals == {}  # requests did not look
+        assert g.geo.describe()[0]["error"] is None
+        g.refresh_files()
+        assert g.gather(view("192.0.2.2")).signals == {"ip.list.bad": True}
+        assert g.geo.describe()[0]["error"]  # the refresher saw the bad database...
+        assert g.gather(view("192.0.2.1")).geo.country == "US"  # ...and kept the old one
+    finally:
+        g.close()
+
+
 def test_ip_list_reloaded_on_change_with_relative_path(tmp_path):
     clock = Clock()
     (tmp_path / "lists").mkdir()

@@ -22,6 +22,7 @@ DEFAULT_RULES = Path(__file__).resolve().parents[2] / "rules" / "default.yaml"
 KEY = "hydraguard"
 GW = "hydraguard_gw"  # the Gateway (policy snapshot) a flow was decided with
 RETIRE_AFTER_S = 300.0  # a replaced gateway's own resources are closed after this long
+FILES_CHECK_S = 0.5  # the GeoIP / list refresher wakes this often (files: own intervals)
 
 
 def _request_id(flow: http.HTTPFlow) -> str:
@@ -57,6 +58,7 @@ class HydraGuard:
             weakref.WeakKeyDictionary()
         self.watcher: RulesWatcher | None = None
         self._reload_task: asyncio.Task | None = None
+        self._files_task: asyncio.Task | None = None
         self._retired: list[asyncio.TimerHandle] = []
 
     def load(self, loader) -> None:
@@ -86,7 +88,8 @@ class HydraGuard:
             raise exceptions.OptionsError(f"hydraguard: invalid rules:\n{e}") from e
         old = self.gateway
         try:
-            self.gateway = Gateway(policy, log_path=ctx.options.hydraguard_log or None)
+            self.gateway = Gateway(policy, log_path=ctx.options.hydraguard_log or None,
+                                   files_in_background=True)
         except (GeoDatabaseError, OSError) as e:
             raise exceptions.OptionsError(f"hydraguard: {e}") from e
         self.watcher = RulesWatcher(paths, policy)
@@ -100,8 +103,23 @@ class HydraGuard:
     def running(self) -> None:
         from mitmproxy import ctx
 
+        loop = asyncio.get_running_loop()
         if ctx.options.hydraguard_reload_ms > 0 and self._reload_task is None:
-            self._reload_task = asyncio.get_running_loop().create_task(self._watch())
+            self._reload_task = loop.create_task(self._watch())
+        if self._files_task is None:
+            self._files_task = loop.create_task(self._refresh_files())
+
+    async def _refresh_files(self) -> None:
+        """GeoIP databases and list files are re-read in a worker thread, never in a hook."""
+        while True:
+            await asyncio.sleep(FILES_CHECK_S)
+            gw = self.gateway
+            if gw is None:
+                continue
+            try:
+                await asyncio.to_thread(gw.refresh_files)
+            except Exception:  # the refresher must never die
+                log.exception("hydraguard: refreshing GeoIP / list files failed")
 
     async def _watch(self) -> None:
         from mitmproxy import ctx
@@ -130,8 +148,9 @@ class HydraGuard:
         return True
 
     def done(self) -> None:
-        if self._reload_task is not None:
-            self._reload_task.cancel()
+        for task in (self._reload_task, self._files_task):
+            if task is not None:
+                task.cancel()
         for h in self._retired:
             h.cancel()
         if self.gateway is not None:

@@ -71,9 +71,12 @@ Step = Callable[[Facts, Any, Any, dict[str, Any]], None]
 class Indicators:
     """All configured indicators. `observe` adds named signals to `facts.signals`."""
 
-    def __init__(self, settings: Any, clock: Callable[[], float]) -> None:
+    def __init__(self, settings: Any, clock: Callable[[], float], *,
+                 auto_reload: bool = True) -> None:
+        """``auto_reload=False``: list files are re-read only by ``refresh_files()``."""
         self.settings = settings
         self.clock = clock
+        self.auto_reload = auto_reload
         self._steps: tuple[Step, ...] = ()
         self._tls_on = False
         self.lists: dict[str, ListFile] = {}
@@ -169,6 +172,12 @@ class Indicators:
                     self.lists[spec.name] = lf
             self._list_signals = tuple((f"ip.list.{n}", lf) for n, lf in self.lists.items())
 
+    def refresh_files(self) -> None:
+        """Re-read list files that changed (each at most every its reload interval). Safe
+        from a worker thread: a new version replaces the old one in one assignment."""
+        for lf in tuple(self.lists.values()):
+            lf.check()
+
     def close(self) -> None:
         """Release files and caches."""
         self._steps = ()
@@ -183,7 +192,7 @@ class Indicators:
         for spec in s.lists:
             self.lists[spec.name] = ListFile(spec.path, spec.format,
                                              check_interval=spec.reload_interval,
-                                             clock=self.clock)
+                                             clock=self.clock, auto_check=self.auto_reload)
         self._list_signals = tuple((f"ip.list.{name}", lf) for name, lf in self.lists.items())
 
     def _ip(self, facts: Facts, req: Any, parsed: Any, out: dict[str, Any]) -> None:

@@ -100,13 +100,13 @@ def _ip(value: str | None) -> IPAddress | None:
     return _parse_peer(value) if value else None
 
 
-def open_geo(policy: Policy) -> GeoDatabases | None:
+def open_geo(policy: Policy, *, auto_reload: bool = True) -> GeoDatabases | None:
     """Open the policy's GeoIP databases. Raises GeoDatabaseError naming a bad file."""
     g = policy.geoip
     if g is None or not g.paths:
         return None
     return GeoDatabases(dict(g.paths), optional=g.optional, check_interval=g.reload_interval,
-                        cache_size=g.cache_size)
+                        cache_size=g.cache_size, auto_reload=auto_reload)
 
 
 class Gateway:
@@ -114,12 +114,16 @@ class Gateway:
 
     def __init__(self, policy: Policy, *, log_path: str | None = None,
                  secret: bytes | None = None, clock: Callable[[], float] = time.time,
-                 reuse: Gateway | None = None) -> None:
+                 reuse: Gateway | None = None, files_in_background: bool = False) -> None:
         """`reuse`: the gateway this one replaces (hot reload); its GeoIP readers and log are
         shared when their settings did not change, and budget / indicator state is handed
-        over through `adopt()` where those classes offer it."""
+        over through `adopt()` where those classes offer it.
+
+        `files_in_background`: requests never look at GeoIP / list files; the owner calls
+        `refresh_files()` (the addon does, every second, in a worker thread)."""
         self.policy = policy
         self.clock = clock
+        self.files_in_background = files_in_background
         self.policy_digest: str | None = None  # set by the reloader: which rules version
         self._log_path_arg, self._secret_arg = log_path, secret
         s = policy.settings
@@ -137,8 +141,9 @@ class Gateway:
             self.geo = reuse.geo
             reuse.shared.add("geo")
         else:
-            self.geo = open_geo(policy)
-        self.indicators = Indicators(policy.indicators, clock)
+            self.geo = open_geo(policy, auto_reload=not files_in_background)
+        self.indicators = Indicators(policy.indicators, clock,
+                                     auto_reload=not files_in_background)
         self.metering = Metering(policy.budgets, clock)
         if reuse is not None:
             for name in ("indicators", "metering"):
@@ -159,7 +164,16 @@ class Gateway:
         """A gateway for new rules that keeps what still applies (see `reuse`). The caller
         swaps it in with one assignment and retires this one (`aclose_unshared`)."""
         return Gateway(policy, log_path=self._log_path_arg, secret=self._secret_arg,
-                       clock=self.clock, reuse=self)
+                       clock=self.clock, reuse=self,
+                       files_in_background=self.files_in_background)
+
+    def refresh_files(self) -> None:
+        """Re-open GeoIP databases and re-read list files that changed on disk (each at
+        most every its reload interval). Blocking file work: call it from a worker thread;
+        a new version replaces the old one in one assignment, requests are not held."""
+        if self.geo is not None:
+            self.geo.maybe_reload()
+        self.indicators.refresh_files()
 
     async def aclose_unshared(self) -> None:
         """Close what a successor did not take over (call when no request uses this one)."""

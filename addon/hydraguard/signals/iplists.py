@@ -235,8 +235,13 @@ class ListFile:
         check_interval: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         max_errors: int = 0,
+        *,
+        auto_check: bool = True,
     ) -> None:
+        """``auto_check=False``: ``get()`` never touches the file; whoever owns the list
+        calls ``check()`` (the proxy does, from a worker thread)."""
         self.path = os.fspath(path)
+        self.auto_check = auto_check
         self.fmt = fmt
         self.check_interval = check_interval
         self.max_errors = max_errors
@@ -296,8 +301,9 @@ class ListFile:
         return True
 
     def get(self) -> CidrSet:
-        """`check()` when due, then the current set."""
-        self.check()
+        """`check()` when due (unless ``auto_check`` is off), then the current set."""
+        if self.auto_check:
+            self.check()
         return self.cidrs
 
     def contains(self, ip: object) -> bool:
