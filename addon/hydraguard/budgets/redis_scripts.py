@@ -60,6 +60,7 @@ class ScriptRunner:
         self._make = make_connection
         self._idle: list[aioredis.Connection] = []
         self._slots = asyncio.Semaphore(max_connections)
+        self._closed = False
 
     @classmethod
     def from_url(
@@ -92,7 +93,10 @@ class ScriptRunner:
         except BaseException:
             await conn.disconnect(nowait=True)
             raise
-        self._idle.append(conn)  # never more idle than max_connections
+        if self._closed:  # a call that was in flight when close() ran
+            await conn.disconnect()
+        else:
+            self._idle.append(conn)  # never more idle than max_connections
         return res
 
     @staticmethod
@@ -109,6 +113,8 @@ class ScriptRunner:
             return await conn.read_response()
 
     async def close(self) -> None:
+        """Close the idle connections; calls still in flight close theirs when done."""
+        self._closed = True
         idle, self._idle = self._idle, []
         for conn in idle:
             await conn.disconnect()
