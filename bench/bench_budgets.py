@@ -120,7 +120,7 @@ def print_table(rows: list[tuple[str, float, list[dict[str, list[float]]]]]) -> 
 def private_redis(cpu: int) -> Iterator[str | None]:
     """A throwaway redis-server pinned to ``cpu``: its URL, or None without redis-server."""
     binary = shutil.which("redis-server")
-    if binary is None:
+    if binary is None or not hasattr(os, "sched_setaffinity"):  # no server, or not Linux
         yield None
         return
     port = free_port()
@@ -161,7 +161,8 @@ async def main() -> int:
     ap.add_argument("--iterations", type=int, default=2000, help="requests per round")
     ap.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     args = ap.parse_args()
-    all_cpus = os.sched_getaffinity(0)
+    pin = getattr(os, "sched_setaffinity", lambda _pid, _cpus: None)  # Linux only
+    all_cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else {0}
     one_cpu = {max(all_cpus)}
     with private_redis(max(all_cpus)) as own_url:
         async with contextlib.AsyncExitStack() as stack:
@@ -172,7 +173,8 @@ async def main() -> int:
             servers = (("redis", args.redis_url, all_cpus), ("redis/1cpu", own_url, one_cpu))
             for name, url, cpus in servers:
                 if url is None:
-                    print(f"{name}: skipped (no redis-server on PATH)", file=sys.stderr)
+                    print(f"{name}: skipped (needs redis-server on PATH and Linux CPU pinning)",
+                      file=sys.stderr)
                     continue
                 red = RedisBudgetState(url, prefix=prefix, timeout_ms=1000, on_error="closed")
                 stack.push_async_callback(cleanup, red, prefix)
@@ -186,10 +188,10 @@ async def main() -> int:
             results: dict[str, list[dict[str, list[float]]]] = {b[0]: [] for b in backends}
             for n in range(args.rounds):  # fresh buckets each round (a model name per round)
                 for name, _target, state, lk, cpus in backends:
-                    os.sched_setaffinity(0, cpus)
+                    pin(0, cpus)
                     res = await run(state, args.iterations, links=lk, model=f"m-{n}")
                     results[name].append(res)
-            os.sched_setaffinity(0, all_cpus)
+            pin(0, all_cpus)
     rows = [(b[0], b[1], results[b[0]]) for b in backends]
     return 0 if print_table(rows) else 1
 

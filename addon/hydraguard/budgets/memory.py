@@ -5,8 +5,9 @@ evicted first), and ``max_pending`` open reservations (oldest dropped first).  A
 also dead once all its windows have refilled completely (at least the longest window period
 after the last write): it then reads as absent and is dropped when next touched or evicted.
 An evicted key starts again with full buckets (lenient by design: eviction only happens
-under key floods).  Expiry is checked against the ``now`` of each call (the injected clock) rather
-than by cachetools' TTL caches, which cost ~4-8 µs per operation here against ~0.7 µs.
+under key floods).  Expiry is checked against the ``now`` of each call (the injected
+clock) rather than by cachetools' TTL caches, which cost ~4-8 µs per operation here
+against ~0.7 µs.
 
 Every operation runs synchronously inside the coroutine, with no ``await`` between reading
 and writing, so on a single asyncio loop each operation is atomic.
