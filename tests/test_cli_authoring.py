@@ -59,6 +59,31 @@ def test_check_errors_listed_and_exit_1(capsys, tmp_path):
     ]
 
 
+def test_check_warns_about_signals_nothing_sets(capsys, tmp_path):
+    r = tmp_path / "r.yaml"
+    asn = ROOT / "geoip" / "demo-asn.mmdb"
+    r.write_text(
+        f"geoip: {{asn: {asn}}}\n"
+        "indicators:\n"
+        "  ip: {hosting_asns: [64510]}\n"
+        "rules:\n"
+        "  - {id: typo, action: deny, when: {signal: ip.hostng_asn}}\n"
+        "  - id: no-headers\n"
+        "    action: deny\n"
+        "    when: {score: {weights: {ip.hosting_asn: 1, headers.proxy: 2}, threshold: 2}}\n"
+        "  - {id: fine, action: deny, when: {not: {signal: ip.proxy_asn}}}\n")
+    rc, out = run(capsys, "check", str(r))
+    assert rc == 0  # warnings do not fail a check
+    assert out == [
+        f"{r}:5:5: warning: rule 'typo' tests signal 'ip.hostng_asn', which nothing sets "
+        "with these rules (did you mean \"ip.hosting_asn\"?)",
+        f"{r}:6:5: warning: rule 'no-headers' tests signal 'headers.proxy', which nothing sets "
+        "with these rules",
+        f"{r}: ok — 3 rules, 0 clusters, 0 budgets, indicators on; geoip asn {asn} "
+        "(asn, opens); 2 warnings",
+    ]
+
+
 def test_check_geoip_that_does_not_open_is_an_error(capsys, tmp_path):
     r = tmp_path / "r.yaml"
     r.write_text("geoip: {location: missing.mmdb}\n")

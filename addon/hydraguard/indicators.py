@@ -62,6 +62,41 @@ ANONYMOUS_SIGNALS = {
     "is_residential_proxy": "ip.residential_proxy",
     "is_tor_exit_node": "ip.tor_exit",
 }
+BEHAVIOUR_SIGNALS = (
+    "behaviour.accounts_per_ip", "behaviour.accounts_per_v4_24", "behaviour.accounts_per_v6_64",
+    "behaviour.ips_per_account", "behaviour.asns_per_account", "behaviour.countries_per_account",
+    "behaviour.requests_per_account",
+)
+PIPELINE_SIGNALS = ("geo.country_mismatch",)  # set by pipeline.py, not by an indicator
+
+
+def possible_signals(settings: Any) -> frozenset[str]:
+    """Every signal name that can be set under these (compiled) indicator settings; a rule
+    testing another name can never match (`hydraguard check` warns about it). Kept next to
+    the code that sets them; a test checks that nothing else is ever set."""
+    names = set(PIPELINE_SIGNALS)
+    if settings is None:
+        return frozenset(names)
+    if settings.ip is not None:
+        if settings.ip.anonymous:
+            names.update(ANONYMOUS_SIGNALS.values())
+            names.add("ip.anonymizer_confidence")
+        names.update(("ip.hosting_asn", "ip.proxy_asn"))
+        names.update(f"ip.list.{spec.name}" for spec in settings.ip.lists)
+    if settings.headers is not None:
+        names.update(("headers.proxy", "headers.proxy_names"))
+    if settings.tls is not None:
+        names.update(("tls.ja4", "tls.ja4_accounts", "tls.claimed_runtime", "tls.sdk_mismatch"))
+    if settings.behaviour is not None:
+        names.update(BEHAVIOUR_SIGNALS)
+    p = settings.prompts
+    if p is not None:
+        names.update(f"prompt.{x.name}" for x in p.patterns or ())
+        if p.templates is not None:
+            names.update(("template.id", "template.accounts"))
+    return frozenset(names)
+
+
 _CHAIN_HEADERS = ("forwarded", "x-forwarded-for")
 _CLAIM_HEADERS = ("x-stainless-lang", "x-stainless-runtime", "user-agent")
 

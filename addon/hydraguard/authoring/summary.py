@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..geo import GeoDatabaseError, open_checked
 from ..policy import Policy, PolicyError, load_policy
+from .lint import signal_warnings
 
 
 @dataclass
@@ -66,7 +67,10 @@ def check_path(path: str) -> CheckResult:
     if db_errors:
         lines = [*db_errors, f"{path}: {_n(len(db_errors), 'error')}"]
         return CheckResult(path, False, lines, len(db_errors))
-    return CheckResult(path, True, [line])
+    warnings = signal_warnings(policy)
+    if warnings:
+        line += f"; {_n(len(warnings), 'warning')}"
+    return CheckResult(path, True, [*warnings, line])
 
 
 def check_paths(paths: list[str]) -> list[CheckResult]:

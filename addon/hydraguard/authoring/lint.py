@@ -1,0 +1,58 @@
+"""Warnings about rules that load but cannot work as written (`hydraguard check`).
+
+Today: a condition that tests a signal no configured indicator sets (a typo, or an
+indicator section that is switched off) can never match; it is reported with its position
+and the closest known name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from ..indicators import possible_signals
+from ..policy import Policy
+from ..policy.conditions import All, Any_, Not, Score, SignalTest
+from ..policy.schema import did_you_mean
+
+
+def _signal_names(cond: Any) -> Iterator[str]:
+    """Every signal name a compiled condition reads."""
+    if isinstance(cond, SignalTest):
+        yield cond.name
+    elif isinstance(cond, Score):
+        for name, _weight in cond.weights:
+            yield name
+    elif isinstance(cond, All | Any_):
+        for part in cond.parts:
+            yield from _signal_names(part)
+    elif isinstance(cond, Not):
+        yield from _signal_names(cond.part)
+
+
+def _conditions(policy: Policy) -> Iterator[tuple[str, str, Any, Any]]:
+    """(kind, id, where, condition) of every condition in the rules."""
+    for r in policy.rules:
+        for cond in (r.when, r.exempt):
+            if cond is not None:
+                yield "rule", r.id, r.where, cond
+    b = policy.budgets
+    if b is not None:
+        for c in b.clusters:
+            if c.when is not None:
+                yield "cluster", c.id, c.where, c.when
+        for d in b.budgets:
+            if d.when is not None:
+                yield "budget", d.id, d.where, d.when
+
+
+def signal_warnings(policy: Policy) -> list[str]:
+    """One line per condition that tests a signal nothing sets under these rules."""
+    known = possible_signals(policy.indicators)
+    choices = sorted(known)
+    out = []
+    for kind, ident, where, cond in _conditions(policy):
+        for name in sorted(set(_signal_names(cond)) - known):
+            out.append(f"{where or '<rules>'}: warning: {kind} {ident!r} tests signal {name!r}, "
+                       f"which nothing sets with these rules{did_you_mean(name, choices)}")
+    return out
