@@ -192,3 +192,43 @@ def test_memory_bound_with_100k_accounts():
     assert elapsed < 10.0
     lk.rebuild()
     assert lk.stats()["parent"] <= 10_000
+
+
+def test_automatic_rebuild_runs_in_slices_and_equals_a_rebuild_at_once():
+    """The automatic rebuild moves evidence into a new union-find ~1 ms per call while the
+    old one answers; new links made meanwhile survive the swap; the result is exactly that
+    of `rebuild()` at once (expired links gone, same cluster ids)."""
+    clock, ref_clock = FakeClock(), FakeClock()
+    lk = linker(clock, max_nodes=100_000, rebuild_every_s=550.0)
+    ref = linker(ref_clock, max_nodes=100_000, rebuild_every_s=10_000.0)
+
+    def observe(i: int, t: float) -> None:
+        for k, c in ((lk, clock), (ref, ref_clock)):
+            c.t = t
+            k.observe(f"a{i}", {"ip": f"10.{i // 2000}.{i // 8 % 250}.1",
+                                "template": f"t{i // 40}"})
+
+    t0 = clock.t
+    for i in range(30_000):  # the first 10,000 are seen early: their links will expire
+        observe(i, t0 if i < 10_000 else t0 + 500.0)
+    assert lk.cluster_of("a0") == lk.cluster_of("a39")  # linked by template t0
+    assert lk.stats()["rebuilding"] == 0
+    clock.t = ref_clock.t = t0 + 601.0  # past the window for the early ones; rebuild due
+    old_answer = lk.cluster_of("a0")  # starts the rebuild: the old union-find still answers
+    assert lk.stats()["rebuilding"] == 1 and old_answer == lk.cluster_of("a39")
+    # a link made while the rebuild runs
+    for j in range(5):
+        lk.observe(f"new{j}", {"ip": "192.0.2.200"})
+        ref.observe(f"new{j}", {"ip": "192.0.2.200"})
+    assert lk.cluster_of("new4") == lk.cluster_of("new0")
+    calls = 2
+    while lk.stats()["rebuilding"]:
+        lk.cluster_of("a20000")
+        calls += 1
+    assert calls > 3 and lk.rebuilds == 1
+    ref.rebuild()
+    accounts = [f"a{i}" for i in range(0, 30_000, 7)] + [f"new{j}" for j in range(5)]
+    assert [lk.cluster_of(a) for a in accounts] == [ref.cluster_of(a) for a in accounts]
+    assert lk.cluster_of("a0") != lk.cluster_of("a39")  # expired with its evidence
+    assert lk.cluster_of("new4") == lk.cluster_of("new0")  # made during the rebuild: kept
+    assert lk.stats()["evidence"] == ref.stats()["evidence"]
