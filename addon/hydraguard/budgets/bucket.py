@@ -12,7 +12,8 @@ a lagging replica can never refill the same interval twice.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .spec import WindowSpec, WindowState
 
@@ -29,16 +30,13 @@ def refill(level: float, ts: float, now: float, rate: float) -> tuple[float, flo
     return level, ts
 
 
-def fits(level: float, amount: float, limit: int) -> bool:
-    return level + amount <= limit + EPS
-
-
-def wait_for(level: float, amount: float, w: WindowSpec) -> float:
-    """Seconds until ``amount`` fits in window ``w`` at ``level`` (0 if it fits now)."""
-    excess = level + amount - w.limit
+def wait_for(level: float, amount: float, limit: int, rate: float) -> float:
+    """Seconds until ``amount`` fits in a window of ``limit`` refilling at ``rate`` per
+    second, at ``level`` (0 if it fits now: ``level + amount <= limit``, within EPS)."""
+    excess = level + amount - limit
     if excess <= EPS:
         return 0.0
-    return excess / w.rate
+    return excess / rate
 
 
 def never_fits_retry(windows: Sequence[WindowSpec], amount: float) -> float | None:
@@ -47,8 +45,12 @@ def never_fits_retry(windows: Sequence[WindowSpec], amount: float) -> float | No
     return max(periods) if periods else None
 
 
+def window_state(name: str, limit: int, rate: float, level: float) -> WindowState:
+    return WindowState(name, limit, limit - level, level / rate if level > 0 else 0.0)
+
+
 def state_of(w: WindowSpec, level: float) -> WindowState:
-    return WindowState(w.name, w.limit, w.limit - level, level / w.rate if level > 0 else 0.0)
+    return window_state(w.name, w.limit, w.rate, level)
 
 
 def ttl_s(period_s: float, rate: float, level: float) -> float:
@@ -56,6 +58,21 @@ def ttl_s(period_s: float, rate: float, level: float) -> float:
     is above the limit (an overcharge takes longer than one period to drain)."""
     drain = level / rate
     return drain if drain > period_s else period_s
+
+
+def by_identity[T](cache: dict[int, tuple[Any, T]], obj: Any, build: Callable[[Any], T]) -> T:
+    """``build(obj)``, computed once per object and cached by identity: the rules hand the
+    backends the same windows tuple on every request, and hashing it would run Python
+    ``__hash__`` for every ``WindowSpec``.  The entry holds ``obj``, so its id stays unique;
+    the cache is dropped if it ever grows past 1,024 entries."""
+    hit = cache.get(id(obj))
+    if hit is not None and hit[0] is obj:
+        return hit[1]
+    value = build(obj)
+    if len(cache) >= 1024:
+        cache.clear()
+    cache[id(obj)] = (obj, value)
+    return value
 
 
 def check_request(windows: Sequence[WindowSpec], amount: float) -> tuple[WindowSpec, ...]:

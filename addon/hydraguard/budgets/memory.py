@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from cachetools import LRUCache
 
@@ -31,11 +32,16 @@ _Plan = tuple[tuple[str, int, float, float], ...]  # (name, limit, rate, period)
 
 
 def _states(plan: _Plan, cells: list[list[float]]) -> tuple[WindowState, ...]:
-    """``bucket.state_of`` for every window, from the plan (no per-window property calls)."""
+    """The state of every window, from the plan (no per-window property calls)."""
     return tuple([
-        WindowState(name, limit, limit - c[0], c[0] / rate if c[0] > 0 else 0.0)
+        bucket.window_state(name, limit, rate, c[0])
         for (name, limit, rate, _period), c in zip(plan, cells, strict=True)
     ])
+
+
+def _make_plan(windows: Sequence[WindowSpec]) -> tuple[tuple[WindowSpec, ...], _Plan]:
+    ws = bucket.check_request(windows, 0)
+    return ws, tuple((w.name, w.limit, w.rate, w.period_s) for w in ws)
 
 
 class _KeyState:
@@ -78,7 +84,7 @@ class MemoryBudgetState:
         self._pending: dict[str, tuple[Reservation, float]] = {}
         self._ids = itertools.count(1)
         self._id_prefix = f"m{id(self):x}-"
-        self._plans: dict[int, tuple[Sequence[WindowSpec], tuple[WindowSpec, ...], _Plan]] = {}
+        self._plans: dict[int, tuple[Any, tuple[tuple[WindowSpec, ...], _Plan]]] = {}
 
     def __len__(self) -> int:
         """Number of live (unexpired) keys."""
@@ -101,21 +107,9 @@ class MemoryBudgetState:
 
     # -- internals ---------------------------------------------------------------------
     def _plan(self, windows: Sequence[WindowSpec]) -> tuple[tuple[WindowSpec, ...], _Plan]:
-        """The windows as a tuple, validated once, with ``(name, limit, rate, period)`` each.
-
-        Cached by identity (the rules hand over the same tuple each time; hashing one hashes
-        every ``WindowSpec`` in Python): the entry holds the tuple, so its id stays unique.
-        The cache is dropped if it ever grows past 1,024 entries."""
-        hit = self._plans.get(id(windows))
-        if hit is not None and hit[0] is windows:
-            return hit[1], hit[2]
-        ws = tuple(windows)
-        bucket.check_request(ws, 0)
-        plan = tuple((w.name, w.limit, w.rate, w.period_s) for w in ws)
-        if len(self._plans) >= 1024:
-            self._plans.clear()
-        self._plans[id(windows)] = (windows, ws, plan)
-        return ws, plan
+        """The windows as a tuple, validated once, with ``(name, limit, rate, period)`` each
+        (see ``bucket.by_identity``)."""
+        return bucket.by_identity(self._plans, windows, _make_plan)
 
     def _get(self, key: str, now: float) -> _KeyState | None:
         keys = self._keys
@@ -176,9 +170,9 @@ class MemoryBudgetState:
         cells = self._cells(st, plan, now)
         wait = 0.0
         for (_name, limit, rate, _period), cell in zip(plan, cells, strict=True):
-            excess = cell[0] + amount - limit
-            if excess > bucket.EPS and excess / rate > wait:
-                wait = excess / rate
+            w = bucket.wait_for(cell[0], amount, limit, rate)
+            if w > wait:
+                wait = w
         if wait > 0.0:
             never = bucket.never_fits_retry(ws, amount)
             states = _states(plan, cells)

@@ -31,7 +31,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from hashlib import blake2b
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -63,6 +63,18 @@ def redact_url(url: str) -> str:
     host = parts.netloc.rpartition("@")[2]
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _script_args(windows: Sequence[WindowSpec]) -> tuple[tuple[WindowSpec, ...], list[str]]:
+    """The validated windows and the scripts' window arguments (see ``scripts.py``): n, the
+    2n hash fields, then ``limit, period`` per window."""
+    ws = bucket.check_request(windows, 0)
+    out = [str(len(ws))]
+    for w in ws:
+        out += (f"{w.name}:u", f"{w.name}:t")
+    for w in ws:
+        out += (str(w.limit), repr(float(w.period_s)))
+    return ws, out
 
 
 class _Unavailable(Exception):
@@ -123,7 +135,7 @@ class RedisBudgetState:
         # reservation ids: unique across replicas (random per process) and cheap per request
         self._rid_prefix = os.urandom(6).hex()
         self._rid_seq = itertools.count(1)
-        self._wargs: dict[int, tuple[tuple[WindowSpec, ...], list[str]]] = {}
+        self._wargs: dict[int, tuple[Any, tuple[tuple[WindowSpec, ...], list[str]]]] = {}
 
     # -- health --------------------------------------------------------------------------
     @property
@@ -179,29 +191,14 @@ class RedisBudgetState:
         return await self._run(script, keys, args)
 
     # -- keys ----------------------------------------------------------------------------
-    def _base(self, key: str) -> str:
-        return f"{self._prefix}:{{{_safe(key)}}}:"
-
     def _keys(self, key: str, rid: str) -> list[str]:
         base = f"{self._prefix}:{{{_safe(key)}}}:"
         return [f"{base}b", f"{base}r:{rid}"]
 
-    def _window_args(self, ws: tuple[WindowSpec, ...]) -> list[str]:
-        """The scripts' window arguments (see ``scripts.py``): n, the 2n hash fields, then
-        ``limit, period`` per window.  Cached by identity like ``MemoryBudgetState._plan``
-        (the entry holds the tuple, so its id stays unique; dropped past 1,024 entries)."""
-        hit = self._wargs.get(id(ws))
-        if hit is not None and hit[0] is ws:
-            return hit[1]
-        out = [str(len(ws))]
-        for w in ws:
-            out += (f"{w.name}:u", f"{w.name}:t")
-        for w in ws:
-            out += (str(w.limit), repr(float(w.period_s)))
-        if len(self._wargs) >= 1024:
-            self._wargs.clear()
-        self._wargs[id(ws)] = (ws, out)
-        return out
+    def _windows(self, windows: Sequence[WindowSpec]) -> tuple[tuple[WindowSpec, ...], list[str]]:
+        """The windows as a tuple, validated once, and their script arguments (see
+        ``_script_args``), cached per window set (see ``bucket.by_identity``)."""
+        return bucket.by_identity(self._wargs, windows, _script_args)
 
     def _degraded(self) -> ReserveResult:
         if self._on_error == "open":
@@ -216,7 +213,9 @@ class RedisBudgetState:
         amount: int,
         now: float | None = None,
     ) -> ReserveResult:
-        ws = bucket.check_request(windows, amount)
+        if amount < 0:
+            raise ValueError(f"amount must be >= 0, got {amount!r}")
+        ws, wargs = self._windows(windows)
         if now is None:
             now = self._clock()
         rid = f"{self._rid_prefix}{next(self._rid_seq):x}"
@@ -224,7 +223,7 @@ class RedisBudgetState:
             res = await self._run(
                 self._reserve_s,
                 self._keys(key, rid),
-                [repr(float(now)), str(amount), self._rttl_ms, *self._window_args(ws)],
+                [repr(float(now)), str(amount), self._rttl_ms, *wargs],
             )
         except _Unavailable:
             return self._degraded()
@@ -242,12 +241,12 @@ class RedisBudgetState:
             raise ValueError(f"actual must be >= 0, got {actual!r}")
         if now is None:
             now = self._clock()
-        ws = reservation.windows
+        _, wargs = self._windows(reservation.windows)
         try:
             res = await self._run(
                 self._settle_s,
                 self._keys(reservation.key, reservation.id),
-                [repr(float(now)), str(actual), "0", *self._window_args(ws)],
+                [repr(float(now)), str(actual), "0", *wargs],
             )
         except _Unavailable:
             return False
@@ -260,13 +259,13 @@ class RedisBudgetState:
         self, key: str, windows: Sequence[WindowSpec], now: float | None = None
     ) -> tuple[WindowState, ...]:
         """Current window states; empty tuple when Redis is unavailable."""
-        ws = bucket.check_request(windows, 0)
+        ws, wargs = self._windows(windows)
         if now is None:
             now = self._clock()
         keys = self._keys(key, "-")[:1]
         try:
             res = await self._run(
-                self._peek_s, keys, [repr(float(now)), "0", "0", *self._window_args(ws)]
+                self._peek_s, keys, [repr(float(now)), "0", "0", *wargs]
             )
         except _Unavailable:
             return ()
