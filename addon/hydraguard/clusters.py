@@ -233,11 +233,18 @@ class ClusterLinker:
     def _qualifies(self, rule: LinkRule, ev: _Evidence) -> bool:
         return rule.min_accounts <= len(ev.members) <= rule.max_accounts
 
-    def _link_all(self, ev: _Evidence) -> None:
+    def _link_all(
+        self, ev: _Evidence, into: tuple[dict[str, str], dict[str, int]] | None = None
+    ) -> None:
+        """Link all of ``ev``'s accounts: in the given (parent, size) maps, else now and in
+        the union-find being rebuilt, if any."""
         it = iter(ev.members)
         anchor = next(it)
         for acct in it:
-            self._union(anchor, acct)
+            if into is None:
+                self._union(anchor, acct)
+            else:
+                self._union_in(*into, anchor, acct)
         ev.linked = True
 
     def rebuild(self, now: float | None = None) -> None:
@@ -257,7 +264,7 @@ class ClusterLinker:
         """Move evidence values into the new union-find for about ``slice_s`` seconds of
         CPU (None: to the end), then swap it in when every value is done.  Meanwhile new
         links go into both union-finds, so the swap loses none."""
-        todo, (parent, size) = self._todo, self._next
+        todo, new = self._todo, self._next
         evidence, nodes, horizon = self._evidence, self._nodes, now - self.window_s
         deadline = None if slice_s is None else time.perf_counter() + slice_s
         n = 0
@@ -280,12 +287,8 @@ class ClusterLinker:
                 continue
             ev.linked = False
             if self._qualifies(rule, ev):
-                it = iter(ev.members)
-                anchor = next(it)
-                for acct in it:
-                    self._union_in(parent, size, anchor, acct)
-                ev.linked = True
-        self._parent, self._size = parent, size
+                self._link_all(ev, new)
+        self._parent, self._size = new
         self._next = None
         self._last_rebuild = self._rebuild_started
         self.rebuilds += 1
