@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import weakref
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from mitmproxy import connection, exceptions, http, tls
@@ -105,31 +106,31 @@ class HydraGuard:
 
         loop = asyncio.get_running_loop()
         if ctx.options.hydraguard_reload_ms > 0 and self._reload_task is None:
-            self._reload_task = loop.create_task(self._watch())
+            self._reload_task = loop.create_task(self._every(
+                lambda: max(0.02, (ctx.options.hydraguard_reload_ms or 1000) / 1000),
+                self.check_reload, "rules reload"))
         if self._files_task is None:
-            self._files_task = loop.create_task(self._refresh_files())
+            self._files_task = loop.create_task(self._every(
+                lambda: FILES_CHECK_S, self.refresh_files, "refreshing GeoIP / list files"))
 
-    async def _refresh_files(self) -> None:
-        """GeoIP databases and list files are re-read in a worker thread, never in a hook."""
+    @staticmethod
+    async def _every(interval: Callable[[], float], step: Callable[[], Awaitable[object]],
+                     what: str) -> None:
+        """Run ``step`` forever, ``interval()`` seconds apart; a failure is logged, and the
+        loop goes on."""
         while True:
-            await asyncio.sleep(FILES_CHECK_S)
-            gw = self.gateway
-            if gw is None:
-                continue
+            await asyncio.sleep(interval())
             try:
-                await asyncio.to_thread(gw.refresh_files)
-            except Exception:  # the refresher must never die
-                log.exception("hydraguard: refreshing GeoIP / list files failed")
+                await step()
+            except Exception:
+                log.exception("hydraguard: %s failed", what)
 
-    async def _watch(self) -> None:
-        from mitmproxy import ctx
-
-        while True:
-            await asyncio.sleep(max(0.02, (ctx.options.hydraguard_reload_ms or 1000) / 1000))
-            try:
-                await self.check_reload()
-            except Exception:  # the watcher must never die
-                log.exception("hydraguard: rules reload failed")
+    async def refresh_files(self) -> None:
+        """Re-read changed GeoIP databases and list files in a worker thread, never in a
+        hook."""
+        gw = self.gateway
+        if gw is not None:
+            await asyncio.to_thread(gw.refresh_files)
 
     async def check_reload(self) -> bool:
         """Poll the rules; swap in a valid change. True when new rules are in force."""
