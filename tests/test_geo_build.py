@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
 import maxminddb
 import pytest
 
-GEOIP = Path(__file__).resolve().parents[1] / "geoip"
+from .geoip_util import GEOIP, load_build
 
-
-def _load_build():
-    spec = importlib.util.spec_from_file_location("hydraguard_geoip_build", GEOIP / "build.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-build = _load_build()
+build = load_build()
 NAMES = list(build.DATABASES)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import logging
 import os
 import shutil
@@ -14,21 +13,14 @@ import pytest
 
 from hydraguard.geo import UNKNOWN, GeoDatabaseError, GeoDatabases, GeoInfo
 
-GEOIP = Path(__file__).resolve().parents[1] / "geoip"
+from .geoip_util import GEOIP, load_build
+
 CITY = GEOIP / "demo-city.mmdb"
 ASN = GEOIP / "demo-asn.mmdb"
 ANON = GEOIP / "demo-anonymous-ip.mmdb"
 
 
-def _load_build():
-    spec = importlib.util.spec_from_file_location("hydraguard_geoip_build", GEOIP / "build.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-build = _load_build()
+build = load_build()
 
 
 class Clock:
