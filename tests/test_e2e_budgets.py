@@ -374,3 +374,32 @@ def test_replicas_share_hydra_linking(replicas):
     root = clusters[0]
     assert root.startswith("linked:cluster=h-")
     assert [c == root for c in clusters] == [True, False, False] + [True] * 5
+
+
+def test_bad_redis_url_stops_run_and_fails_check(tmp_path):
+    """A Redis URL redis-py cannot use: `check` names the line (when it is in the rules),
+    `run` stops with a clear message (also when it comes from $REDIS_URL)."""
+    import os
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("state: {backend: redis, redis_url: 'foo://x'}\n"
+                   "clusters: [{id: acct, key: [account]}]\n"
+                   "budgets: [{id: b, windows: [{per: minute, tokens: 100}]}]\n")
+    out = subprocess.run([sys.executable, "-m", "hydraguard", "check", str(bad)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert out.stdout.splitlines()[0] == (
+        f"{bad}:1:25: state.redis_url: 'foo://x' must start with one of redis://, "
+        "rediss://, unix://")
+    env_only = tmp_path / "env.yaml"
+    env_only.write_text(bad.read_text().replace(", redis_url: 'foo://x'", ""))
+    out = subprocess.run([sys.executable, "-m", "hydraguard", "run", "--upstream",
+                          "http://127.0.0.1:9", "--rules", str(env_only)],
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "REDIS_URL": "foo://x"})
+    assert out.returncode == 2
+    assert out.stderr.strip() == (
+        "hydraguard: unusable budget state settings, not starting: Redis URL must specify "
+        "one of the following schemes (redis://, rediss://, unix://)")

@@ -91,7 +91,7 @@ class HydraGuard:
         try:
             self.gateway = Gateway(policy, log_path=ctx.options.hydraguard_log or None,
                                    files_in_background=True)
-        except (GeoDatabaseError, OSError) as e:
+        except (GeoDatabaseError, OSError, ValueError) as e:  # ValueError: a bad $REDIS_URL
             raise exceptions.OptionsError(f"hydraguard: {e}") from e
         self.watcher = RulesWatcher(paths, policy)
         self.gateway.policy_digest = self.watcher.digest

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 from .policy import PolicyError, load_policy
@@ -56,6 +57,16 @@ def cmd_run(a: argparse.Namespace) -> int:
     except Exception as e:  # GeoDatabaseError, OSError: say which file and stop
         print(f"hydraguard: cannot open GeoIP databases, not starting: {e}", file=sys.stderr)
         return 2
+    b = policy.budgets
+    if b is not None and b.budgets:
+        from .metering import make_state
+
+        try:  # builds the client only (no connection yet): a bad URL, e.g. from $REDIS_URL
+            make_state(b.state, time.time)
+        except ValueError as e:
+            print(f"hydraguard: unusable budget state settings, not starting: {e}",
+                  file=sys.stderr)
+            return 2
     body_limit = policy.settings.max_body_bytes * 2
     extra = ["--set", f"body_size_limit={body_limit}"]
     if a.certs:

@@ -31,6 +31,7 @@ EVIDENCE_KINDS = ("ip", "prefix", "tls_ua", "template")
 PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0, "week": 604800.0}
 COUNTS = ("input", "output", "total")
 ON_EXCEED = ("throttle", "cap_max_tokens")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")  # what redis-py's from_url accepts
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 # --------------------------------------------------------------------------------------------
@@ -329,6 +330,10 @@ def compile_budgets(checked: dict[str, Any], errors: Errors) -> BudgetsConfig | 
     s = checked.get("state")
     if not clusters_in and not budgets_in and s is None:
         return None
+    url = s["redis_url"] if s is not None else None
+    if url is not None and not url.startswith(REDIS_SCHEMES):
+        errors.add(s.at("redis_url"), f"state.redis_url: {url!r} must start with one of "
+                   f"{', '.join(REDIS_SCHEMES)}")
     state = StateConfig() if s is None else StateConfig(
         backend=s["backend"], redis_url=s["redis_url"], redis_url_env=s["redis_url_env"],
         prefix=s["prefix"], timeout_ms=float(s["timeout_ms"]), on_error=s["on_error"],
