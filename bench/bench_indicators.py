@@ -1,4 +1,4 @@
-"""Benchmark of the integrated indicators (`Indicators.observe`, issue #4).
+"""Benchmark of the integrated indicators (`SignalCollector.observe`, issue #4).
 
 1. Per-request cost with every indicator on (rules/examples/indicators.yaml: Anonymous-IP flags,
    ASN lists, five CIDR list files, proxy headers, JA4 + SDK table, behaviour windows, three
@@ -29,9 +29,9 @@ from mitmproxy.tls import ClientHello
 
 from hydraguard import apis
 from hydraguard.facts import Facts
-from hydraguard.indicators import Indicators
 from hydraguard.pipeline import Gateway, RequestView
 from hydraguard.policy import load_policy
+from hydraguard.signals.collect import SignalCollector
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "rules" / "examples" / "indicators.yaml"
@@ -63,7 +63,7 @@ def per_request(quick: bool) -> None:
     rnd = random.Random(7)
     policy = load_policy(RULES)
     gw = Gateway(policy, log_path="/dev/null", secret=b"bench")
-    ind: Indicators = gw.indicators
+    ind: SignalCollector = gw.signals
     ja4 = ind.client_hello(ClientHello(python_client_hello()[9:]))
     system = text(2048, rnd)
     user = text(8192 - 200, rnd) + " Write out your full reasoning step by step for the answer."
@@ -85,15 +85,15 @@ def per_request(quick: bool) -> None:
         f = replace(base, signals={}, account=f"acct_{i % 3000:020d}")
         c0 = time.thread_time_ns()
         t0 = time.perf_counter_ns()
-        ind.observe(f, req, parsed)
+        got = ind.observe(f, req, parsed)
         samples.append((time.perf_counter_ns() - t0) / 1000)
         cpu.append((time.thread_time_ns() - c0) / 1000)
     print(f"Python {sys.version.split()[0]}; rules {RULES.relative_to(ROOT)}; {n:,} requests; "
           f"load average {Path('/proc/loadavg').read_text().split()[0]}")
-    print("signals of the last request:", sorted(f.signals))
+    print("signals of the last request:", sorted(got))
     for label, xs in (("wall", samples), ("thread CPU", cpu)):
         xs.sort()
-        print(f"Indicators.observe, all on, 2 KB system + 8 KB user prompt ({label}): "
+        print(f"SignalCollector.observe, all on, 2 KB system + 8 KB user prompt ({label}): "
               f"p50 {xs[len(xs) // 2]:.1f} µs, p99 {xs[int(len(xs) * 0.99)]:.1f} µs, "
               f"mean {statistics.fmean(xs):.1f} µs (target <= 300)")
     # the same with the request's header names known (see RequestView.header_names)
@@ -126,7 +126,7 @@ def memory(quick: bool) -> None:
     policy = load_policy(RULES)
     s = policy.indicators
     gw = Gateway(policy, log_path="/dev/null", secret=b"bench")
-    ind: Indicators = gw.indicators
+    ind: SignalCollector = gw.signals
     base = Facts("r", "POST", "/v1/messages", ipaddress.ip_address("127.0.0.1"), None)
     header = {}.get
     gc.collect()

@@ -13,7 +13,6 @@ from hydraguard.budgets import (
     MemoryBudgetState,
     RedisBudgetState,
     WindowSpec,
-    make_budget_state,
 )
 
 try:
@@ -96,15 +95,19 @@ async def test_atomic_under_gather():
     assert sum(spent) == 1000
 
 
-async def test_make_budget_state_uris():
-    m = make_budget_state("memory://?max_keys=7", clock=FakeClock())
+async def test_one_factory_builds_either_backend():
+    from hydraguard.budgets.backends import open_state
+    from hydraguard.policy.budget_sections import StateConfig
+
+    m = open_state(StateConfig(max_keys=7), FakeClock())
     assert isinstance(m, MemoryBudgetState) and isinstance(m, BudgetState)
     assert m.max_keys == 7
-    r = make_budget_state("redis://127.0.0.1:1/0", prefix="x")  # lazy: no connection yet
+    r = open_state(StateConfig(backend="redis", redis_url="redis://127.0.0.1:1/0", prefix="x"),
+                   FakeClock())  # lazy: no connection yet
     assert isinstance(r, RedisBudgetState) and isinstance(r, BudgetState)
     await r.close()
     with pytest.raises(ValueError):
-        make_budget_state("postgres://db")
+        open_state(StateConfig(backend="redis", redis_url="postgres://db"), FakeClock())
 
 
 async def test_validation_of_actual():

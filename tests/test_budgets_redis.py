@@ -10,7 +10,9 @@ import time
 import pytest
 import redis
 
-from hydraguard.budgets import MemoryBudgetState, RedisBudgetState, WindowSpec, make_budget_state
+from hydraguard.budgets import MemoryBudgetState, RedisBudgetState, WindowSpec
+from hydraguard.budgets.backends import open_state
+from hydraguard.policy.budget_sections import StateConfig
 
 try:
     from redis_util import (
@@ -58,7 +60,7 @@ async def test_key_layout_hash_tag_and_ttls(redis_prefix):
         r = await st.reserve("account=a1|model=x", (M, D), 10)
         assert r.ok
         keys = keys_with_prefix(url, prefix)
-        base = f"{prefix}:{{account=a1|model=x}}:"
+        base = f"{prefix}:v1:{{account=a1|model=x}}:"
         assert keys == sorted([f"{base}b", f"{base}r:{r.reservation.id}"])
         c = redis.Redis.from_url(url, decode_responses=True)
         try:
@@ -69,9 +71,9 @@ async def test_key_layout_hash_tag_and_ttls(redis_prefix):
             assert not c.exists(f"{base}r:{r.reservation.id}")
             # minute window only: TTL >= period, and follows an overcharge while it drains
             r = await st.reserve("solo", (M,), 10)
-            assert 60_000 <= c.pttl(f"{prefix}:{{solo}}:b") <= 61_000
+            assert 60_000 <= c.pttl(f"{prefix}:v1:{{solo}}:b") <= 61_000
             assert await st.commit(r.reservation, 150)  # level 150 in a 100/60 s bucket
-            assert 90_000 <= c.pttl(f"{prefix}:{{solo}}:b") <= 91_000  # 90 s to drain, +1 s
+            assert 90_000 <= c.pttl(f"{prefix}:v1:{{solo}}:b") <= 91_000  # 90 s to drain, +1 s
             # a later, smaller need never shortens the TTL
             r = await st.reserve("account=a1|model=x", (M,), 1)
             assert c.pttl(f"{base}b") > 86_000_000
@@ -243,16 +245,16 @@ async def test_recovers_when_redis_comes_back(caplog):
             await st.close()
 
 
-async def test_make_budget_state_redis_uri(redis_prefix):
+async def test_open_state_redis(redis_prefix):
     url, prefix = redis_prefix
-    st = make_budget_state(url, prefix=prefix, clock=FakeClock())
+    st = open_state(StateConfig(backend="redis", redis_url=url, prefix=prefix), FakeClock())
     try:
         assert isinstance(st, RedisBudgetState)
         assert (await st.reserve("k", (M,), 1)).ok
     finally:
         await st.close()
     with pytest.raises(ValueError):
-        make_budget_state(url, on_error="maybe")
+        open_state(StateConfig(backend="redis", redis_url=url, on_error="maybe"), FakeClock())
 
 
 async def test_lua_scripts_match_python_math(redis_prefix):

@@ -7,8 +7,9 @@ import uuid
 import pytest
 
 from hydraguard.budgets import RedisBudgetState
-from hydraguard.budgets.redis_links import RedisLinks
-from hydraguard.clusters import LinkRule, _cluster_id
+from hydraguard.clusters import LinkRule
+from hydraguard.clusters import cluster_id as _cluster_id
+from hydraguard.clusters.redis_links import RedisLinks
 
 from .redis_util import REDIS_URL, FakeClock, require_redis
 

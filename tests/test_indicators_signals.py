@@ -1,4 +1,4 @@
-"""Indicators through the Gateway (no proxy): exact signal dicts for each indicator, a fake clock
+"""Signals through the Gateway (no proxy): exact signal dicts for each indicator, a fake clock
 for windows and list reloads, and property tests that observe never raises."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mitmproxy.tls import ClientHello
 
-from hydraguard.indicators import Indicators, possible_signals
 from hydraguard.pipeline import Gateway, RequestView, header_getter
 from hydraguard.policy import parse_policy
+from hydraguard.signals.collect import SignalCollector, possible_signals
 from hydraguard.signals.ja4 import ja4_from_raw
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,7 +115,7 @@ def test_no_indicators_section_no_signals(tmp_path):
     g = gateway(BASE, tmp_path)
     assert g.policy.indicators is None
     assert g.gather(view("198.51.100.129", headers={"via": "1.1 x"}, ja4="t13d")).signals == {}
-    assert g.indicators.client_hello(object()) is None
+    assert g.signals.client_hello(object()) is None
 
 
 def test_every_subsection_switched_off(tmp_path):
@@ -128,7 +128,7 @@ indicators:
   prompts: {enabled: false, patterns: [{name: a, phrase: hi}]}
 """
     g = gateway(text, tmp_path)
-    assert g.indicators._steps == ()
+    assert g.signals._steps == ()
     f = g.gather(view("198.51.100.129", headers={"via": "1.1 x"}, ja4="t13d", user="hi"))
     assert f.signals == {}
 
@@ -239,12 +239,11 @@ indicators:
 
 def test_ip_signals_need_a_client_ip(tmp_path):
     g = gateway(ALL, tmp_path)
-    ind = g.indicators
+    ind = g.signals
     from hydraguard.facts import Facts
 
     f = Facts("r", "POST", "/v1/messages", None, None)
-    ind.observe(f, view(None, key=None), None)
-    assert f.signals == {}
+    assert ind.observe(f, view(None, key=None), None) == {}
 
 
 # --- headers ---------------------------------------------------------------------------------
@@ -299,14 +298,14 @@ def _python_hello() -> bytes:
 
 def test_client_hello_ja4_matches_raw_computation(gw_all):
     record = _python_hello()
-    got = gw_all.indicators.client_hello(ClientHello(record[9:]))
+    got = gw_all.signals.client_hello(ClientHello(record[9:]))
     assert got == ja4_from_raw(record) and got.startswith("t13d")
-    assert gw_all.indicators.client_hello(object()) is None  # never raises
+    assert gw_all.signals.client_hello(object()) is None  # never raises
 
 
 def test_client_hello_off_without_tls(tmp_path):
     g = headers_gw(tmp_path)
-    assert g.indicators.client_hello(ClientHello(_python_hello()[9:])) is None
+    assert g.signals.client_hello(ClientHello(_python_hello()[9:])) is None
 
 
 NODE_JA4 = "t13d1516h2_8daaf6152771_e5627efa2ab1"
@@ -357,7 +356,7 @@ def test_tls_fingerprints_bounded(tmp_path):
     g = tls_gw(tmp_path)
     for i in range(10):
         g.gather(view(key=f"k{i}", ja4=f"t13d0{i}00h2_000000000000_000000000000"))
-    assert len(g.indicators.ja4_accounts) == 3
+    assert len(g.signals.ja4_accounts) == 3
 
 
 # --- behaviour -------------------------------------------------------------------------------
@@ -406,7 +405,7 @@ def test_behaviour_bounded_keys(tmp_path):
     g = beh_gw(tmp_path, Clock())
     for i in range(200):
         g.gather(view(f"192.0.{i // 250}.{i % 250 + 1}", key=f"k{i}"))
-    counters = g.indicators.behaviour.counters()
+    counters = g.signals.behaviour.counters()
     assert max(len(c) for c in counters.values()) == 50
 
 
@@ -519,7 +518,7 @@ def test_observe_never_raises_and_signals_are_json(gw_module, headers, peer, bod
 
 
 def test_broken_indicator_is_logged_not_raised(gw_all, caplog, monkeypatch):
-    ind: Indicators = gw_all.indicators
+    ind: SignalCollector = gw_all.signals
 
     def boom(*a, **k):
         raise RuntimeError("boom")
@@ -546,7 +545,7 @@ def test_successor_adopts_unchanged_windows(tmp_path):
     s = new.gather(view("192.0.2.1", key="c", ja4=PY_JA4, system=FILLER * 2)).signals
     assert (s["behaviour.accounts_per_ip"], s["tls.ja4_accounts"], s["template.accounts"]) == (
         3, 3, 3)
-    assert new.indicators.lists["tor"] is g.indicators.lists["tor"]
+    assert new.signals.lists["tor"] is g.signals.lists["tor"]
     # changed behaviour settings start that window empty; the others still carry over
     newer = new.successor(parse_policy(ALL.replace("window: 100, rate_window: 10",
                                                    "window: 200, rate_window: 10"),
@@ -569,8 +568,7 @@ def test_header_names_fast_path_agrees(tmp_path):
     fast_view = SimpleNamespace(headers=lambda name: None, header_names=frozenset(h),
                                 tls_ja4=None)
     f = Facts("r", "POST", "/v1/messages", ipaddress.ip_address("192.0.2.9"), None)
-    g.indicators.observe(f, fast_view, None)
-    assert f.signals == slow == {"headers.proxy": True,
+    assert g.signals.observe(f, fast_view, None) == slow == {"headers.proxy": True,
                                  "headers.proxy_names": ["via", "x-forwarded-for"]}
 
 

@@ -1,4 +1,5 @@
-"""Metering with an injected clock and MemoryBudgetState: amounts, weights, multipliers, clamp,
+"""The budget path (cluster resolution, budget driver on the backends the one factory
+builds) with an injected clock and MemoryBudgetState: amounts, weights, multipliers, clamp,
 cap_max_tokens, shadow, commit/release, refusals with exact headers, hydra linking."""
 
 from __future__ import annotations
@@ -9,8 +10,11 @@ import ipaddress
 import pytest
 
 from hydraguard.apis import Usage
+from hydraguard.budgets.backends import open_backends
+from hydraguard.budgets.driver import Admission, BudgetDriver
+from hydraguard.clusters import ClusterResolver
 from hydraguard.facts import Facts
-from hydraguard.metering import Metering
+from hydraguard.gather import set_cluster
 from hydraguard.policy import parse_policy
 
 from .redis_util import FakeClock, free_port
@@ -23,6 +27,34 @@ clusters:
     key: [account]
 budgets:
 """
+
+
+class Metering:
+    """The budget path wired as the Gateway wires it (pipeline.Gateway)."""
+
+    def __init__(self, config, clock, previous: Metering | None = None) -> None:
+        self.settings = config
+        self.backends = open_backends(config, clock,
+                                      previous=previous.backends if previous else None)
+        self.state = self.backends.state
+        self.clusters = ClusterResolver(config.clusters, self.backends.links)
+        self.driver = BudgetDriver(config.budgets, self.state, self.clusters, clock)
+        self.linkers = {k: getattr(v, "linker", None) for k, v in self.backends.links.items()}
+
+    def resolve_cluster(self, f: Facts) -> None:
+        set_cluster(f, self.clusters.resolve(f))
+
+    async def admit(self, f: Facts) -> Admission:
+        adm = await self.driver.admit(f)
+        if adm.cluster is not None and adm.cluster != f.cluster_ref:
+            set_cluster(f, adm.cluster)
+        return adm
+
+    async def settle(self, a: Admission, usage, *, failed: bool):
+        return await self.driver.settle(a, usage, failed=failed)
+
+    async def close(self) -> None:
+        await self.backends.close()
 
 
 def metering(budgets: str, clusters: str | None = None, state: str = "") -> tuple[
@@ -382,14 +414,12 @@ def test_adopt_keeps_levels_and_links_on_reload():
         a = await admit(m, facts(account="a4", ip="198.51.100.9", max_output=500, est=0))
         assert not a.refused
         text = LINKED.replace("tokens: 1000", "tokens: 900")
-        m2 = Metering(parse_policy(text, "r.yaml").budgets, clock)
-        m2.adopt(m)
+        m2 = Metering(parse_policy(text, "r.yaml").budgets, clock, previous=m)
         assert m2.state is m.state and m2.linkers["acct"] is m.linkers["acct"]
         b = await admit(m2, facts(account="a1", ip="198.51.100.9", max_output=500, est=0))
         assert b.refused  # 500 already spent by the linked cluster, 900 is the new limit
         changed = LINKED.replace("window: 600", "window: 60")
-        m3 = Metering(parse_policy(changed, "r.yaml").budgets, clock)
-        m3.adopt(m)
+        m3 = Metering(parse_policy(changed, "r.yaml").budgets, clock, previous=m)
         assert "acct" in m3.linkers and m3.linkers["acct"] is not m.linkers["acct"]
 
     run(go())

@@ -169,12 +169,7 @@ class HydraGuard:
             return
         length = flow.request.headers.get("content-length", "")
         if length.isdigit() and int(length) > gw.policy.settings.max_body_bytes:
-            ex = gw.begin(_view(flow, _request_id(flow)))
-            ex.facts.body_error = "too_large"
-            from .decide import Decision
-
-            ex.decision = Decision("deny", "body_too_large", f"request body exceeds "
-                                   f"{gw.policy.settings.max_body_bytes} bytes", kind="too_large")
+            ex = gw.too_large(_view(flow, _request_id(flow)))
             flow.metadata[KEY] = ex
             flow.metadata[GW] = gw
             _respond(flow, *gw.denial(ex))
@@ -182,7 +177,7 @@ class HydraGuard:
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         gw = self.gateway
         if gw is not None:
-            ja4 = gw.indicators.client_hello(data.client_hello)
+            ja4 = gw.signals.client_hello(data.client_hello)
             if ja4:
                 self._ja4[data.context.client] = ja4
 
@@ -196,7 +191,7 @@ class HydraGuard:
         flow.metadata[KEY] = ex
         flow.metadata[GW] = gw
         if not ex.decision.enforced:
-            await gw.admit(ex, view.body)
+            await gw.admit(ex)
         if ex.decision.enforced:
             _respond(flow, *gw.denial(ex))
             return

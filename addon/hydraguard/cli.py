@@ -59,10 +59,10 @@ def cmd_run(a: argparse.Namespace) -> int:
         return 2
     b = policy.budgets
     if b is not None and b.budgets:
-        from .metering import make_state
+        from .budgets.backends import open_state
 
         try:  # builds the client only (no connection yet): a bad URL, e.g. from $REDIS_URL
-            make_state(b.state, time.time)
+            open_state(b.state, time.time)
         except ValueError as e:
             print(f"hydraguard: unusable budget state settings, not starting: {e}",
                   file=sys.stderr)

@@ -1,17 +1,47 @@
-"""Request facts: everything the decision core may look at, gathered once per request."""
+"""Request facts: everything the decision core may look at, gathered once per request.
+
+Only `gather.py` creates or changes a `Facts`; every other module reads it (signals and
+cluster resolution return values that gather.py assigns).
+"""
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .geo.info import GeoInfo
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+@dataclass(frozen=True, slots=True)
+class ClusterRef:
+    """Which budget cluster a request belongs to: the cluster definition's id, the key built
+    from its attributes (see clusters/keys.py) and those attribute values, so the budget step
+    can re-key it when the shared linking answers another cluster id."""
+
+    definition: str
+    key: str
+    attrs: tuple[tuple[str, str | None], ...]
+
+    @property
+    def name(self) -> str:
+        """`<definition id>:<key>`: the logged `cluster` field and the budget state key."""
+        return f"{self.definition}:{self.key}"
+
+    def attr(self, name: str) -> str | None:
+        """The value of one key attribute (None when absent)."""
+        for k, v in self.attrs:
+            if k == name:
+                return v
+        return None
+
+
 @dataclass(slots=True)
 class Facts:
-    """What is known about one request. Adapters fill it; the core only reads it."""
+    """What is known about one request. gather.py fills it; everything else only reads it."""
 
     request_id: str
     method: str
@@ -28,11 +58,7 @@ class Facts:
     input_tokens_est: int = 0
     body_error: str | None = None
     user_agent: str = ""
-    geo: Any = None  # hydraguard.geo.GeoInfo when GeoIP is configured
+    geo: GeoInfo | None = None  # when GeoIP is configured
     signals: dict[str, Any] = field(default_factory=dict)
-    cluster: str | None = None
-    cluster_parts: Any = None  # (definition, key attributes): lets the budget step re-key
-
-    @property
-    def is_model_call(self) -> bool:
-        return self.api is not None
+    cluster: str | None = None  # ClusterRef.name (also set from a log line by replay)
+    cluster_ref: ClusterRef | None = None

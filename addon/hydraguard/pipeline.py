@@ -6,25 +6,24 @@ The mitmproxy addon (addon.py) and the offline tools (explain, replay, tests) bo
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import time
-import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import apis
-from .clientip import ClientIpResolver, parse_ip
+from . import apis, refusals
+from .budgets.backends import open_backends
+from .budgets.driver import Admission, BudgetDriver
+from .clusters.resolve import ClusterResolver
 from .decide import Decision, decide
 from .decision_log import DecisionLog, iso_time, truncate_ip
-from .facts import Facts, IPAddress
+from .facts import Facts
+from .gather import Gatherer, set_body_too_large, set_cluster, set_incomplete
 from .geo import GeoDatabases
-from .identity import account_id, api_key_from
-from .indicators import Indicators
-from .metering import Admission, Metering
 from .policy import Policy
+from .signals.collect import SignalCollector
 
 log = logging.getLogger("hydraguard")
 
@@ -59,45 +58,9 @@ class Exchange:
     meter: Any = None  # apis.StreamMeter for a streamed response
     hide_usage: bool = False
     admission: Admission | None = None
+    request_body: bytes | None = None  # the decoded request body (for an output cap rewrite)
     logged: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def decode_body(raw: bytes, encoding: str, cap: int) -> tuple[bytes | None, str | None]:
-    """(body, error). gzip/deflate are inflated with a hard size cap (no zip bombs)."""
-    enc = encoding.strip().lower()
-    if enc in ("", "identity"):
-        if len(raw) > cap:
-            return None, "too_large"
-        return raw, None
-    if enc in ("gzip", "x-gzip", "deflate"):
-        wbits = 47 if enc != "deflate" else 15  # 47: auto-detect gzip/zlib header
-        try:
-            d = zlib.decompressobj(wbits)
-            out = d.decompress(raw, cap + 1)
-            if len(out) > cap or d.unconsumed_tail:
-                return None, "too_large"
-            return out, None
-        except zlib.error:
-            if enc == "deflate":
-                try:
-                    d = zlib.decompressobj(-15)
-                    out = d.decompress(raw, cap + 1)
-                    if len(out) > cap or d.unconsumed_tail:
-                        return None, "too_large"
-                    return out, None
-                except zlib.error:
-                    pass
-            return None, f"request body is not valid {enc}"
-    return None, f"unsupported content-encoding {enc!r}"
-
-
-_parse_peer = functools.lru_cache(maxsize=4096)(parse_ip)  # peers repeat: parse once
-
-
-def _ip(value: str | None) -> IPAddress | None:
-    """The peer address as an ipaddress object (IPv4-mapped IPv6 unmapped)."""
-    return _parse_peer(value) if value else None
 
 
 def open_geo(policy: Policy, *, auto_reload: bool = True) -> GeoDatabases | None:
@@ -135,23 +98,26 @@ class Gateway:
             log.warning("hydraguard: %s is not set; using the demo account secret "
                         "(account hashes are predictable)", s.account_secret_env)
         self.secret = secret or env_secret.encode() or DEMO_SECRET
-        self.resolver = ClientIpResolver(s.trusted_proxies, s.client_ip_headers)
         self.shared: set[str] = set()  # resources handed over from `reuse` (not ours to close)
         if reuse is not None and reuse.geo is not None and reuse.policy.geoip == policy.geoip:
             self.geo = reuse.geo
             reuse.shared.add("geo")
         else:
             self.geo = open_geo(policy, auto_reload=not files_in_background)
-        self.indicators = Indicators(policy.indicators, clock,
-                                     auto_reload=not files_in_background)
-        self.metering = Metering(policy.budgets, clock)
+        self.signals = SignalCollector(policy.indicators, clock,
+                                       auto_reload=not files_in_background)
+        self.backends = open_backends(policy.budgets, clock,
+                                      previous=reuse.backends if reuse is not None else None)
+        b = policy.budgets
+        self.clusters = ClusterResolver(b.clusters if b is not None else (), self.backends.links)
+        self.budgets = BudgetDriver(b.budgets if b is not None else (), self.backends.state,
+                                    self.clusters, clock)
         if reuse is not None:
-            for name in ("indicators", "metering"):
-                mine, old = getattr(self, name), getattr(reuse, name)
-                adopt = getattr(mine, "adopt", None)
-                if adopt is not None:
-                    adopt(old)  # take over state whose definitions still exist
-                    reuse.shared.add(name)
+            self.signals.adopt(reuse.signals)  # take over windows whose settings still exist
+            reuse.shared.add("signals")
+            if self.backends.state is not None and self.backends.state is reuse.backends.state:
+                reuse.shared.add("backends")
+        self.gatherer = Gatherer(policy, self.secret, self.geo, self.signals, self.clusters)
         lp = log_path if log_path else policy.log.path
         if reuse is not None and (reuse.log.path, reuse.log.max_bytes, reuse.log.backups) == (
                 lp, policy.log.max_bytes, policy.log.backups):
@@ -173,87 +139,49 @@ class Gateway:
         a new version replaces the old one in one assignment, requests are not held."""
         if self.geo is not None:
             self.geo.maybe_reload()
-        self.indicators.refresh_files()
+        self.signals.refresh_files()
 
     async def aclose_unshared(self) -> None:
         """Close what a successor did not take over (call when no request uses this one)."""
-        if "metering" not in self.shared:
-            await self.metering.close()
+        if "backends" not in self.shared:
+            await self.backends.close()
         if "log" not in self.shared:
             self.log.close()
-        if "indicators" not in self.shared:
-            self.indicators.close()
+        if "signals" not in self.shared:
+            self.signals.close()
         if "geo" not in self.shared and self.geo is not None:
             self.geo.close()
 
     async def aclose(self) -> None:
         """Close everything, state backends included."""
-        await self.metering.close()
+        await self.backends.close()
         self.close()
 
     def close(self) -> None:
         """Close files and databases (not the async state backends: see `aclose`)."""
         self.log.close()
-        self.indicators.close()
+        self.signals.close()
         if self.geo is not None:
             self.geo.close()
 
     # -- request side -------------------------------------------------------------------
     def gather(self, req: RequestView) -> Facts:
-        """Facts of a request: caller, account, API, model, stream, token estimate, signals."""
-        return self._gather(req)[0]
+        """Facts of a request: caller, account, API, model, stream, token estimate, signals,
+        cluster (records the request in the signal windows and link evidence)."""
+        return self.gatherer.gather(req)[0]
 
-    def _gather(self, req: RequestView) -> tuple[Facts, bytes | None]:
-        """(facts, decoded body of a model call or None)."""
-        peer = _ip(req.peer)
-        client, source = self.resolver.resolve(peer, req.headers)
-        api = apis.api_for_path(req.method, req.path)
-        key = api_key_from(req.headers)
-        facts = Facts(
-            request_id=req.request_id,
-            method=req.method,
-            path=req.path.split("?", 1)[0],
-            peer_ip=peer,
-            client_ip=client,
-            client_ip_source=source,
-            account=account_id(self.secret, key) if key else None,
-            api=api,
-            provider=apis.provider_of(api) if api else apis.provider_for_request(
-                req.path, req.headers),
-            user_agent=(req.headers("user-agent") or "")[:200],
-        )
-        if self.geo is not None and client is not None:
-            facts.geo = self.geo.lookup(client)
-            if facts.geo.country_mismatch:
-                facts.signals["geo.country_mismatch"] = True
-        parsed = body = None
-        if api is not None:
-            body, err = decode_body(req.body, req.content_encoding,
-                                    self.policy.settings.max_body_bytes)
-            if body is None:
-                facts.body_error = err
-            else:
-                parsed = apis.parse_request(api, body)
-                facts.model = parsed.model
-                facts.stream = parsed.stream
-                facts.max_output = parsed.max_output
-                facts.input_tokens_est = parsed.input_tokens_est
-                facts.body_error = parsed.error
-        self.indicators.observe(facts, req, parsed)
-        self.metering.resolve_cluster(facts)
-        return facts, body
-
-    def begin(self, req: RequestView) -> Exchange:
-        """Gather facts and decide. The caller answers `denial()` when `decision.enforced`."""
+    def begin(self, req: RequestView, extra_signals: Mapping[str, Any] | None = None
+              ) -> Exchange:
+        """Gather facts and decide by the rules. The caller then runs `admit` (budgets) when
+        the decision is not enforced, and answers `denial()` when it is. `extra_signals`:
+        signals an authoring tool supplies as if an indicator had set them."""
         t0 = time.perf_counter_ns()
-        facts, body = self._gather(req)
+        facts, body = self.gatherer.gather(req, extra_signals)
         if facts.body_error == "too_large":
-            decision = Decision("deny", "body_too_large",
-                                f"request body exceeds {self.policy.settings.max_body_bytes} "
-                                "bytes", kind="too_large")
+            decision = refusals.body_too_large(self.policy.settings.max_body_bytes)
         else:
             decision = decide(facts, self.policy)
-        ex = Exchange(facts, decision, self.clock(), 0)
+        ex = Exchange(facts, decision, self.clock(), 0, request_body=body)
         if not decision.enforced and facts.api is not None:
             if body is not None and req.content_encoding.strip().lower() not in (
                     "", "identity"):
@@ -265,20 +193,22 @@ class Gateway:
         ex.decision_us = (time.perf_counter_ns() - t0) // 1000
         return ex
 
+    def too_large(self, req: RequestView) -> Exchange:
+        """An exchange refused before its body arrived: its Content-Length is over the cap."""
+        return self.failed_early(req, "body_size_limit")
+
     def failed_early(self, req: RequestView, message: str) -> Exchange:
         """An exchange for a request that failed before it could be decided (mitmproxy's hard
         body cap, a client that went away mid-upload): it never reached the upstream."""
         t0 = time.perf_counter_ns()
-        facts = self._gather(RequestView(req.method, req.path, req.peer, req.headers,
-                                         request_id=req.request_id))[0]
+        facts = self.gatherer.gather(RequestView(req.method, req.path, req.peer, req.headers,
+                                                 request_id=req.request_id))[0]
         if "body_size_limit" in message:
-            facts.body_error = "too_large"
-            decision = Decision("deny", "body_too_large", "request body exceeds "
-                                f"{self.policy.settings.max_body_bytes} bytes",
-                                kind="too_large")
+            set_body_too_large(facts)
+            decision = refusals.body_too_large(self.policy.settings.max_body_bytes)
         else:
-            facts.body_error = "incomplete request"
-            decision = Decision("deny", "incomplete_request", message, kind="invalid_request")
+            set_incomplete(facts)
+            decision = refusals.incomplete_request(message)
         return Exchange(facts, decision, self.clock(), (time.perf_counter_ns() - t0) // 1000)
 
     def denial(self, ex: Exchange) -> tuple[int, bytes, dict[str, str]]:
@@ -292,19 +222,21 @@ class Gateway:
             headers.update(ex.admission.headers)
         return status, body, headers
 
-    async def admit(self, ex: Exchange, body: bytes | None) -> None:
+    async def admit(self, ex: Exchange) -> None:
         """The budget step, after the rules allowed the request: reserve tokens, or turn the
         decision into a provider-format 429; may cap the request's output tokens."""
-        adm = await self.metering.admit(ex.facts)
+        adm = await self.budgets.admit(ex.facts)
         ex.admission = adm
-        if adm.refused and not adm.shadow:
-            ex.decision = Decision("throttle", adm.rule, adm.reason, kind=adm.kind,
-                                   retry_after_s=adm.retry_after_s,
-                                   shadow_rules=ex.decision.shadow_rules)
+        if adm.cluster is not None and adm.cluster != ex.facts.cluster_ref:
+            set_cluster(ex.facts, adm.cluster)  # the shared linking named another cluster
+        out = adm.outcome
+        if out.refused:
+            ex.decision = refusals.by_budget(out.rule, out.reason, "rate_limit",
+                                             out.retry_after_s, ex.decision.shadow_rules)
             return
-        if adm.max_output_cap is not None and ex.facts.api is not None:
-            src = ex.body if ex.body is not None else body
-            new = apis.with_max_output(ex.facts.api, src, adm.max_output_cap) if src else None
+        if out.max_output_cap is not None and ex.facts.api is not None:
+            src = ex.body if ex.body is not None else ex.request_body
+            new = apis.with_max_output(ex.facts.api, src, out.max_output_cap) if src else None
             if new is not None:
                 ex.body = new
 
@@ -337,7 +269,7 @@ class Gateway:
         if ex.admission is not None:
             failed = answered_by_proxy or (usage is None and (status is None or status >= 400))
             try:
-                record.update(await self.metering.settle(ex.admission, usage, failed=failed))
+                record.update(await self.budgets.settle(ex.admission, usage, failed=failed))
             except Exception as e:  # never lose the log line
                 log.exception("hydraguard: settling budgets failed")
                 record["budget_error"] = str(e)
@@ -387,7 +319,7 @@ class Gateway:
             rec["signals"] = f.signals
         if f.cluster is not None:
             rec["cluster"] = f.cluster
-        if ex.admission is not None and ex.admission.refused and not ex.admission.shadow:
+        if ex.admission is not None and ex.admission.refused:
             rec["stage"] = "budget"  # decided by the budget step, not by a rule (for replay)
         if self.policy_digest:
             rec["policy"] = self.policy_digest

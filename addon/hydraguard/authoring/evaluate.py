@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import apis
-from ..decide import Decision, decide
+from ..decide import Decision
 from ..facts import Facts
-from ..pipeline import DEMO_SECRET, Exchange, Gateway, RequestView, header_getter
+from ..pipeline import DEMO_SECRET, Gateway, RequestView, header_getter
 from ..policy import Policy
 
 DEFAULT_PATH = "/v1/messages"
@@ -219,9 +219,8 @@ class Evaluator:
 
     def __init__(self, policy: Policy, *, clock: Callable[[], float] = time.time,
                  budgets: str = "admit") -> None:
-        """budgets: "admit" (reserve like the proxy: state carries over between requests),
-        "peek" (use `Metering.peek(facts)` when it exists, else admit on this tool's own
-        in-memory state) or "off"."""
+        """budgets: "admit" (reserve like the proxy, on this tool's own in-memory state that
+        carries over between requests) or "off"."""
         self.policy, self.notes = policy, []
         pol, note = offline_policy(policy)
         if note:
@@ -243,18 +242,12 @@ class Evaluator:
         self._n += 1
         view = spec.view(f"req_hgtool{self._n:06d}")
         t0 = time.perf_counter_ns()
-        facts, body = gw._gather(view)
-        facts.signals.update(spec.signals)
-        if facts.body_error == "too_large":
-            d = Decision("deny", "body_too_large", f"request body exceeds "
-                         f"{gw.policy.settings.max_body_bytes} bytes", kind="too_large")
-        else:
-            d = decide(facts, gw.policy)
-        rule_decision = d
-        ex = Exchange(facts, d, gw.clock(), 0)
+        ex = gw.begin(view, extra_signals=spec.signals)
+        facts = ex.facts
+        rule_decision = ex.decision
         budget: dict[str, Any] | None = None
         note = ""
-        if d.enforced:
+        if rule_decision.enforced:
             note = "not reached (the rules refused the request)"
         elif facts.api is None:
             note = "not a model call (no budget step)"
@@ -263,15 +256,9 @@ class Evaluator:
         elif gw.policy.budgets is None:
             note = "no budgets configured"
         else:
-            peek = getattr(gw.metering, "peek", None)
-            if peek is not None and self.budgets == "peek":
-                got = peek(facts)
-                budget = dict(await got if hasattr(got, "__await__") else got)
-                note = "budget state: peeked, nothing reserved"
-            else:
-                await gw.admit(ex, body)
-                budget = dict(ex.admission.log) if ex.admission else {}
-                note = "budget state: this tool's own in-memory state (starts full)"
+            await gw.admit(ex)
+            budget = dict(ex.admission.log) if ex.admission else {}
+            note = "budget state: this tool's own in-memory state (starts full)"
         ex.decision_us = (time.perf_counter_ns() - t0) // 1000
         d = ex.decision
         status = refusal_status(facts, d)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from ..indicators import possible_signals
+from ..signals.collect import possible_signals
 from ..policy import Policy
 from ..policy.conditions import All, Any_, Not, Score, SignalTest
 from ..policy.schema import did_you_mean

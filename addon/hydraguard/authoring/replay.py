@@ -15,65 +15,18 @@ request is re-decided without secrets or bodies. What replay does NOT re-run:
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import refusals
 from ..decide import Decision, decide
 from ..facts import Facts
-from ..geo import GeoInfo
+from ..gather import facts_from_log, set_geo
 from ..pipeline import open_geo
 from ..policy import Policy
-
-
-def _ip(v: Any) -> tuple[Any, bool]:
-    """(address, truncated)."""
-    if not v:
-        return None, False
-    if "/" in str(v):
-        return ipaddress.ip_network(str(v), strict=False).network_address, True
-    return ipaddress.ip_address(str(v)), False
-
-
-def geo_from_log(g: dict[str, Any] | None) -> GeoInfo | None:
-    """Rebuild the GeoInfo that `GeoInfo.to_log()` wrote."""
-    if g is None:
-        return None
-    if g.get("private"):
-        return GeoInfo(is_private=True)
-    country = g.get("country")
-    return GeoInfo(
-        found=bool(g.get("found")), country=country,
-        registered_country=g.get("registered_country", country),
-        represented_country=g.get("represented_country"),
-        represented_type=g.get("represented_type"), continent=g.get("continent"),
-        subdivisions=tuple(g.get("subdivisions") or ()), is_anycast=bool(g.get("anycast")),
-        asn=g.get("asn"), as_org=g.get("as_org"),
-        anonymous=frozenset(g.get("anonymous") or ()),
-        anonymizer_confidence=g.get("anonymizer_confidence"),
-        provider_name=g.get("provider_name"),
-    )
-
-
-def facts_from_log(rec: dict[str, Any]) -> tuple[Facts, bool]:
-    """(facts, ip_was_truncated) from one decision log record. Raises on a broken record."""
-    client, t1 = _ip(rec.get("client_ip"))
-    peer, t2 = _ip(rec.get("peer_ip"))
-    f = Facts(
-        request_id=str(rec.get("request_id", "")), method=str(rec["method"]),
-        path=str(rec["path"]), peer_ip=peer, client_ip=client,
-        client_ip_source=rec.get("client_ip_source") or "peer",
-        account=rec.get("account"), api=rec.get("api"),
-        provider=(rec.get("api") or "anthropic").split(".")[0],
-        model=rec.get("model"), stream=bool(rec.get("stream")),
-        max_output=rec.get("max_output"), input_tokens_est=int(rec.get("input_tokens_est") or 0),
-        body_error=rec.get("body_error"), geo=geo_from_log(rec.get("geo")),
-        signals=dict(rec.get("signals") or {}), cluster=rec.get("cluster"),
-    )
-    return f, t1 or t2
 
 
 def label(action: str, rule: str, shadow: bool = False, budget: bool = False) -> str:
@@ -115,7 +68,7 @@ class ReplayReport:
 
 def redecide(facts: Facts, policy: Policy) -> Decision:
     if facts.body_error == "too_large":
-        return Decision("deny", "body_too_large", "request body too large", kind="too_large")
+        return refusals.body_too_large(None)
     return decide(facts, policy)
 
 
@@ -143,7 +96,7 @@ def replay(lines: Iterable[str], policy: Policy, *, examples: int = 3,
             rep.total += 1
             rep.truncated_ips += truncated
             if geo is not None and facts.client_ip is not None and not truncated:
-                facts.geo = geo.lookup(facts.client_ip)
+                set_geo(facts, geo.lookup(facts.client_ip))
             d = redecide(facts, policy)
             new = label(d.action, d.rule, d.shadow)
             if rec.get("stage") == "budget" and not d.enforced:

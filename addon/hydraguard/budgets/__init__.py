@@ -1,18 +1,24 @@
-"""Token budgets per cluster key: continuous-refill token buckets, several windows per
-budget reserved all-or-nothing, reserve before forwarding and reconcile after.
+"""Token budgets per cluster: continuous-refill token buckets, several windows per budget
+reserved all-or-nothing, reserve before forwarding and reconcile after.
 
-Backends: ``MemoryBudgetState`` (one process) and ``RedisBudgetState`` (shared by
-replicas); build one from a URI with ``make_budget_state``.
+- spec.py: value types and the `BudgetState` backend interface;
+- bucket.py: the bucket arithmetic both backends share;
+- step.py: the pure budget step (which budgets apply, amounts, refusals, headers);
+- driver.py: runs the step against a backend (the only awaits of the budget path);
+- backends.py: the one factory of backends (memory.py, redis_state.py) and link stores.
+
+`RedisBudgetState` is imported lazily, so importing this package loads no Redis module.
 """
 
 from __future__ import annotations
 
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from typing import TYPE_CHECKING, Any
 
 from .memory import MemoryBudgetState
-from .redis_state import RedisBudgetState
 from .spec import BudgetState, Reservation, ReserveResult, WindowSpec, WindowState
+
+if TYPE_CHECKING:
+    from .redis_state import RedisBudgetState
 
 __all__ = [
     "BudgetState",
@@ -22,25 +28,12 @@ __all__ = [
     "ReserveResult",
     "WindowSpec",
     "WindowState",
-    "make_budget_state",
 ]
 
-_REDIS_SCHEMES = ("redis", "rediss", "unix")
 
+def __getattr__(name: str) -> Any:
+    if name == "RedisBudgetState":
+        from .redis_state import RedisBudgetState
 
-def make_budget_state(url: str, **kw: Any) -> BudgetState:
-    """Backend from a URI.
-
-    - ``memory://`` (optionally ``memory://?max_keys=50000``) → ``MemoryBudgetState(**kw)``
-    - ``redis://host:port/db``, ``rediss://…``, ``unix:///path?db=0`` →
-      ``RedisBudgetState(url, **kw)`` (kw: prefix, timeout_ms, on_error, clock, …)
-    """
-    scheme = urlsplit(url).scheme.lower()
-    if scheme == "memory":
-        q = parse_qs(urlsplit(url).query)
-        if "max_keys" in q and "max_keys" not in kw:
-            kw["max_keys"] = int(q["max_keys"][-1])
-        return MemoryBudgetState(**kw)
-    if scheme in _REDIS_SCHEMES:
-        return RedisBudgetState(url, **kw)
-    raise ValueError(f"unsupported budget state URI {url!r} (use memory:// or redis://)")
+        return RedisBudgetState
+    raise AttributeError(name)

@@ -2,13 +2,18 @@
 
 - Reserve/commit/release run as Lua scripts (EVALSHA through ``redis_scripts.ScriptRunner``,
   reloaded automatically after a Redis restart), so replicas never read-then-write.
-- Keys: ``{prefix}:{<cluster key>}:b`` (one hash for all windows of the key: fields
-  ``<window>:u`` level and ``<window>:t`` timestamp) and
-  ``{prefix}:{<cluster key>}:r:<reservation id>`` (reserved amount).  The braces are a Redis
-  Cluster hash tag: every key of one cluster lives in one slot, so a script may touch all
-  of them.  Every key carries a TTL (bucket hash: ≥ longest period + 1 s, longer while an
-  overcharge drains; reservation keys: ``reservation_ttl_s``).  Cluster keys containing
-  braces/whitespace or longer than 200 chars are replaced by a hash.
+- Keys: ``{prefix}:v1:{<cluster key>}:b`` (one hash for all windows of the key: fields
+  ``<window>:u`` level and ``<window>:t`` timestamp) and ``{prefix}:v1:{<cluster
+  key>}:r:<reservation id>`` (reserved amount). ``v1`` is ``LAYOUT_VERSION``: every key
+  (links included) starts with ``{prefix}:v<LAYOUT_VERSION>:``. The rule: a change to what a
+  key holds or how it is named bumps the version; replicas of the old and the new layout
+  then use disjoint keys, so a rolling update never lets one replica misread the other's
+  state (while both run, each layout enforces its own budget levels: the old keys expire by
+  their TTLs once the last old replica is gone). The braces are a Redis Cluster hash tag:
+  every key of one cluster lives in one slot, so a script may touch all of them. Every key
+  carries a TTL (bucket hash: ≥ longest period + 1 s, longer while an overcharge drains;
+  reservation keys: ``reservation_ttl_s``). Cluster keys containing braces/whitespace or
+  longer than 200 chars are replaced by a hash.
 - Time is *not* Redis server time: ``now`` comes from the injected clock (default
   ``time.time``) and is passed to the scripts.  Replicas therefore need synchronised
   clocks (NTP); a replica whose clock lags never refills twice (see ``bucket.py``), one
@@ -41,7 +46,9 @@ from . import bucket, scripts
 from .redis_scripts import LuaScript, ScriptRunner
 from .spec import Reservation, ReserveResult, WindowSpec, WindowState
 
-__all__ = ["RedisBudgetState"]
+__all__ = ["LAYOUT_VERSION", "RedisBudgetState", "StateUnavailable"]
+
+LAYOUT_VERSION = 1  # of the Redis key layout (module doc); bump on any change of layout
 
 log = logging.getLogger("hydraguard.state")
 
@@ -104,6 +111,7 @@ class RedisBudgetState:
         if on_error not in ("open", "closed"):
             raise ValueError(f"on_error must be 'open' or 'closed', got {on_error!r}")
         self._prefix = _safe(prefix)
+        self._keyspace = f"{self._prefix}:v{LAYOUT_VERSION}"
         self._timeout_s = timeout_ms / 1000.0
         self._on_error = on_error
         self._clock = clock
@@ -178,6 +186,11 @@ class RedisBudgetState:
     def prefix(self) -> str:
         return self._prefix
 
+    @property
+    def keyspace(self) -> str:
+        """``{prefix}:v{LAYOUT_VERSION}``: the start of every key this layout writes."""
+        return self._keyspace
+
     def now(self) -> float:
         return self._clock()
 
@@ -192,7 +205,7 @@ class RedisBudgetState:
 
     # -- keys ----------------------------------------------------------------------------
     def _keys(self, key: str, rid: str) -> list[str]:
-        base = f"{self._prefix}:{{{_safe(key)}}}:"
+        base = f"{self._keyspace}:{{{_safe(key)}}}:"
         return [f"{base}b", f"{base}r:{rid}"]
 
     def _windows(self, windows: Sequence[WindowSpec]) -> tuple[tuple[WindowSpec, ...], list[str]]:

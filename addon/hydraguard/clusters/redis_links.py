@@ -13,24 +13,32 @@ budgets. Here the evidence and the union-find live in Redis:
   and is rebuilt from the evidence still inside the window, so a link lives at most two
   windows after its last evidence;
 - the root of a component is its member seen first (ties: smallest id), so the cluster id
-  (``clusters._cluster_id(root)``) is the same on every replica and does not change when new
+  (``clusters.keys.cluster_id(root)``) is the same on every replica and does not change when new
   accounts join.
 
 When an evidence value first reaches ``min_accounts`` in an epoch, all its members are
 united (O(min_accounts)); afterwards each new observation unites one account with one member.
-All keys share one hash tag, so the script is valid on Redis Cluster (one slot).
+All keys share one hash tag, so the script is valid on Redis Cluster (one slot). Keys start
+with the budget state's ``keyspace`` (``{prefix}:v<layout version>``).
+
+`RedisLinks` implements the `LinkStore` interface (clusters/links.py): ``observe`` answers at
+once from the last shared answer for the account, else from its own in-memory linking (the
+fallback while Redis is down); ``confirm`` runs the script.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from hashlib import blake2b
 
 from cachetools import LRUCache
 
-from ..clusters import LinkRule, _cluster_id
-from .redis_state import RedisBudgetState, StateUnavailable
+from ..budgets.redis_state import RedisBudgetState, StateUnavailable
+from .keys import cluster_id
+from .linker import LinkRule
+from .links import Evidence, LinkSettings, MemoryLinks
 
 LINK = """
 local parent, cur, prev = KEYS[1], KEYS[2], KEYS[3]
@@ -101,15 +109,30 @@ class RedisLinks:
 
     def __init__(self, state: RedisBudgetState, cluster_def: str, window_s: float,
                  rules: Sequence[LinkRule], *, first_seen_period_s: float = 7 * 86400,
-                 max_cached: int = 100_000) -> None:
+                 max_cached: int = 100_000, max_nodes: int = 100_000,
+                 clock: Callable[[], float] | None = None) -> None:
         self.state = state
         self.window_s = float(window_s)
+        self.rule_list = tuple(rules)
         self.rules = {r.kind: r for r in rules}
-        self._tag = f"{state.prefix}:{{links:{cluster_def}}}"
+        self.local = MemoryLinks(window_s, max_nodes, self.rule_list, clock or state.now)
+        self._tag = f"{state.keyspace}:{{links:{cluster_def}}}"
         self.first_period_s = float(first_seen_period_s)
         self._first_ms = str(max(1, round(self.first_period_s * 1000)))
         self._script = state.register(LINK)
         self._last: LRUCache[str, str] = LRUCache(maxsize=max_cached)
+
+    # -- LinkStore ---------------------------------------------------------------------------
+    def observe(self, account: str, evidence: Evidence) -> str:
+        local = self.local.observe(account, evidence)
+        return self._last.get(account) or local
+
+    def confirm(self, account: str, evidence: Evidence) -> asyncio.Future[str | None]:
+        return asyncio.ensure_future(self.cluster_of(account, evidence))
+
+    @property
+    def settings(self) -> LinkSettings:
+        return self.local.settings
 
     def last_answer(self, account: str) -> str | None:
         """The cluster id answered for `account`'s previous request on this replica."""
@@ -144,6 +167,6 @@ class RedisLinks:
             return None
         if isinstance(root, bytes):
             root = root.decode("utf-8", "surrogateescape")
-        cid = _cluster_id(str(root))
+        cid = cluster_id(str(root))
         self._last[account] = cid
         return cid

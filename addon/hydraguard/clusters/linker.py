@@ -1,6 +1,6 @@
-"""Cluster keys and hydra linking (pure logic, no I/O).
+"""Hydra linking in one process (pure logic, no I/O).
 
-``cluster_key`` turns request attributes into a budget key.  ``ClusterLinker`` links
+``ClusterLinker`` links
 accounts that share evidence (IP, network prefix, TLS fingerprint + User-Agent, prompt
 template, …) into clusters with a union-find.
 
@@ -44,70 +44,14 @@ at most ``max_accounts + 1`` accounts per evidence value, and a parent map that 
 
 from __future__ import annotations
 
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
-from hashlib import blake2b
-from urllib.parse import quote
 
-__all__ = [
-    "CLUSTER_KEY_ATTRS",
-    "DEFAULT_LINK_RULES",
-    "ClusterLinker",
-    "LinkRule",
-    "cluster_key",
-]
+from .keys import cluster_id
 
-# ---------------------------------------------------------------------------------------
-# cluster keys
-
-CLUSTER_KEY_ATTRS = frozenset(
-    {"account", "ip", "prefix", "asn", "country", "ja4", "api", "model", "cluster"}
-)
-_MAX_PART = 64
-_SAFE_PART = re.compile(r"[A-Za-z0-9._:/@+-]{1,64}")
-_QUOTE_SAFE = "._:/@+-"
-
-
-def _key_part(value: str | None) -> str:
-    if value is None or value == "":
-        return "-"
-    if value == "-":
-        return "%2D"  # keep "missing" and a literal "-" apart
-    if _SAFE_PART.fullmatch(value):
-        return value
-    q = quote(value, safe=_QUOTE_SAFE)
-    if len(q) <= _MAX_PART:
-        return q
-    return "#" + blake2b(value.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
-
-
-def cluster_key(template: Iterable[str], attrs: Mapping[str, str | None]) -> str:
-    """Budget key from the request attributes named in ``template``.
-
-    Format ``name=value|name=value`` in template order.  A missing/empty attribute becomes
-    ``-``; values are percent-encoded outside ``[A-Za-z0-9._:/@+-]`` (so never contain
-    spaces, braces, ``|`` or ``=``) and hashed (``#`` + 24 hex) when longer than 64 chars.
-    Unknown attribute names raise ``ValueError``.
-    """
-    parts = []
-    for name in template:
-        if name not in CLUSTER_KEY_ATTRS:
-            raise ValueError(
-                f"unknown cluster key attribute {name!r} (known: {sorted(CLUSTER_KEY_ATTRS)})"
-            )
-        parts.append(f"{name}={_key_part(attrs.get(name))}")
-    if not parts:
-        raise ValueError("cluster key template must name at least one attribute")
-    return "|".join(parts)
-
-
-# ---------------------------------------------------------------------------------------
-# hydra linking
-
+__all__ = ["DEFAULT_LINK_RULES", "ClusterLinker", "LinkRule"]
 
 REBUILD_SLICE_S = 0.001  # CPU time an automatic rebuild may take per observe / cluster_of
 
@@ -143,11 +87,6 @@ class _Evidence:
         # account -> last seen; ordered oldest -> newest observation
         self.members: OrderedDict[str, float] = OrderedDict()
         self.linked = False  # all current members already unioned
-
-
-@lru_cache(maxsize=65_536)
-def _cluster_id(root: str) -> str:
-    return "h-" + blake2b(root.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
 class ClusterLinker:
@@ -351,7 +290,7 @@ class ClusterLinker:
         if now is None:
             now = self._clock()
         self._maybe_rebuild(now)
-        return _cluster_id(self._find(account))
+        return cluster_id(self._find(account))
 
     def cluster_size(self, account: str, now: float | None = None) -> int:
         """Number of accounts in ``account``'s cluster (1 when unlinked)."""

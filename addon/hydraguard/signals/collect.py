@@ -43,14 +43,14 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from .clientip import forwarded_hops, parse_ip, xff_hops
-from .facts import Facts
-from .signals.behaviour import BehaviourConfig, BehaviourTracker, DistinctCounter
-from .signals.iplists import CidrSet, ListFile
-from .signals.ja4 import ja4 as _ja4
-from .signals.ja4 import sdk_runtime_claim
-from .signals.prompts import PromptPatterns, TemplateTracker
-from .signals.proxy_headers import FORWARDING_HEADERS, PROXY_HEADERS
+from ..clientip import forwarded_hops, parse_ip, xff_hops
+from ..facts import Facts
+from .behaviour import BehaviourConfig, BehaviourTracker, DistinctCounter
+from .iplists import CidrSet, ListFile
+from .ja4 import ja4 as _ja4
+from .ja4 import sdk_runtime_claim
+from .prompts import PromptPatterns, TemplateTracker
+from .proxy_headers import FORWARDING_HEADERS, PROXY_HEADERS
 
 log = logging.getLogger("hydraguard")
 
@@ -103,8 +103,9 @@ _CLAIM_HEADERS = ("x-stainless-lang", "x-stainless-runtime", "user-agent")
 Step = Callable[[Facts, Any, Any, dict[str, Any]], None]
 
 
-class Indicators:
-    """All configured indicators. `observe` adds named signals to `facts.signals`."""
+class SignalCollector:
+    """All configured signals (the rules' `indicators:` section). `observe` returns the
+    named signals of one request; gather.py puts them into the facts."""
 
     def __init__(self, settings: Any, clock: Callable[[], float], *,
                  auto_reload: bool = True) -> None:
@@ -172,16 +173,18 @@ class Indicators:
             return None
 
     # -- per request ------------------------------------------------------------------------
-    def observe(self, facts: Facts, req: Any, parsed: Any) -> None:
-        """Add signals for one request (req: pipeline.RequestView, parsed: apis.ParsedRequest)."""
-        out = facts.signals
+    def observe(self, facts: Facts, req: Any, parsed: Any) -> dict[str, Any]:
+        """The signals of one request (req: pipeline.RequestView, parsed:
+        apis.ParsedRequest), computed from its facts so far."""
+        out: dict[str, Any] = {}
         for step in self._steps:
             try:
                 step(facts, req, parsed, out)
             except Exception:  # a broken indicator must not fail the request
                 log.exception("hydraguard: indicator %s failed", step.__name__)
+        return out
 
-    def adopt(self, old: Indicators) -> None:
+    def adopt(self, old: SignalCollector) -> None:
         """Hot reload: take over the windows of `old` (the indicators of the rules being
         replaced) whose settings did not change, so counts survive an unrelated rules edit.
         Changed settings start empty; CIDR lists with the same file and format are kept."""

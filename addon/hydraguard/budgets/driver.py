@@ -1,0 +1,150 @@
+"""The budget driver: runs the pure budget step (budgets/step.py) against a state backend.
+
+The only awaits of the budget path live here: reserve before forwarding (one round for
+every budget that applies, a second for ``cap_max_tokens`` retries), release what a
+refusal does not keep, settle after the response (commit the real usage or release).
+With a shared link store the linked cluster id is confirmed concurrently with the
+reservation: the reservation goes ahead at once under the best id known here, and is moved
+if the shared answer differs (a merge, or a replica that had not seen enough evidence).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..facts import ClusterRef, Facts
+from . import step
+from .spec import BudgetState, ReserveResult
+
+if TYPE_CHECKING:
+    from ..apis.usage import Usage
+    from ..clusters.resolve import ClusterResolver
+    from ..policy.budget_sections import BudgetDef
+
+log = logging.getLogger("hydraguard")
+
+__all__ = ["Admission", "BudgetDriver"]
+
+
+@dataclass(slots=True)
+class Admission:
+    """The budget step's outcome for one request, with the cluster it was charged to."""
+
+    outcome: step.Outcome
+    cluster: ClusterRef | None = None  # differs from facts.cluster_ref after a re-key
+    settled: bool = False
+
+    kind = "rate_limit"  # the error flavour of a budget refusal
+
+    @property
+    def refused(self) -> bool:
+        return self.outcome.refused
+
+    @property
+    def rule(self) -> str:
+        return self.outcome.rule
+
+    @property
+    def reason(self) -> str:
+        return self.outcome.reason
+
+    @property
+    def retry_after_s(self) -> float | None:
+        return self.outcome.retry_after_s
+
+    @property
+    def max_output_cap(self) -> int | None:
+        return self.outcome.max_output_cap
+
+    @property
+    def degraded(self) -> bool:
+        return self.outcome.degraded
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self.outcome.headers
+
+    @property
+    def log(self) -> dict[str, object]:
+        return self.outcome.log
+
+
+class BudgetDriver:
+    """Reserves and settles the budgets of one policy on one state backend."""
+
+    def __init__(self, budgets: Sequence[BudgetDef], state: BudgetState | None,
+                 clusters: ClusterResolver, clock: Callable[[], float]) -> None:
+        self.budgets = tuple(budgets)
+        self.state = state
+        self.clusters = clusters
+        self.clock = clock
+
+    async def admit(self, facts: Facts) -> Admission:
+        """Reserve tokens before forwarding. Never raises: a bug fails open and is logged
+        as ``budget_error``."""
+        ref = facts.cluster_ref
+        if not self.budgets or ref is None or self.state is None:
+            return Admission(step.Outcome(), ref)
+        try:
+            pending = self.clusters.confirm(facts, ref)
+            adm = await self._reserve(facts, ref)
+            if pending is not None:
+                moved = self.clusters.rekey(ref, await pending)
+                if moved is not None:  # merged meanwhile: charge the agreed cluster instead
+                    await self._release([h.reservation for h in adm.outcome.holds])
+                    adm = await self._reserve(facts, moved)
+            return adm
+        except Exception as e:  # a bug must not take the proxy down: fail open, say so
+            log.exception("hydraguard: budget admission failed")
+            out = step.Outcome(log={"budget_error": f"{type(e).__name__}: {e}"})
+            return Admission(out, ref)
+
+    async def _reserve(self, facts: Facts, ref: ClusterRef) -> Admission:
+        state = self.state
+        assert state is not None
+        asks = step.plan(self.budgets, ref, facts)
+        answers = await self._ask(asks)
+        for i, (ask, answer) in enumerate(zip(asks, answers, strict=True)):
+            retry = step.cap_retry(ask, answer, facts)
+            if retry is not None:
+                r2 = await state.reserve(retry.key, retry.budget.windows, retry.amount)
+                if r2.ok:
+                    asks[i], answers[i] = retry, r2
+        out = step.outcome(asks, answers, facts, self.clock())
+        await self._release(out.release)
+        return Admission(out, ref)
+
+    async def _ask(self, asks: list[step.Ask]) -> list[ReserveResult]:
+        state = self.state
+        assert state is not None
+        if len(asks) == 1:
+            a = asks[0]
+            return [await state.reserve(a.key, a.budget.windows, a.amount)]
+        return list(await asyncio.gather(
+            *(state.reserve(a.key, a.budget.windows, a.amount) for a in asks)))
+
+    async def _release(self, reservations: Sequence[object]) -> None:
+        state = self.state
+        assert state is not None
+        for r in reservations:
+            if r is not None:
+                await state.release(r)  # type: ignore[arg-type]
+
+    async def settle(self, admission: Admission, usage: Usage | None, *,
+                     failed: bool) -> dict[str, object]:
+        """Replace the reservations with the real usage (or release them), once. Returns the
+        log fields of the budget step."""
+        if not admission.settled and self.state is not None:
+            admission.settled = True
+            for h in admission.outcome.holds:
+                actual = step.charge(h, usage, failed=failed)
+                if h.reservation is not None:
+                    if actual == 0:
+                        await self.state.release(h.reservation)
+                    else:
+                        await self.state.commit(h.reservation, actual)
+        return dict(admission.outcome.log)

@@ -1,0 +1,243 @@
+"""The pure budget step: which budgets apply to a request, how much each reserves, and what
+the state's answers mean (admit, cap the output, or refuse with which reason and rate-limit
+headers). No I/O, no clock reads: `now` is an argument. budgets/driver.py asks the state
+backend and feeds the answers in.
+
+A request's budget step runs in up to two rounds:
+1. `plan`: one `Ask` per budget that applies, reserving
+   ``ceil((w_in * input estimate + w_out * min(max_output, max_output_reserve)) * multiplier)``;
+2. `cap_retry`: for a refused budget with ``on_exceed: cap_max_tokens``, the smaller ask
+   with the output capped;
+then `outcome` reads the answers in budget order: the first enforcing budget that refused
+decides a refusal (everything reserved is released: a refused shadow request is not
+charged either, so the shadow bucket follows what enforcement would have let through);
+shadow budgets that refused are only logged (``budget_shadow``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..apis.errors import RateLimitInfo, ratelimit_headers
+from ..facts import ClusterRef, Facts
+from .spec import Reservation, ReserveResult, WindowState
+
+if TYPE_CHECKING:
+    from ..apis.usage import Usage
+    from ..policy.budget_sections import BudgetDef
+
+__all__ = ["Ask", "Hold", "Outcome", "cap_retry", "charge", "charge_amount", "outcome", "plan",
+           "reserve_amount"]
+
+_EPS = 1e-9
+
+
+def _ceil(x: float) -> int:
+    return max(0, math.ceil(x - _EPS))
+
+
+def _floor(x: float) -> int:
+    return math.floor(x + _EPS)
+
+
+def reserve_amount(b: BudgetDef, input_est: int, output: int, model: str | None) -> int:
+    """Tokens reserved by budget ``b`` for an input estimate and an output allowance."""
+    total = 0.0
+    if b.count != "output":
+        total += b.w_input * input_est
+    if b.count != "input":
+        total += b.w_output * output
+    return _ceil(total * b.multiplier(model))
+
+
+def charge_amount(b: BudgetDef, usage: Usage, model: str | None) -> int:
+    """Tokens charged by budget ``b`` for a real ``apis.Usage``."""
+    total = 0.0
+    if b.count != "output":
+        total += (b.w_input * usage.input_tokens + b.w_cache_read * usage.cache_read_input_tokens
+                  + b.w_cache_creation * usage.cache_creation_input_tokens)
+    if b.count != "input":
+        total += b.w_output * usage.output_tokens
+    return _ceil(total * b.multiplier(model))
+
+
+def output_allowance(b: BudgetDef, max_output: int | None) -> int:
+    """The output part of a reservation: the request's cap (or default), clamped."""
+    out = b.default_output if max_output is None else max_output
+    return min(out, b.max_output_reserve)
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """One reservation to make: ``amount`` tokens of budget ``budget`` under state ``key``."""
+
+    budget: BudgetDef
+    key: str
+    amount: int
+    output: int  # the output allowance the amount was computed for
+    capped: bool = False  # the cap_max_tokens retry
+
+
+def plan(budgets: Sequence[BudgetDef], cluster: ClusterRef, facts: Facts) -> list[Ask]:
+    """The asks of every budget that applies to the request, in rules order."""
+    asks = []
+    for b in budgets:
+        if not b.applies(cluster.definition, facts):
+            continue
+        out = output_allowance(b, facts.max_output)
+        asks.append(Ask(b, f"{b.id}:{cluster.name}",
+                        reserve_amount(b, facts.input_tokens_est, out, facts.model), out))
+    return asks
+
+
+def cap_retry(ask: Ask, answer: ReserveResult, facts: Facts) -> Ask | None:
+    """The capped ask to try when ``ask`` was refused and its budget may cap the output."""
+    b = ask.budget
+    if answer.ok or answer.degraded or b.shadow or b.on_exceed != "cap_max_tokens" \
+            or b.cap_to is None or b.cap_to >= ask.output:
+        return None
+    return Ask(b, ask.key, reserve_amount(b, facts.input_tokens_est, b.cap_to, facts.model),
+               b.cap_to, capped=True)
+
+
+def tightest(b: BudgetDef, windows: Sequence[WindowState], amount: int = 0
+             ) -> tuple[WindowState | None, float]:
+    """(window state, seconds to fit ``amount``) of the window that binds most."""
+    best, best_wait = None, -math.inf
+    periods = {w.name: w.period_s for w in b.windows}
+    for ws in windows:
+        wait = (amount - ws.remaining) / (ws.limit / periods.get(ws.name, 1.0))
+        if wait > best_wait:
+            best, best_wait = ws, wait
+    return best, best_wait
+
+
+@dataclass(slots=True)
+class Hold:
+    """One budget's granted reservation for one request (settled after the response)."""
+
+    budget: BudgetDef
+    reservation: Reservation | None  # None: degraded fail-open (nothing stored)
+    amount: int
+    remaining: float  # of the tightest window, right after the reservation
+    entry: dict[str, Any]  # its decision log entry (charged / remaining set when settled)
+    model: str | None  # of the request (model multipliers apply to the charge too)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the budget step decided for one request."""
+
+    refused: bool = False
+    rule: str = ""
+    reason: str = ""
+    retry_after_s: float | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # rate-limit headers for the client
+    max_output_cap: int | None = None  # rewrite the request's output cap to this
+    holds: list[Hold] = field(default_factory=list)  # to settle after the response
+    release: list[Reservation] = field(default_factory=list)  # to release now
+    log: dict[str, Any] = field(default_factory=dict)  # fields for the decision log
+    degraded: bool = False  # the state backend was unavailable
+
+
+def _refusal_reason(ask: Ask, answer: ReserveResult, ws: WindowState | None) -> str:
+    b = ask.budget
+    if answer.degraded:
+        return "token budget state is unavailable (fail-closed); try again shortly"
+    if b.reason:
+        return b.reason
+    if answer.never_fits:
+        return (f"request needs {ask.amount} tokens, more than token budget {b.id!r} allows "
+                f"per {ws.name if ws else 'window'} ({ws.limit if ws else '?'})")
+    return (f"token budget {b.id!r} of this cluster is spent for window "
+            f"{ws.name if ws else '?'}; retry in {math.ceil(answer.retry_after_s)}s")
+
+
+def outcome(asks: Sequence[Ask], answers: Sequence[ReserveResult], facts: Facts,
+            now: float) -> Outcome:
+    """Read the state's answers to ``asks`` (same order) into the step's outcome."""
+    out = Outcome()
+    provider, model = facts.provider, facts.model
+    entries: list[dict[str, Any]] = []
+    shadow_hits: list[dict[str, Any]] = []
+    cap: int | None = None
+    binding: tuple[WindowState, float] | None = None  # (window state, remaining)
+    for i, (ask, r) in enumerate(zip(asks, answers, strict=True)):
+        b = ask.budget
+        if r.degraded:
+            out.degraded = True
+        if r.ok:
+            ws, _ = tightest(b, r.windows)
+            remaining = ws.remaining if ws is not None else float(b.windows[0].limit)
+            entry = {"id": b.id, "window": ws.name if ws else b.windows[0].name,
+                     "limit": ws.limit if ws else b.windows[0].limit,
+                     "reserved": ask.amount, "charged": None, "remaining": _floor(remaining)}
+            if b.shadow:
+                entry["shadow"] = True
+            if r.degraded:
+                entry["degraded"] = True
+            if ask.capped:
+                entry["capped_to"] = b.cap_to
+                cap = b.cap_to if cap is None else min(cap, b.cap_to)
+            entries.append(entry)
+            out.holds.append(Hold(b, r.reservation, ask.amount, remaining, entry, model))
+            if not b.shadow and ws is not None and (
+                    binding is None or remaining / ws.limit < binding[1] / binding[0].limit):
+                binding = (ws, remaining)
+            continue
+        ws, _ = tightest(b, r.windows, ask.amount)
+        entry = {"id": b.id, "window": ws.name if ws else None,
+                 "limit": ws.limit if ws else None, "reserved": 0, "charged": 0,
+                 "needed": ask.amount, "remaining": _floor(ws.remaining) if ws else None}
+        entries.append(entry)
+        if b.shadow:
+            entry["shadow"] = True
+            shadow_hits.append({"id": b.id, "window": entry["window"], "needed": ask.amount,
+                                "remaining": entry["remaining"],
+                                "retry_after": round(r.retry_after_s, 3)})
+            continue
+        # refused by this budget: nothing of this request is kept
+        entry["refused"] = True
+        out.refused, out.rule, out.retry_after_s = True, b.id, r.retry_after_s
+        out.reason = _refusal_reason(ask, r, ws)
+        for h in out.holds:
+            h.entry["reserved"], h.entry["charged"] = 0, 0
+        out.release = [h.reservation for h in out.holds if h.reservation is not None]
+        out.release += [a.reservation for a in answers[i + 1:]
+                        if a.ok and a.reservation is not None]
+        out.holds = []
+        if ws is not None:
+            out.headers = ratelimit_headers(provider, RateLimitInfo(
+                ws.limit, max(0, _floor(ws.remaining)), ws.reset_s), now)
+        break
+    if not out.refused:
+        out.max_output_cap = cap
+        if binding is not None:
+            ws, remaining = binding
+            reset = ws.reset_s if remaining < ws.limit else 0.0
+            out.headers = ratelimit_headers(provider, RateLimitInfo(
+                ws.limit, max(0, _floor(remaining)), reset), now)
+    if entries:
+        out.log["budget"] = entries
+    if shadow_hits:
+        out.log["budget_shadow"] = shadow_hits
+    if out.degraded:
+        out.log["state_degraded"] = True
+    return out
+
+
+def charge(hold: Hold, usage: Usage | None, *, failed: bool) -> int:
+    """Tokens a settled hold is charged: 0 for a failed request, the reservation when the
+    usage is unknown, else the weighting of the real usage. Records it in the log entry."""
+    if failed:
+        actual = 0
+    elif usage is None:
+        actual = hold.amount  # no usage known: the reservation stands
+    else:
+        actual = charge_amount(hold.budget, usage, hold.model)
+    hold.entry["charged"] = actual
+    hold.entry["remaining"] = _floor(hold.remaining + hold.amount - actual)
+    return actual

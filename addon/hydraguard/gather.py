@@ -1,0 +1,197 @@
+"""Request facts, assembled in one place: the only module that creates or changes a `Facts`.
+
+`Gatherer.gather` resolves the caller (client IP through trusted proxies, account hash),
+parses the API call, looks up GeoIP, collects the signals and resolves the cluster, each
+of which returns a value that is assigned here. The other writers of a request's facts
+are the functions below, called by the pipeline (a body over the cap, a re-keyed cluster)
+and by replay (facts read back from a decision log line).
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import zlib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from . import apis
+from .clientip import ClientIpResolver, parse_ip
+from .facts import ClusterRef, Facts, IPAddress
+from .geo import GeoInfo
+from .identity import account_id, api_key_from
+
+if TYPE_CHECKING:
+    from .clusters.resolve import ClusterResolver
+    from .geo import GeoDatabases
+    from .pipeline import RequestView
+    from .policy import Policy
+    from .signals.collect import SignalCollector
+
+__all__ = ["Gatherer", "decode_body", "facts_from_log", "set_body_too_large", "set_cluster",
+           "set_geo"]
+
+
+def decode_body(raw: bytes, encoding: str, cap: int) -> tuple[bytes | None, str | None]:
+    """(body, error). gzip/deflate are inflated with a hard size cap (no zip bombs)."""
+    enc = encoding.strip().lower()
+    if enc in ("", "identity"):
+        if len(raw) > cap:
+            return None, "too_large"
+        return raw, None
+    if enc in ("gzip", "x-gzip", "deflate"):
+        wbits = 47 if enc != "deflate" else 15  # 47: auto-detect gzip/zlib header
+        try:
+            d = zlib.decompressobj(wbits)
+            out = d.decompress(raw, cap + 1)
+            if len(out) > cap or d.unconsumed_tail:
+                return None, "too_large"
+            return out, None
+        except zlib.error:
+            if enc == "deflate":
+                try:
+                    d = zlib.decompressobj(-15)
+                    out = d.decompress(raw, cap + 1)
+                    if len(out) > cap or d.unconsumed_tail:
+                        return None, "too_large"
+                    return out, None
+                except zlib.error:
+                    pass
+            return None, f"request body is not valid {enc}"
+    return None, f"unsupported content-encoding {enc!r}"
+
+
+_parse_peer = functools.lru_cache(maxsize=4096)(parse_ip)  # peers repeat: parse once
+
+
+def _ip(value: str | None) -> IPAddress | None:
+    """The peer address as an ipaddress object (IPv4-mapped IPv6 unmapped)."""
+    return _parse_peer(value) if value else None
+
+
+class Gatherer:
+    """Builds the facts of a request from a RequestView and the gateway's adapters."""
+
+    def __init__(self, policy: Policy, secret: bytes, geo: GeoDatabases | None,
+                 signals: SignalCollector, clusters: ClusterResolver) -> None:
+        s = policy.settings
+        self.secret = secret
+        self.max_body_bytes = s.max_body_bytes
+        self.resolver = ClientIpResolver(s.trusted_proxies, s.client_ip_headers)
+        self.geo = geo
+        self.signals = signals
+        self.clusters = clusters
+
+    def gather(self, req: RequestView, extra_signals: Mapping[str, Any] | None = None
+               ) -> tuple[Facts, bytes | None]:
+        """(facts, decoded body of a model call or None). `extra_signals` (authoring tools)
+        are added before the cluster is resolved, as if an indicator had set them."""
+        peer = _ip(req.peer)
+        client, source = self.resolver.resolve(peer, req.headers)
+        api = apis.api_for_path(req.method, req.path)
+        key = api_key_from(req.headers)
+        facts = Facts(
+            request_id=req.request_id,
+            method=req.method,
+            path=req.path.split("?", 1)[0],
+            peer_ip=peer,
+            client_ip=client,
+            client_ip_source=source,
+            account=account_id(self.secret, key) if key else None,
+            api=api,
+            provider=apis.provider_of(api) if api else apis.provider_for_request(
+                req.path, req.headers),
+            user_agent=(req.headers("user-agent") or "")[:200],
+        )
+        if self.geo is not None and client is not None:
+            facts.geo = self.geo.lookup(client)
+            if facts.geo.country_mismatch:
+                facts.signals["geo.country_mismatch"] = True
+        parsed = body = None
+        if api is not None:
+            body, err = decode_body(req.body, req.content_encoding, self.max_body_bytes)
+            if body is None:
+                facts.body_error = err
+            else:
+                parsed = apis.parse_request(api, body)
+                facts.model = parsed.model
+                facts.stream = parsed.stream
+                facts.max_output = parsed.max_output
+                facts.input_tokens_est = parsed.input_tokens_est
+                facts.body_error = parsed.error
+        found = self.signals.observe(facts, req, parsed)
+        if found:
+            facts.signals.update(found)
+        if extra_signals:
+            facts.signals.update(extra_signals)
+        set_cluster(facts, self.clusters.resolve(facts))
+        return facts, body
+
+
+def set_cluster(facts: Facts, ref: ClusterRef | None) -> None:
+    """The request's cluster (resolved, or re-keyed by the shared linking)."""
+    facts.cluster_ref = ref
+    facts.cluster = ref.name if ref is not None else None
+
+
+def set_body_too_large(facts: Facts) -> None:
+    """The body is over the cap (seen from Content-Length or mitmproxy's own limit)."""
+    facts.body_error = "too_large"
+
+
+def set_incomplete(facts: Facts) -> None:
+    """The request failed before it could be decided (client went away mid-upload)."""
+    facts.body_error = "incomplete request"
+
+
+def set_geo(facts: Facts, geo: GeoInfo) -> None:
+    """A GeoIP answer looked up again (replay with `--relookup-geo`)."""
+    facts.geo = geo
+
+
+# -- facts read back from a decision log line (replay) ---------------------------------------
+def _log_ip(v: Any) -> tuple[Any, bool]:
+    """(address, truncated)."""
+    if not v:
+        return None, False
+    if "/" in str(v):
+        return ipaddress.ip_network(str(v), strict=False).network_address, True
+    return ipaddress.ip_address(str(v)), False
+
+
+def geo_from_log(g: dict[str, Any] | None) -> GeoInfo | None:
+    """Rebuild the GeoInfo that `GeoInfo.to_log()` wrote."""
+    if g is None:
+        return None
+    if g.get("private"):
+        return GeoInfo(is_private=True)
+    country = g.get("country")
+    return GeoInfo(
+        found=bool(g.get("found")), country=country,
+        registered_country=g.get("registered_country", country),
+        represented_country=g.get("represented_country"),
+        represented_type=g.get("represented_type"), continent=g.get("continent"),
+        subdivisions=tuple(g.get("subdivisions") or ()), is_anycast=bool(g.get("anycast")),
+        asn=g.get("asn"), as_org=g.get("as_org"),
+        anonymous=frozenset(g.get("anonymous") or ()),
+        anonymizer_confidence=g.get("anonymizer_confidence"),
+        provider_name=g.get("provider_name"),
+    )
+
+
+def facts_from_log(rec: dict[str, Any]) -> tuple[Facts, bool]:
+    """(facts, ip_was_truncated) from one decision log record. Raises on a broken record."""
+    client, t1 = _log_ip(rec.get("client_ip"))
+    peer, t2 = _log_ip(rec.get("peer_ip"))
+    f = Facts(
+        request_id=str(rec.get("request_id", "")), method=str(rec["method"]),
+        path=str(rec["path"]), peer_ip=peer, client_ip=client,
+        client_ip_source=rec.get("client_ip_source") or "peer",
+        account=rec.get("account"), api=rec.get("api"),
+        provider=(rec.get("api") or "anthropic").split(".")[0],
+        model=rec.get("model"), stream=bool(rec.get("stream")),
+        max_output=rec.get("max_output"), input_tokens_est=int(rec.get("input_tokens_est") or 0),
+        body_error=rec.get("body_error"), geo=geo_from_log(rec.get("geo")),
+        signals=dict(rec.get("signals") or {}), cluster=rec.get("cluster"),
+    )
+    return f, t1 or t2

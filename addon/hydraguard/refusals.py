@@ -1,0 +1,54 @@
+"""Every refusal the proxy makes, one builder each: by a rule, by a budget, for a body over
+the cap, for an incomplete or malformed request, for a path that is not served.
+
+The provider-format response for a refusal is built from the Decision by
+`apis.error_response`; this module only decides its rule id, kind, reason and retry time.
+"""
+
+from __future__ import annotations
+
+from .decision import Decision
+from .policy.model import Rule
+
+
+def by_rule(rule: Rule, shadow_rules: tuple[str, ...], shadow: bool,
+            action: str | None = None, reason: str | None = None) -> Decision:
+    """The decision of an access rule that matched (allow, deny or throttle)."""
+    action = action or rule.action
+    verb = "allowed" if action == "allow" else "refused"
+    reason = reason or rule.reason or f"request {verb} by rule {rule.id}"
+    if action == "deny":
+        kind, retry = rule.deny_as, None
+    elif action == "throttle":
+        kind, retry = "rate_limit", rule.retry_after_s
+    else:
+        kind, retry = None, None
+    return Decision(action, rule.id, reason, shadow, kind, retry, shadow_rules)
+
+
+def non_model_path() -> Decision:
+    """A path that is not a model call, with `settings.non_model_paths: deny`."""
+    return Decision("deny", "non_model_path", "this path is not served", kind="permission")
+
+
+def bad_body(error: str) -> Decision:
+    """A model call whose body could not be parsed (`settings.bad_body: deny`)."""
+    return Decision("deny", "bad_body", error, kind="invalid_request")
+
+
+def body_too_large(max_body_bytes: int | None) -> Decision:
+    """A body over `settings.max_body_bytes` (None: the cap is not known here)."""
+    what = f"{max_body_bytes} bytes" if max_body_bytes is not None else "the size limit"
+    return Decision("deny", "body_too_large", f"request body exceeds {what}", kind="too_large")
+
+
+def incomplete_request(message: str) -> Decision:
+    """A request that failed before it could be decided (client went away mid-upload)."""
+    return Decision("deny", "incomplete_request", message, kind="invalid_request")
+
+
+def by_budget(rule: str, reason: str, kind: str, retry_after_s: float | None,
+              shadow_rules: tuple[str, ...] = ()) -> Decision:
+    """A request a token budget refused (see budgets/step.py for how it is decided)."""
+    return Decision("throttle", rule, reason, kind=kind, retry_after_s=retry_after_s,
+                    shadow_rules=shadow_rules)
