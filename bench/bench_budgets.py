@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from hydraguard.budgets import MemoryBudgetState, RedisBudgetState, WindowSpec
 from hydraguard.clusters import DEFAULT_LINK_RULES, ClusterLinker, cluster_key
 from hydraguard.clusters.redis_links import RedisLinks
-from hydraguard.procs import free_port, wait_until
+from hydraguard_dev.procs import free_port, wait_until
 
 WINDOWS = (WindowSpec("minute", 200_000, 60.0), WindowSpec("day", 50_000_000, 86_400.0))
 TEMPLATE = ("cluster", "model")

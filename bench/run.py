@@ -19,10 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from hydraguard_dev.procs import free_port, upstream, wait_until
 
-from tests.proxyproc import free_port, upstream, wait_until  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 BODY = json.dumps({"model": "claude-haiku-4", "max_tokens": 16,
                    "messages": [{"role": "user", "content": "Say hello in five words."}]}).encode()

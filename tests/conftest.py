@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, settings
 
-from .proxyproc import Upstream, upstream
+from hydraguard_dev.procs import Upstream, upstream
 
 # Timing is measured in bench/, never in tests: a busy 2-core CI machine must not fail a
 # property test because generating its examples was slow.

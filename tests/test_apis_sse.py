@@ -18,7 +18,7 @@ from hydraguard.apis import (
     make_stream_meter,
 )
 from hydraguard.apis import sse as sse_mod
-from hydraguard.stub_upstream import anthropic_events, chat_events, responses_events, sse
+from hydraguard_dev.upstream import anthropic_events, chat_events, responses_events, sse
 
 A_EVENTS = anthropic_events("claude-x", 100, 20)
 C_EVENTS = chat_events("gpt-x", 100, 20, include_usage=True)

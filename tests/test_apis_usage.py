@@ -13,7 +13,7 @@ from hydraguard.apis import (
     Usage,
     usage_from_json,
 )
-from hydraguard.stub_upstream import anthropic_message, chat_completion, response_object
+from hydraguard_dev.upstream import anthropic_message, chat_completion, response_object
 
 
 def j(obj: object) -> bytes:

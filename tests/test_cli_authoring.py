@@ -9,8 +9,7 @@ import sys
 import pytest
 
 from hydraguard.cli import main
-
-from .proxyproc import ROOT
+from hydraguard_dev.procs import ROOT
 
 SANCTIONS_OK = ("rules/examples/sanctions.yaml: ok — 1 rule, 0 clusters, 0 budgets; "
                 "geoip location ../../geoip/demo-city.mmdb (geoip2-city, opens)")

@@ -12,7 +12,8 @@ import httpx
 import openai
 import pytest
 
-from .proxyproc import proxy, wait_until
+from hydraguard_dev.procs import proxy, wait_until
+
 from .redis_util import delete_prefix, free_port, require_redis, unique_prefix
 
 pytestmark = pytest.mark.e2e

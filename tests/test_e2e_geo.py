@@ -7,7 +7,7 @@ import anthropic
 import openai
 import pytest
 
-from .proxyproc import ROOT, proxy
+from hydraguard_dev.procs import ROOT, proxy
 
 pytestmark = pytest.mark.e2e
 

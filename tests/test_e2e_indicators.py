@@ -9,7 +9,7 @@ import anthropic
 import openai
 import pytest
 
-from .proxyproc import ROOT, proxy, wait_until
+from hydraguard_dev.procs import ROOT, proxy, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from .proxyproc import ROOT, proxy
+from hydraguard_dev.procs import ROOT, free_port, proxy, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -278,8 +278,6 @@ def test_upstream_cut_mid_stream_is_logged(gw):
 
 
 def test_upstream_unreachable_logged(tmp_path):
-    from .proxyproc import free_port
-
     with proxy(f"http://127.0.0.1:{free_port()}", ROOT / "rules" / "default.yaml") as p:
         r = httpx.post(p.url + "/v1/messages", json={"model": "m", "max_tokens": 1,
                                                      "messages": []},
@@ -308,8 +306,6 @@ def test_loads_the_usual_mitmproxy_way(stub, tmp_path):
     import subprocess
     import sys
     from pathlib import Path
-
-    from .proxyproc import free_port, wait_until
 
     rules = tmp_path / "r.yaml"
     rules.write_text(RULES)

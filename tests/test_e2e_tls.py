@@ -23,8 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from hydraguard.signals.ja4 import ja4_from_raw
-
-from .proxyproc import proxy
+from hydraguard_dev.procs import proxy
 
 pytestmark = pytest.mark.e2e
 

@@ -10,8 +10,7 @@ from hydraguard.decide import decide
 from hydraguard.facts import Facts
 from hydraguard.geo import GeoDatabases
 from hydraguard.policy import PolicyError, load_policy, parse_policy
-
-from .proxyproc import ROOT
+from hydraguard_dev.procs import ROOT
 
 GEO = GeoDatabases({"location": ROOT / "geoip/demo-city.mmdb"})
 ALLOW_LIST = load_policy(ROOT / "rules/examples/supported-countries.yaml")

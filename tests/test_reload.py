@@ -12,8 +12,7 @@ import pytest
 from hydraguard.pipeline import Gateway
 from hydraguard.policy import load_policy
 from hydraguard.reload import RulesWatcher, policy_digest
-
-from .proxyproc import ROOT, proxy, wait_until
+from hydraguard_dev.procs import ROOT, proxy, wait_until
 
 V = """
 version: 1

@@ -13,8 +13,7 @@ from hydraguard.authoring.reference import (
 )
 from hydraguard.policy import parse_policy
 from hydraguard.policy.load import ROOT
-
-from .proxyproc import ROOT as REPO
+from hydraguard_dev.procs import ROOT as REPO
 
 README = REPO / "rules" / "README.md"
 

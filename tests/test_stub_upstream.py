@@ -27,7 +27,7 @@ from hydraguard.apis import (
     usage_from_json,
     with_include_usage,
 )
-from hydraguard.stub_upstream import StubServer, input_tokens_for, start_stub
+from hydraguard_dev.upstream import StubServer, input_tokens_for, start_stub
 
 USER = [{"role": "user", "content": "hello there friend"}]  # 18 chars
 SYSTEM = "be brief"  # 8 chars -> with USER: 26 // 4 = 6 input tokens
@@ -369,7 +369,7 @@ def test_start_and_shutdown_closes_everything() -> None:
 
 def test_cli_port_file(tmp_path: Path) -> None:
     pf = tmp_path / "port"
-    proc = subprocess.Popen([sys.executable, "-m", "hydraguard.stub_upstream", "--port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "hydraguard_dev.upstream", "--port", "0",
                              "--port-file", str(pf)], stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]

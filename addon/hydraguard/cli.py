@@ -223,7 +223,7 @@ def cmd_hash_key(a: argparse.Namespace) -> int:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from hydraguard_dev.demo import run_demo  # development tools: imported only here
 
     return run_demo()
 

@@ -12,24 +12,15 @@ import threading
 import time
 import urllib.parse
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
 
-from .procs import proxy_process
-from .stub_upstream import start_stub
+from .procs import ROOT, Proxy, proxy
+from .upstream import start_stub
 
-ROOT = Path(__file__).resolve().parents[2]
 DEMO_RULES = ROOT / "rules" / "demo.yaml"
-SECRET = "hydraguard-demo-secret"
-
-
-@contextlib.contextmanager
-def _proxy(upstream: str, rules: Path, log_path: Path) -> Iterator[str]:
-    with proxy_process(upstream, rules, log_path, log_path.with_suffix(".stderr"),
-                       env={"HYDRAGUARD_ACCOUNT_SECRET": SECRET}) as (_proc, url):
-        yield url
+ENV = {"HYDRAGUARD_ACCOUNT_SECRET": "hydraguard-demo-secret"}
 
 
 def _without_budgets(tmp: Path) -> Path:
@@ -46,6 +37,7 @@ def _without_budgets(tmp: Path) -> Path:
 
 # -- the scripted traffic: (group, api key, client ip, prompt, max_tokens, output tokens) -----
 def traffic() -> list[tuple[str, str, str, str, int, int]]:
+    """Ordinary users, a denied country, a blocked CIDR and a 40-account hydra on 3 exits."""
     reqs = []
     users = [("alice", "192.0.2.3"), ("bob", "192.0.2.4"), ("carol", "192.0.2.17"),
              ("dave", "192.0.2.33"), ("erin", "192.0.2.5")]
@@ -84,14 +76,11 @@ def _send(url: str, reqs: list[tuple[str, str, str, str, int, int]]) -> None:
         conn.close()
 
 
-def _read(log: Path, n: int) -> list[dict]:
-    deadline = time.monotonic() + 10
-    while True:
-        rows = [json.loads(x) for x in log.read_text().splitlines() if x.strip()] \
-            if log.exists() else []
-        if len(rows) >= n or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.05)
+def _read(p: Proxy, n: int) -> list[dict]:
+    """The proxy's decision log once it has ``n`` records, or what it has after 10 s."""
+    with contextlib.suppress(TimeoutError):
+        return p.wait_lines(n, 10.0)
+    return p.lines()
 
 
 def _served(r: dict) -> int:
@@ -110,9 +99,9 @@ def run_demo() -> int:
     try:
         with tempfile.TemporaryDirectory() as d:
             tmp = Path(d)
-            with_log, without_log = tmp / "with.jsonl", tmp / "without.jsonl"
-            with _proxy(upstream, DEMO_RULES, with_log) as url_with, \
-                    _proxy(upstream, _without_budgets(tmp), without_log) as url_without:
+            with proxy(upstream, DEMO_RULES, env=ENV) as p_with, \
+                    proxy(upstream, _without_budgets(tmp), env=ENV) as p_without:
+                url_with, url_without = p_with.url, p_without.url
                 print(f"hydraguard demo: stand-in upstream {upstream}, proxies {url_with} "
                       f"(rules/demo.yaml) and {url_without} (same rules, no budgets)")
                 print(f"sending {len(reqs)} requests to each ...\n")
@@ -122,8 +111,8 @@ def run_demo() -> int:
                     t.start()
                 for t in ts:
                     t.join()
-                with_rows = _read(with_log, len(reqs))
-                without_rows = _read(without_log, len(reqs))
+                with_rows = _read(p_with, len(reqs))
+                without_rows = _read(p_without, len(reqs))
     finally:
         server.shutdown()
 
