@@ -97,7 +97,7 @@ async def test_atomic_under_gather():
 
 async def test_one_factory_builds_either_backend():
     from hydraguard.budgets.backends import open_state
-    from hydraguard.policy.budget_sections import StateConfig
+    from hydraguard.policy.budget_model import StateConfig
 
     m = open_state(StateConfig(max_keys=7), FakeClock())
     assert isinstance(m, MemoryBudgetState) and isinstance(m, BudgetState)

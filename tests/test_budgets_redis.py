@@ -12,7 +12,7 @@ import redis
 
 from hydraguard.budgets import MemoryBudgetState, RedisBudgetState, WindowSpec
 from hydraguard.budgets.backends import open_state
-from hydraguard.policy.budget_sections import StateConfig
+from hydraguard.policy.budget_model import StateConfig
 
 try:
     from redis_util import (

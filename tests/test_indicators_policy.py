@@ -8,15 +8,14 @@ from pathlib import Path
 import pytest
 
 from hydraguard.policy import PolicyError, load_policy, parse_policy
-from hydraguard.policy.indicator_sections import (
-    INDICATORS,
-    SECTIONS,
+from hydraguard.policy.indicator_model import (
     BehaviourSettings,
     HeaderSettings,
     IndicatorSettings,
     TemplateSettings,
     TlsSettings,
 )
+from hydraguard.policy.indicator_sections import INDICATORS, SECTIONS
 from hydraguard.policy.schema import Field, Struct
 
 ROOT = Path(__file__).resolve().parents[1]

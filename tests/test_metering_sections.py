@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from hydraguard.budgets import WindowSpec
-from hydraguard.clusters import LinkRule
 from hydraguard.policy import PolicyError, load_policy, parse_policy
-from hydraguard.policy.budget_sections import SECTIONS, Struct
+from hydraguard.policy.budget_model import LinkRule, WindowSpec
+from hydraguard.policy.budget_sections import SECTIONS
+from hydraguard.policy.schema import Struct
 
 
 def errors_of(text: str) -> list[str]:

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from ..signals.collect import possible_signals
 from ..policy import Policy
 from ..policy.conditions import All, Any_, Not, Score, SignalTest
 from ..policy.schema import did_you_mean
+from ..signals.collect import possible_signals
 
 
 def _signal_names(cond: Any) -> Iterator[str]:

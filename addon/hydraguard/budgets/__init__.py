@@ -7,17 +7,18 @@ reserved all-or-nothing, reserve before forwarding and reconcile after.
 - driver.py: runs the step against a backend (the only awaits of the budget path);
 - backends.py: the one factory of backends (memory.py, redis_state.py) and link stores.
 
-`RedisBudgetState` is imported lazily, so importing this package loads no Redis module.
+The backends are imported on first use, so importing this package (or ``budgets.spec``)
+loads neither redis nor cachetools.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .memory import MemoryBudgetState
 from .spec import BudgetState, Reservation, ReserveResult, WindowSpec, WindowState
 
 if TYPE_CHECKING:
+    from .memory import MemoryBudgetState
     from .redis_state import RedisBudgetState
 
 __all__ = [
@@ -32,8 +33,12 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name == "RedisBudgetState":
-        from .redis_state import RedisBudgetState
-
-        return RedisBudgetState
-    raise AttributeError(name)
+    """The backends, imported on first use (PEP 562)."""
+    if name == "MemoryBudgetState":
+        from .memory import MemoryBudgetState as value
+    elif name == "RedisBudgetState":
+        from .redis_state import RedisBudgetState as value
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value

@@ -19,7 +19,7 @@ from .memory import MemoryBudgetState
 from .spec import BudgetState
 
 if TYPE_CHECKING:
-    from ..policy.budget_sections import BudgetsConfig, StateConfig
+    from ..policy.budget_model import BudgetsConfig, StateConfig
 
 __all__ = ["DEFAULT_REDIS_URL", "Backends", "open_backends", "open_state"]
 

@@ -23,7 +23,7 @@ from .spec import BudgetState, ReserveResult
 if TYPE_CHECKING:
     from ..apis.usage import Usage
     from ..clusters.resolve import ClusterResolver
-    from ..policy.budget_sections import BudgetDef
+    from ..policy.budget_model import BudgetDef
 
 log = logging.getLogger("hydraguard")
 

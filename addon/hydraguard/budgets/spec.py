@@ -7,9 +7,10 @@ same clock).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+
+from ..policy.budget_model import WindowSpec  # rules data; re-exported here
 
 __all__ = [
     "BudgetState",
@@ -18,29 +19,6 @@ __all__ = [
     "WindowSpec",
     "WindowState",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class WindowSpec:
-    """One budget window: a token bucket of capacity ``limit`` refilling ``limit/period_s``
-    tokens per second (continuous refill, GCRA-style: no double burst at a boundary)."""
-
-    name: str
-    limit: int
-    period_s: float
-
-    def __post_init__(self) -> None:
-        if not self.name:
-            raise ValueError("WindowSpec.name must not be empty")
-        if not (isinstance(self.limit, int) and self.limit > 0):
-            raise ValueError(f"WindowSpec.limit must be a positive int, got {self.limit!r}")
-        if not (math.isfinite(self.period_s) and self.period_s > 0):
-            raise ValueError(f"WindowSpec.period_s must be > 0, got {self.period_s!r}")
-
-    @property
-    def rate(self) -> float:
-        """Refill rate in tokens per second."""
-        return self.limit / self.period_s
 
 
 # Per-request result types are plain (non-frozen) slotted dataclasses: building a frozen

@@ -27,7 +27,7 @@ from .spec import Reservation, ReserveResult, WindowState
 
 if TYPE_CHECKING:
     from ..apis.usage import Usage
-    from ..policy.budget_sections import BudgetDef
+    from ..policy.budget_model import BudgetDef
 
 __all__ = ["Ask", "Hold", "Outcome", "cap_retry", "charge", "charge_amount", "outcome", "plan",
            "reserve_amount"]

@@ -47,29 +47,13 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 
+from ..policy.budget_model import LinkRule  # rules data; re-exported here
 from .keys import cluster_id
 
 __all__ = ["DEFAULT_LINK_RULES", "ClusterLinker", "LinkRule"]
 
 REBUILD_SLICE_S = 0.001  # CPU time an automatic rebuild may take per observe / cluster_of
-
-
-@dataclass(frozen=True, slots=True)
-class LinkRule:
-    """Link accounts sharing one value of evidence ``kind`` when ``min_accounts`` ≤ distinct
-    accounts seen with it within the window ≤ ``max_accounts``."""
-
-    kind: str
-    min_accounts: int = 5
-    max_accounts: int = 200
-
-    def __post_init__(self) -> None:
-        if self.min_accounts < 2:
-            raise ValueError("min_accounts must be >= 2")
-        if self.max_accounts < self.min_accounts:
-            raise ValueError("max_accounts must be >= min_accounts")
 
 
 DEFAULT_LINK_RULES: tuple[LinkRule, ...] = (

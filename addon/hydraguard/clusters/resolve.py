@@ -17,7 +17,7 @@ from .keys import cluster_key
 from .links import Evidence, LinkStore
 
 if TYPE_CHECKING:
-    from ..policy.budget_sections import ClusterDef
+    from ..policy.budget_model import ClusterDef
 
 __all__ = ["ClusterResolver", "evidence_of", "rekey"]
 

@@ -11,19 +11,40 @@
 - ``state:`` is where budget levels live: ``memory`` (one replica) or ``redis`` (shared by
   every replica; atomic Lua scripts; hydra link evidence is then shared too) and what to do
   when Redis is unavailable.
+
+This module holds the schema (keys, defaults, docs) and the compile step; the compiled,
+immutable form (`BudgetsConfig` and its parts) is in `budget_model`.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
-from ..budgets import WindowSpec
-from ..clusters import LinkRule
-from .conditions import Condition, ConditionSpec
-from .schema import Bool, Errors, Field, Int, ListOf, MapOf, Num, Str, Struct, did_you_mean
+from .budget_model import (
+    BudgetDef,
+    BudgetsConfig,
+    ClusterDef,
+    LinkConfig,
+    LinkRule,
+    StateConfig,
+    WindowSpec,
+)
+from .conditions import ConditionSpec
+from .schema import (
+    Bool,
+    Checked,
+    Errors,
+    Field,
+    Int,
+    ListOf,
+    MapOf,
+    Num,
+    Str,
+    Struct,
+    did_you_mean,
+)
 from .yamlpos import Where
 
 KEY_ATTRS = ("account", "ip", "prefix", "asn", "country", "ja4", "api", "model", "cluster")
@@ -234,80 +255,10 @@ SECTIONS: dict[str, Field] = {
 }
 
 # --------------------------------------------------------------------------------------------
-# compiled form
+# compile (the compiled form is in budget_model)
 
 
-@dataclass(frozen=True, slots=True)
-class StateConfig:
-    backend: str = "memory"
-    redis_url: str | None = None
-    redis_url_env: str = "REDIS_URL"
-    prefix: str = "hg"
-    timeout_ms: float = 50.0
-    on_error: str = "open"
-    retry_after_s: float = 1.0
-    max_keys: int = 100_000
-    reservation_ttl_s: float = 3600.0
-    max_connections: int = 64
-
-
-@dataclass(frozen=True, slots=True)
-class LinkConfig:
-    window_s: float
-    max_nodes: int
-    rules: tuple[LinkRule, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ClusterDef:
-    id: str
-    key: tuple[str, ...]
-    when: Condition | None = None
-    link: LinkConfig | None = None
-    where: Where | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class BudgetDef:
-    id: str
-    windows: tuple[WindowSpec, ...]
-    clusters: frozenset[str] | None = None  # None: every cluster definition
-    when: Condition | None = None
-    count: str = "total"
-    w_input: float = 1.0
-    w_output: float = 1.0
-    w_cache_read: float = 1.0
-    w_cache_creation: float = 1.0
-    multipliers: tuple[tuple[str, re.Pattern[str], float], ...] = ()
-    max_output_reserve: int = 4096
-    default_output: int = 4096
-    on_exceed: str = "throttle"
-    cap_to: int | None = None
-    shadow: bool = False
-    reason: str = ""
-    where: Where | None = field(default=None, compare=False)
-
-    def multiplier(self, model: str | None) -> float:
-        if model is not None:
-            for _, rx, m in self.multipliers:
-                if rx.fullmatch(model):
-                    return m
-        return 1.0
-
-    def applies(self, cluster_def: str, facts: Any) -> bool:
-        if self.clusters is not None and cluster_def not in self.clusters:
-            return False
-        return self.when is None or self.when.test(facts)
-
-
-@dataclass(frozen=True, slots=True)
-class BudgetsConfig:
-    state: StateConfig
-    clusters: tuple[ClusterDef, ...]
-    budgets: tuple[BudgetDef, ...]
-
-
-def _window(c: Any, i: int, path: str, seen: dict[str, Where], errors: Errors
+def _window(c: Checked, i: int, path: str, seen: dict[str, Where], errors: Errors
             ) -> WindowSpec | None:
     per, secs = c["per"], c["seconds"]
     if (per is None) == (secs is None):

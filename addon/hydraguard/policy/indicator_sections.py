@@ -2,70 +2,50 @@
 
 Each sub-section (ip, headers, tls, behaviour, prompts) is off when absent and on (with the
 defaults below) when written; `enabled: false` keeps it written but switched off. The compiled
-result is an immutable `IndicatorSettings` read by `hydraguard.indicators.Indicators`; the
-signal names it produces are listed in that module's docstring.
+result is an immutable `IndicatorSettings` (module `indicator_model`) read by
+`hydraguard.indicators.Indicators`; the signal names it produces are listed in that module's
+docstring. This module holds the schema and the compile step; the scalar value specs (names,
+AS numbers, JA4 prefixes, header names) are in `indicator_values`.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..signals.iplists import FORMATS, parse_list
-from ..signals.prompts import DEFAULT_PATTERNS
-from ..signals.proxy_headers import FORWARDING_HEADERS, PROXY_HEADERS
-from .schema import INVALID, Bool, Custom, Errors, Field, Int, ListOf, MapOf, Num, Str, Struct
+from .catalogue import DEFAULT_PATTERNS
+from .indicator_model import (
+    BehaviourSettings,
+    HeaderSettings,
+    IndicatorSettings,
+    IpSettings,
+    ListSettings,
+    PatternSettings,
+    PromptSettings,
+    TemplateSettings,
+    TlsSettings,
+)
+from .indicator_values import ASN, HEADER_NAME, JA4_PREFIX, NAME, RUNTIME
+from .schema import (
+    INVALID,
+    Bool,
+    Checked,
+    Errors,
+    Field,
+    Int,
+    Invalid,
+    ListOf,
+    MapOf,
+    Num,
+    Str,
+    Struct,
+)
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-_JA4_PART = re.compile(r"[a-z0-9_]{1,40}")
 BUILTIN_PATTERNS = {name: (regex, flags) for name, regex, flags in DEFAULT_PATTERNS}
-
-
-def _name(value: str) -> str:
-    if not _NAME.fullmatch(value):
-        raise ValueError(f"{value!r} is not a valid name (lower-case letters, digits, '_' "
-                         "and '-', at most 64, starting with a letter or digit)")
-    return value
-
-
-def _asn(value: str) -> int:
-    v = value.strip()
-    if v[:2].lower() == "as":
-        v = v[2:]
-    if not v.isdigit() or int(v) > 0xFFFFFFFF:
-        raise ValueError(f"{value!r} is not an AS number (e.g. 64510 or AS64510)")
-    return int(v)
-
-
-def _ja4_prefix(value: str) -> str:
-    v = value.strip().lower()
-    if not _JA4_PART.fullmatch(v) or v[0] not in "tqd":
-        raise ValueError(f"{value!r} is not a JA4 fingerprint or prefix (e.g. t13d or "
-                         "t13d1516h2_8daaf6152771_e5627efa2ab1)")
-    return v
-
-
-def _header_name(value: str) -> str:
-    v = value.strip().lower()
-    known = sorted(FORWARDING_HEADERS | PROXY_HEADERS)
-    if v not in known:
-        from .schema import did_you_mean
-
-        raise ValueError(f"{value!r} is not a proxy header hydraguard looks at"
-                         f"{did_you_mean(v, known)}")
-    return v
-
-
-NAME = Custom(parse=_name, type_label="name")
-RUNTIME = Custom(parse=lambda v: _name(v.strip().lower()), type_label="runtime name")
-ASN = Custom(parse=_asn, type_label="AS number")
-JA4_PREFIX = Custom(parse=_ja4_prefix, type_label="JA4 or JA4 prefix")
 WINDOW = Num(min=1, max=30 * 86400)
 
 
@@ -118,8 +98,8 @@ HEADERS = Struct(
     "headers (Forwarded, X-Forwarded-For, X-Real-IP, ...) only from untrusted peers.",
     fields={
         "enabled": _enabled(),
-        "ignore": Field(ListOf(Custom(parse=_header_name, type_label="header name")),
-                        default=(), doc="Headers not to count (e.g. the Via your own CDN adds).",
+        "ignore": Field(ListOf(HEADER_NAME), default=(),
+                        doc="Headers not to count (e.g. the Via your own CDN adds).",
                         example=["via"]),
     },
 )
@@ -249,88 +229,15 @@ SECTIONS: dict[str, Field] = {
 }
 
 
-# --- compiled settings -------------------------------------------------------------------------
+# --- compile (the compiled form is in indicator_model) ----------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ListSettings:
-    name: str
-    path: str  # absolute
-    format: str
-    reload_interval: float
-
-
-@dataclass(frozen=True, slots=True)
-class IpSettings:
-    anonymous: bool = True
-    hosting_asns: frozenset[int] = frozenset()
-    proxy_asns: frozenset[int] = frozenset()
-    lists: tuple[ListSettings, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class HeaderSettings:
-    trusted_proxies: tuple[IPNetwork, ...] = ()  # from settings.trusted_proxies
-    ignore: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True, slots=True)
-class TlsSettings:
-    window: float = 3600.0
-    max_keys: int = 10_000
-    max_accounts_per_key: int = 1000
-    sdk_fingerprints: tuple[tuple[str, tuple[str, ...]], ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class BehaviourSettings:
-    window: float = 3600.0
-    rate_window: float = 60.0
-    max_keys: int = 100_000
-    max_members_per_key: int = 200
-
-
-@dataclass(frozen=True, slots=True)
-class PatternSettings:
-    name: str
-    regex: str  # the regex (phrase patterns: the phrase)
-    flags: str  # signals.prompts.PromptPatterns flags string
-
-
-@dataclass(frozen=True, slots=True)
-class TemplateSettings:
-    text: str = "both"
-    window: float = 3600.0
-    min_chars: int = 200
-    max_chars: int = 4096
-    bands: int = 4
-    max_distance: int = 3
-    max_templates: int = 10_000
-    max_accounts_per_template: int = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class PromptSettings:
-    patterns: tuple[PatternSettings, ...] = ()
-    templates: TemplateSettings | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class IndicatorSettings:
-    """Compiled `indicators:`; a None sub-section is switched off."""
-
-    ip: IpSettings | None = None
-    headers: HeaderSettings | None = None
-    tls: TlsSettings | None = None
-    behaviour: BehaviourSettings | None = None
-    prompts: PromptSettings | None = None
-
-
-def _on(c: Any) -> bool:
+def _on(c: Checked | Invalid | None) -> bool:
     return c is not None and c is not INVALID and bool(c.get("enabled", True))
 
 
-def _ip(c: Any, errors: Errors, base: Path, has_asn_db: bool) -> IpSettings | None:
+def _ip(c: Checked | Invalid | None, errors: Errors, base: Path, has_asn_db: bool
+        ) -> IpSettings | None:
     if not _on(c):
         return None
     if (c["hosting_asns"] or c["proxy_asns"]) and not has_asn_db:
@@ -368,7 +275,7 @@ def _ip(c: Any, errors: Errors, base: Path, has_asn_db: bool) -> IpSettings | No
                       proxy_asns=frozenset(c["proxy_asns"]), lists=tuple(lists))
 
 
-def _patterns(items: Any, errors: Errors) -> tuple[PatternSettings, ...]:
+def _patterns(items: Sequence[Checked], errors: Errors) -> tuple[PatternSettings, ...]:
     out: list[PatternSettings] = []
     seen: set[str] = set()
     for i, p in enumerate(items):
@@ -420,7 +327,7 @@ def _patterns(items: Any, errors: Errors) -> tuple[PatternSettings, ...]:
     return tuple(out)
 
 
-def _templates(c: Any, errors: Errors) -> TemplateSettings | None:
+def _templates(c: Checked | Invalid | None, errors: Errors) -> TemplateSettings | None:
     if not _on(c):
         return None
     if 64 % c["bands"] or c["bands"] <= c["max_distance"]:
@@ -434,7 +341,8 @@ def _templates(c: Any, errors: Errors) -> TemplateSettings | None:
         max_accounts_per_template=c["max_accounts_per_template"])
 
 
-def compile_indicators(checked: dict[str, Any], errors: Errors, base: Path) -> Any:
+def compile_indicators(checked: dict[str, Any], errors: Errors, base: Path
+                       ) -> IndicatorSettings | None:
     """The compiled indicator settings (None: indicators off). List files are checked now
     (relative paths from `base`, the rules file's folder); problems go to `errors`."""
     c = checked.get("indicators")

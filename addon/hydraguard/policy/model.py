@@ -6,7 +6,9 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
+from .budget_model import BudgetsConfig
 from .conditions import Condition
+from .indicator_model import IndicatorSettings
 from .regions import RegionSpec
 from .yamlpos import Where
 
@@ -73,7 +75,7 @@ class Policy:
     log: LogSettings = LogSettings()
     rules: tuple[Rule, ...] = ()
     geoip: GeoSettings | None = None
-    indicators: Any = None  # policy.indicator_sections.compile_indicators()
-    budgets: Any = None  # policy.budget_sections.compile_budgets()
+    indicators: IndicatorSettings | None = None  # indicator_sections.compile_indicators()
+    budgets: BudgetsConfig | None = None  # budget_sections.compile_budgets()
     sources: tuple[str, ...] = ()
     sections: dict[str, Any] = field(default_factory=dict, compare=False)

@@ -17,6 +17,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from ..policy.catalogue import DEFAULT_PATTERNS  # the shipped patterns; re-exported here
+
 __all__ = [
     "DEFAULT_PATTERNS",
     "PromptPatterns",
@@ -27,33 +29,7 @@ __all__ = [
 ]
 
 Clock = Callable[[], float]
-PatternSpec = tuple[str, "str | re.Pattern[str]", "str | int"] | tuple[str, "str | re.Pattern[str]"]
 
-_VERB = (
-    r"(?:write|spell|lay|set|show|explain|give|provide|output|reveal|detail|describe|include"
-    r"|reproduce|reconstruct|articulate|generate|produce|walk\s+(?:me|us)\s+through)"
-)
-_NOUN = (
-    r"(?:reasoning|thought\s+process|chain[-\s]of[-\s]thought|thinking|rationale|derivation"
-    r"|thoughts|intermediate\s+steps)"
-)
-_STEPS = r"step[-\s]by[-\s]step"
-#: Default example patterns. "cot_elicitation": asking the model to write out its step-by-step
-#: reasoning, typically for an answer it is given. Weak on its own: combine it with volume.
-#: String regexes are matched against the lower-cased text, only in windows around the gate
-#: words, which keeps an 8 KB prompt without gate words at a few microseconds.
-DEFAULT_PATTERNS: list[PatternSpec] = [
-    (
-        "cot_elicitation",
-        # verb, up to 6 words, [full|step-by-step] reasoning, then within 160 characters
-        # "step by step" or the answer; or "step-by-step reasoning" near "answer" either side.
-        rf"\b{_VERB}\b(?:\W+\w+){{0,6}}?\W+{_NOUN}\b"
-        rf"[^\n]{{0,160}}?\b(?:{_STEPS}|answer|solution|conclusion|result)\b"
-        rf"|\b{_STEPS}\s+{_NOUN}\b[^\n]{{0,160}}?\b(?:answer|solution)\b"
-        rf"|\b(?:answer|solution)\b[^\n]{{0,160}}?\b{_STEPS}\s+{_NOUN}\b",
-        "regex gate=reasoning|thought|thinking|rationale|derivation|intermediate window=400",
-    ),
-]
 _MAX_GATE_HITS = 16  # windows searched per gate word and text
 
 

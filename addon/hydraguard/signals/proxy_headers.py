@@ -12,6 +12,8 @@ import string
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ..policy.catalogue import FORWARDING_HEADERS, PROXY_HEADERS  # re-exported here
+
 __all__ = [
     "FORWARDING_HEADERS",
     "PROXY_HEADERS",
@@ -23,41 +25,6 @@ __all__ = [
     "split_node",
 ]
 
-#: Headers a forwarding hop (load balancer, CDN, proxy) adds to name the client or the request.
-FORWARDING_HEADERS = frozenset(
-    {
-        "forwarded",
-        "x-forwarded-for",
-        "x-forwarded-host",
-        "x-forwarded-proto",
-        "x-forwarded-port",
-        "x-forwarded-server",
-        "x-forwarded",
-        "forwarded-for",
-        "x-real-ip",
-        "client-ip",
-        "x-client-ip",
-        "x-cluster-client-ip",
-        "true-client-ip",
-        "x-originating-ip",
-        "x-remote-ip",
-        "x-remote-addr",
-    }
-)
-#: Headers that only a proxy (or a client configured for one) sends; suspicious from any peer.
-PROXY_HEADERS = frozenset(
-    {
-        "via",
-        "proxy-connection",
-        "x-proxy-connection",
-        "x-proxy-id",
-        "proxy-agent",
-        "proxy-authorization",
-        "x-bluecoat-via",
-        "xroxy-connection",
-        "x-imforwards",
-    }
-)
 _ALL = FORWARDING_HEADERS | PROXY_HEADERS
 _MAX_ITEMS = 64  # elements kept from one header value; more is abuse
 _MAX_LEN = 8192  # characters of a header value looked at

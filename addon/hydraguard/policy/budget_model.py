@@ -1,0 +1,144 @@
+"""Compiled `clusters:`, `budgets:` and `state:` sections: immutable plain data.
+
+`WindowSpec` (one token-bucket window) and `LinkRule` (when shared evidence links accounts)
+live here because the rules define them; the runtime (`hydraguard.budgets`,
+`hydraguard.clusters`) imports them from here and re-exports them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+from .conditions import Condition, FactsView
+from .yamlpos import Where
+
+__all__ = [
+    "BudgetDef",
+    "BudgetsConfig",
+    "ClusterDef",
+    "LinkConfig",
+    "LinkRule",
+    "StateConfig",
+    "WindowSpec",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSpec:
+    """One budget window: a token bucket of capacity ``limit`` refilling ``limit/period_s``
+    tokens per second (continuous refill, GCRA-style: no double burst at a boundary)."""
+
+    name: str
+    limit: int
+    period_s: float
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("WindowSpec.name must not be empty")
+        if not (isinstance(self.limit, int) and self.limit > 0):
+            raise ValueError(f"WindowSpec.limit must be a positive int, got {self.limit!r}")
+        if not (math.isfinite(self.period_s) and self.period_s > 0):
+            raise ValueError(f"WindowSpec.period_s must be > 0, got {self.period_s!r}")
+
+    @property
+    def rate(self) -> float:
+        """Refill rate in tokens per second."""
+        return self.limit / self.period_s
+
+
+@dataclass(frozen=True, slots=True)
+class LinkRule:
+    """Link accounts sharing one value of evidence ``kind`` when ``min_accounts`` ≤ distinct
+    accounts seen with it within the window ≤ ``max_accounts``."""
+
+    kind: str
+    min_accounts: int = 5
+    max_accounts: int = 200
+
+    def __post_init__(self) -> None:
+        if self.min_accounts < 2:
+            raise ValueError("min_accounts must be >= 2")
+        if self.max_accounts < self.min_accounts:
+            raise ValueError("max_accounts must be >= min_accounts")
+
+
+@dataclass(frozen=True, slots=True)
+class StateConfig:
+    """Compiled `state:`: where budget levels are kept."""
+
+    backend: str = "memory"
+    redis_url: str | None = None
+    redis_url_env: str = "REDIS_URL"
+    prefix: str = "hg"
+    timeout_ms: float = 50.0
+    on_error: str = "open"
+    retry_after_s: float = 1.0
+    max_keys: int = 100_000
+    reservation_ttl_s: float = 3600.0
+    max_connections: int = 64
+
+
+@dataclass(frozen=True, slots=True)
+class LinkConfig:
+    """Compiled `link:` of a cluster definition (hydra linking)."""
+
+    window_s: float
+    max_nodes: int
+    rules: tuple[LinkRule, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterDef:
+    """One compiled cluster definition."""
+
+    id: str
+    key: tuple[str, ...]
+    when: Condition | None = None
+    link: LinkConfig | None = None
+    where: Where | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetDef:
+    """One compiled budget."""
+
+    id: str
+    windows: tuple[WindowSpec, ...]
+    clusters: frozenset[str] | None = None  # None: every cluster definition
+    when: Condition | None = None
+    count: str = "total"
+    w_input: float = 1.0
+    w_output: float = 1.0
+    w_cache_read: float = 1.0
+    w_cache_creation: float = 1.0
+    multipliers: tuple[tuple[str, re.Pattern[str], float], ...] = ()
+    max_output_reserve: int = 4096
+    default_output: int = 4096
+    on_exceed: str = "throttle"
+    cap_to: int | None = None
+    shadow: bool = False
+    reason: str = ""
+    where: Where | None = field(default=None, compare=False)
+
+    def multiplier(self, model: str | None) -> float:
+        if model is not None:
+            for _, rx, m in self.multipliers:
+                if rx.fullmatch(model):
+                    return m
+        return 1.0
+
+    def applies(self, cluster_def: str, facts: FactsView) -> bool:
+        if self.clusters is not None and cluster_def not in self.clusters:
+            return False
+        return self.when is None or self.when.test(facts)
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetsConfig:
+    """Compiled `clusters:` + `budgets:` + `state:` (`Policy.budgets`)."""
+
+    state: StateConfig
+    clusters: tuple[ClusterDef, ...]
+    budgets: tuple[BudgetDef, ...]
