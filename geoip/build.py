@@ -230,14 +230,23 @@ def plain(value: Any) -> Any:
 # --------------------------------------------------------------------------- build
 
 
-def build_one(src: Mapping[str, Any], name: str, out_dir: Path) -> Path:
+# hydraguard recognises its demo databases by this text in the metadata description (not by
+# their file names) and warns at start-up that real addresses have no record in them.
+DEMO_MARKER = "hydraguard demo"
+
+
+def build_one(src: Mapping[str, Any], name: str, out_dir: Path, *,
+              description: str | None = None) -> Path:
+    """Build one database. `description` replaces the demo description (tests use it to build
+    databases hydraguard does not take for demo data)."""
     db_type, desc, kind = DATABASES[name]
     writer = _Writer(
         ip_version=6,
         ipv4_compatible=True,
         database_type=db_type,
         languages=list(src["languages"]) if kind in ("city", "country", "dbip") else ["en"],
-        description=f"hydraguard demo: {desc} (fictional data, documentation ranges only)",
+        description=description
+        or f"{DEMO_MARKER}: {desc} (fictional data, documentation ranges only)",
         build_epoch=int(src["build_epoch"]),
     )
     for network, rec in records(src, kind):

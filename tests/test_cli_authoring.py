@@ -11,8 +11,14 @@ import pytest
 from hydraguard.cli import main
 from hydraguard_dev.procs import ROOT
 
-SANCTIONS_OK = ("rules/examples/sanctions.yaml: ok — 1 rule, 0 clusters, 0 budgets; "
-                "geoip location ../../geoip/demo-city.mmdb (geoip2-city, opens)")
+DEMO_NOTE = ("is a hydraguard demo database: fictional data for documentation address ranges "
+             "only; real client addresses have no record in it")
+SANCTIONS_OK = [
+    "rules/examples/sanctions.yaml:11:3: warning: geoip.location ../../geoip/demo-city.mmdb "
+    + DEMO_NOTE,
+    "rules/examples/sanctions.yaml: ok — 1 rule, 0 clusters, 0 budgets; geoip location "
+    "../../geoip/demo-city.mmdb (geoip2-city, demo data, built 2025-01-01, verified); "
+    "1 warning"]
 
 
 @pytest.fixture(autouse=True)
@@ -30,17 +36,24 @@ def run(capsys, *argv) -> tuple[int, list[str]]:
 # -- check ----------------------------------------------------------------------------------
 def test_check_ok_summary(capsys):
     rc, out = run(capsys, "check", "rules/examples/sanctions.yaml")
-    assert (rc, out) == (0, [SANCTIONS_OK])
+    assert (rc, out) == (0, SANCTIONS_OK)
 
 
 def test_check_all_shipped_rules(capsys):
     rc, out = run(capsys, "check", "rules/default.yaml", "rules/examples/sanctions.yaml",
                   "rules/examples/supported-countries.yaml")
-    assert rc == 0 and len(out) == 3
-    assert out[0].startswith("rules/default.yaml: ok — 2 rules, ")
-    assert out[0].endswith("geoip location ../geoip/demo-city.mmdb (geoip2-city, opens), "
-                           "asn ../geoip/demo-asn.mmdb (asn, opens), anonymous "
-                           "../geoip/demo-anonymous-ip.mmdb (anonymous, opens)")
+    summaries = [line for line in out if ": warning: " not in line]
+    assert rc == 0 and len(summaries) == 3 and len(out) == 3 + 3 + 1 + 2  # demo warnings
+    assert out[:3] == [f"rules/default.yaml:{n}:3: warning: geoip.{role} ../geoip/{f} "
+                       f"{DEMO_NOTE}" for n, role, f in (
+                           (16, "location", "demo-city.mmdb"), (17, "asn", "demo-asn.mmdb"),
+                           (18, "anonymous", "demo-anonymous-ip.mmdb"))]
+    assert summaries[0].startswith("rules/default.yaml: ok — 2 rules, ")
+    assert summaries[0].endswith(
+        "geoip location ../geoip/demo-city.mmdb (geoip2-city, demo data, built 2025-01-01, "
+        "verified), asn ../geoip/demo-asn.mmdb (asn, demo data, built 2025-01-01, verified), "
+        "anonymous ../geoip/demo-anonymous-ip.mmdb (anonymous, demo data, built 2025-01-01, "
+        "verified); 3 warnings")
 
 
 def test_check_errors_listed_and_exit_1(capsys, tmp_path):
@@ -54,7 +67,7 @@ def test_check_errors_listed_and_exit_1(capsys, tmp_path):
         f"{bad}:3:6: rules: duplicate rule id 'a' (first at line 2)",
         f"{bad}:3:27: rules[1]: unknown key 'wen' (did you mean \"when\"?)",
         f"{bad}: 3 errors",
-        SANCTIONS_OK,
+        *SANCTIONS_OK,
     ]
 
 
@@ -78,8 +91,9 @@ def test_check_warns_about_signals_nothing_sets(capsys, tmp_path):
         "with these rules (did you mean \"ip.hosting_asn\"?)",
         f"{r}:6:5: warning: rule 'no-headers' tests signal 'headers.proxy', which nothing sets "
         "with these rules",
+        f"{r}:1:9: warning: geoip.asn {asn} {DEMO_NOTE}",
         f"{r}: ok — 3 rules, 0 clusters, 0 budgets, indicators on; geoip asn {asn} "
-        "(asn, opens); 2 warnings",
+        "(asn, demo data, built 2025-01-01, verified); 3 warnings",
     ]
 
 
@@ -291,3 +305,28 @@ def test_replay_json(capsys, tmp_path):
     assert doc["transitions"] == [{"old": "allow/default", "new": "deny/sanctions",
                                    "count": 1}]
     assert doc["truncated_ips"] == 1 and doc["malformed"] == 0
+
+
+def test_check_shows_build_date_and_warns_when_stale(capsys, tmp_path):
+    import datetime as dt
+    import time
+
+    from .geoip_util import build_city
+
+    old = int(time.time()) - 100 * 86400 - 3600  # 100 days and an hour ago
+    db = build_city(tmp_path / "old", build_epoch=old, description="ACME City")
+    built = dt.datetime.fromtimestamp(old, dt.UTC).date().isoformat()
+    r = tmp_path / "r.yaml"
+    r.write_text(f"geoip:\n  location: {db}\n")
+    rc, out = run(capsys, "check", str(r))
+    assert (rc, out) == (0, [
+        f"{r}:2:3: warning: geoip.location {db} was built {built}, 100 days ago (more than "
+        "geoip.max_age_days 45): regional decisions use stale data; update it "
+        "(geoip/README.md)",
+        f"{r}: ok — 0 rules, 0 clusters, 0 budgets; geoip location {db} (geoip2-city, built "
+        f"{built}, verified); 1 warning"])
+    r.write_text(f"geoip:\n  location: {db}\n  max_age_days: 120\n")
+    rc, out = run(capsys, "check", str(r))
+    assert (rc, out) == (0, [
+        f"{r}: ok — 0 rules, 0 clusters, 0 budgets; geoip location {db} (geoip2-city, built "
+        f"{built}, verified)"])

@@ -123,3 +123,118 @@ def test_missing_database_stops_run_naming_file(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert str(tmp_path / "nope.mmdb") in out.stderr
+
+
+# -- damaged and demo databases -----------------------------------------------------------------
+DENY_LIST = """
+version: 1
+settings:
+  trusted_proxies: [127.0.0.1/32]
+geoip:
+  location: {db}
+rules:
+  - id: sanctions
+    region:
+      deny_countries: [KP, IR]
+      no_record: allow           # a deny-list lets the unknown through...
+      unknown_country: allow     # ...but not a failed lookup (lookup_error: action)
+    action: deny
+"""
+DATA_BAD = ("The MaxMind DB file's data section contains bad data (unknown data type or "
+            "corrupt data)")
+
+
+def _raw_call(p, ip):
+    import httpx
+
+    return httpx.post(p.url + "/v1/messages", headers={
+        "x-api-key": "sk-geo", "anthropic-version": "2023-06-01", "x-forwarded-for": ip,
+        "content-type": "application/json"}, json={
+        "model": "m", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]},
+        timeout=30)
+
+
+def test_database_damaged_under_the_running_proxy_refuses(stub, tmp_path):
+    """The KP record of the City file is damaged in place after start (metadata and every
+    other record intact): the lookup fails, and the deny-list refuses instead of taking the
+    address for one with no record (which it would let through)."""
+    from .geoip_util import build_city, damage_record
+
+    db = build_city(tmp_path / "db")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(DENY_LIST.format(db=db))
+    with proxy(stub.url, rules) as p:
+        assert _raw_call(p, "192.0.2.1").status_code == 200  # US
+        damage_record(db)
+        r = _raw_call(p, "192.0.2.81")  # KP: served 200 before the fix (lookup error = none)
+        assert r.status_code == 403
+        rid = r.headers["request-id"]
+        assert r.json() == {"type": "error", "request_id": rid, "error": {
+            "type": "permission_error",
+            "message": "GeoIP lookup of the client address failed"}}
+        rec = p.by_request(rid)
+        assert (rec["rule"], rec["action"], rec["reason"], rec["geo"]) == (
+            "sanctions", "deny", "GeoIP lookup of the client address failed",
+            {"found": False, "country": None, "registered_country": None,
+             "represented_country": None, "subdivisions": [],
+             "error": f"location lookup failed: {DATA_BAD}"})
+        assert _raw_call(p, "192.0.2.17").status_code == 200  # GB: its record is intact
+        assert _raw_call(p, "192.0.2.113").status_code == 200  # true no record: allowed
+
+
+def test_damaged_database_stops_run_and_fails_check(tmp_path):
+    import subprocess
+    import sys
+
+    from .geoip_util import build_city, damage_record
+
+    db = build_city(tmp_path / "db")
+    damage_record(db)
+    rules = tmp_path / "r.yaml"
+    rules.write_text(DENY_LIST.format(db=db))
+    why = (f"GeoIP database {db}: corrupt (walk over the tree failed after 5 networks: "
+           f"Error looking up data while iterating over tree: {DATA_BAD})")
+    out = subprocess.run([sys.executable, "-m", "hydraguard", "run", "--upstream",
+                          "http://127.0.0.1:9", "--rules", str(rules)],
+                         capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stderr.strip()) == (
+        2, f"hydraguard: cannot open GeoIP databases, not starting: {why}")
+    out = subprocess.run([sys.executable, "-m", "hydraguard", "check", str(rules)],
+                         capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout.splitlines()) == (
+        1, [f"geoip.location: {why}", f"{rules}: 1 error"])
+
+
+def test_demo_databases_warn_loudly_at_start(stub, tmp_path):
+    """Named like a real database, the demo file is still recognised (by its metadata)."""
+    import shutil
+
+    from .geoip_util import build_city
+
+    demo = tmp_path / "GeoLite2-City.mmdb"
+    shutil.copyfile(ROOT / "geoip" / "demo-city.mmdb", demo)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(DENY_LIST.format(db=demo))
+    warning = (f"hydraguard: WARNING: DEMO GeoIP data: {demo} (location) hold fictional data "
+               "for documentation address ranges only; real client addresses have no record "
+               "in them, so NO real client is refused by country or region. Point `geoip:` at "
+               "real databases before serving real traffic (geoip/README.md).")
+    with proxy(stub.url, rules) as p:
+        assert call(p, "192.0.2.1").usage.output_tokens == 2
+        err = p.stderr()
+    assert err.count(warning) == 1  # shown by `hydraguard run`, not again by the addon
+    assert f"hydraguard: geoip location {demo}: GeoIP2-City, demo data, built 2025-01-01 (" \
+        in err
+    real = build_city(tmp_path / "real", description="ACME City")
+    rules.write_text(DENY_LIST.format(db=real) + "  - {id: allow-list, action: deny, region: "
+                     "{allow_countries: [US]}}\n")
+    with proxy(stub.url, rules) as p:
+        err = p.stderr()
+    assert "DEMO" not in err and f"hydraguard: geoip location {real}: GeoIP2-City, built " \
+        "2025-01-01 (" in err
+    demo_rules = tmp_path / "allow.yaml"
+    demo_rules.write_text(rules.read_text().replace(str(real), str(demo)))
+    with proxy(stub.url, demo_rules) as p:
+        err = p.stderr()
+    assert "so region rule(s) allow-list refuse EVERY real client (their no_record outcome)." \
+        in err

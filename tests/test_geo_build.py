@@ -103,3 +103,14 @@ def test_cli_check_and_out(tmp_path):
     assert sorted(p.name for p in tmp_path.glob("*.mmdb")) == sorted(NAMES)
     assert "demo-city.mmdb" in out.stdout
     assert not list(tmp_path.glob(".*"))  # no temp files left behind
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_demo_marker_in_every_description(name):
+    """hydraguard warns about demo data by this marker (geo/verify.py), not by file name."""
+    from hydraguard.geo import verify
+
+    assert build.DEMO_MARKER == verify.DEMO_MARKER
+    with maxminddb.open_database(str(GEOIP / name)) as r:
+        assert r.metadata().description["en"].startswith(f"{verify.DEMO_MARKER}: ")
+        assert verify.is_demo(r.metadata())

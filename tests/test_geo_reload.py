@@ -208,7 +208,8 @@ def test_describe_and_close():
         "role": "location", "path": str(CITY), "loaded": True, "layout": "geoip2-city",
         "database_type": "GeoIP2-City", "build_epoch": 1735689600,
         "build_time": "2025-01-01T00:00:00Z", "node_count": desc[0]["node_count"],
-        "ip_version": 6, "record_size": 24, "error": None,
+        "ip_version": 6, "record_size": 24, "demo": True, "verified": "verified",
+        "error": None,
     }
     assert desc[0]["node_count"] > 100
     assert desc[1]["database_type"] == "GeoLite2-ASN"

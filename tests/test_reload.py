@@ -158,3 +158,45 @@ def test_reload_under_load(stub, tmp_path):
         assert err.count("the changed rules are invalid") == 1
         assert "rules[0].action: 'dney' is not one of" in err
         assert err.count("rules reloaded") == 4
+
+
+async def test_new_geoip_is_opened_and_checked_off_the_loop(tmp_path, monkeypatch, caplog):
+    """Rules that switch to other GeoIP databases: the files are opened (and their structure
+    checked) in a worker thread; a damaged one keeps the running rules."""
+    import threading
+
+    from hydraguard import pipeline
+    from hydraguard.reload import next_gateway
+
+    from .geoip_util import build_city, damage_record
+
+    threads = []
+    real_open = pipeline.open_geo
+
+    def spy(*a, **k):
+        threads.append(threading.current_thread())
+        return real_open(*a, **k)
+
+    r = tmp_path / "r.yaml"
+    put(r, V.format(v="v1", geo=GEO).replace(", optional: true", ""))
+    g1 = Gateway(load_policy(str(r)), log_path=str(tmp_path / "d.jsonl"), secret=b"s",
+                 files_in_background=True)
+    monkeypatch.setattr(pipeline, "open_geo", spy)
+    w = RulesWatcher([str(r)], g1.policy)
+    g1.policy_digest = w.digest
+    bad = build_city(tmp_path / "bad")
+    damage_record(bad)
+    put(r, V.format(v="v2", geo=bad).replace(", optional: true", ""))
+    bump(r)
+    with caplog.at_level("ERROR", logger="hydraguard"):
+        assert await next_gateway(w, g1) is None
+    assert f"keeping the running rules ({g1.policy_digest}): GeoIP database {bad}: corrupt " \
+        "(walk over the tree failed" in caplog.text
+    good = build_city(tmp_path / "good")
+    put(r, V.format(v="v3", geo=good).replace(", optional: true", ""))
+    bump(r)
+    g2 = await next_gateway(w, g1)
+    assert g2 is not None and g2.geo is not g1.geo and g2.geo.lookup("192.0.2.81").country == "KP"
+    assert len(threads) == 2 and threading.main_thread() not in threads
+    g2.close()
+    g1.close()

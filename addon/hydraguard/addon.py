@@ -16,6 +16,7 @@ from .geo import GeoDatabaseError
 from .pipeline import HEALTH_PATH, Exchange, Gateway, RequestView
 from .policy import PolicyError, load_policy
 from .reload import RulesWatcher, next_gateway
+from .startup import geo_lines, geo_warnings, not_shown_yet
 
 log = logging.getLogger("hydraguard")
 
@@ -43,6 +44,15 @@ def _view(flow: http.HTTPFlow, request_id: str) -> RequestView:
         body=req.raw_content or b"", content_encoding=joined.get("content-encoding", ""),
         request_id=request_id, header_names=frozenset(joined),
     )
+
+
+def _announce_geo(gw: Gateway) -> None:
+    """Log each GeoIP file's build date and check, and the demo / stale warnings this process
+    has not shown yet (`hydraguard run` printed them before mitmdump started)."""
+    for line in geo_lines(gw.geo):
+        log.info("hydraguard: %s", line)
+    for w in not_shown_yet(geo_warnings(gw.policy, gw.geo)):
+        log.warning("hydraguard: %s", w)
 
 
 def _respond(flow: http.HTTPFlow, status: int, body: bytes, headers: dict[str, str]) -> None:
@@ -99,6 +109,7 @@ class HydraGuard:
             old.close()
         log.info("hydraguard: loaded %d rule(s) from %s (%s)", len(policy.rules), path,
                  self.gateway.policy_digest)
+        _announce_geo(self.gateway)
 
     # -- hot reload ---------------------------------------------------------------------
     def running(self) -> None:
@@ -141,6 +152,8 @@ class HydraGuard:
         if new is None or self.watcher is not w or self.gateway is not old:
             return False
         self.gateway = new  # one assignment: each request sees the old or the new snapshot
+        if new.geo is not old.geo:
+            _announce_geo(new)
         loop = asyncio.get_running_loop()
         self._retired.append(loop.call_later(
             RETIRE_AFTER_S, lambda: loop.create_task(old.aclose_unshared())))

@@ -48,14 +48,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     except PolicyError as e:
         print(f"hydraguard: invalid rules, not starting:\n{e}", file=sys.stderr)
         return 2
-    try:
-        from .pipeline import open_geo
-
-        geo = open_geo(policy)
-        if geo is not None:
-            geo.close()
-    except Exception as e:  # GeoDatabaseError, OSError: say which file and stop
-        print(f"hydraguard: cannot open GeoIP databases, not starting: {e}", file=sys.stderr)
+    if not _check_geo(policy):
         return 2
     b = policy.budgets
     if b is not None and b.budgets:
@@ -76,6 +69,30 @@ def cmd_run(a: argparse.Namespace) -> int:
 
     run_mitmdump(args)
     return 0
+
+
+def _check_geo(policy: object) -> bool:
+    """Open and structure-check the GeoIP databases before mitmdump starts (the addon then
+    reuses the result); show each file's build date and the warnings on stderr. False: a
+    database is unusable (the message says which and why)."""
+    from .pipeline import open_geo
+    from .startup import geo_lines, geo_warnings, not_shown_yet
+
+    try:
+        geo = open_geo(policy)  # type: ignore[arg-type]
+    except Exception as e:  # GeoDatabaseError, OSError: say which file and stop
+        print(f"hydraguard: cannot open GeoIP databases, not starting: {e}", file=sys.stderr)
+        return False
+    if geo is None:
+        return True
+    try:
+        for line in geo_lines(geo):
+            print(f"hydraguard: {line}", file=sys.stderr)
+        for w in not_shown_yet(geo_warnings(policy, geo)):  # type: ignore[arg-type]
+            print(f"hydraguard: WARNING: {w}", file=sys.stderr)
+    finally:
+        geo.close()
+    return True
 
 
 def cmd_check(a: argparse.Namespace) -> int:

@@ -175,7 +175,7 @@ def geo_from_log(g: dict[str, Any] | None) -> GeoInfo | None:
         asn=g.get("asn"), as_org=g.get("as_org"),
         anonymous=frozenset(g.get("anonymous") or ()),
         anonymizer_confidence=g.get("anonymizer_confidence"),
-        provider_name=g.get("provider_name"),
+        provider_name=g.get("provider_name"), error=g.get("error"),
     )
 
 

@@ -29,6 +29,7 @@ log = logging.getLogger("hydraguard")
 
 DEMO_SECRET = b"hydraguard-demo-secret-change-me"
 HEALTH_PATH = "/__hydraguard/healthz"
+OPEN = object()  # Gateway(geo=OPEN): open the policy's GeoIP databases (the default)
 
 
 @dataclass(slots=True)
@@ -64,12 +65,15 @@ class Exchange:
 
 
 def open_geo(policy: Policy, *, auto_reload: bool = True) -> GeoDatabases | None:
-    """Open the policy's GeoIP databases. Raises GeoDatabaseError naming a bad file."""
+    """Open the policy's GeoIP databases, each checked for damage first (blocking for up to
+    `geoip.verify_seconds` per file: call it at start-up or in a worker thread, never in a
+    request). Raises GeoDatabaseError naming a bad file."""
     g = policy.geoip
     if g is None or not g.paths:
         return None
     return GeoDatabases(dict(g.paths), optional=g.optional, check_interval=g.reload_interval,
-                        cache_size=g.cache_size, auto_reload=auto_reload)
+                        cache_size=g.cache_size, auto_reload=auto_reload,
+                        verify_seconds=g.verify_seconds, max_age_days=g.max_age_days)
 
 
 class Gateway:
@@ -77,13 +81,18 @@ class Gateway:
 
     def __init__(self, policy: Policy, *, log_path: str | None = None,
                  secret: bytes | None = None, clock: Callable[[], float] = time.time,
-                 reuse: Gateway | None = None, files_in_background: bool = False) -> None:
+                 reuse: Gateway | None = None, files_in_background: bool = False,
+                 geo: GeoDatabases | object | None = OPEN) -> None:
         """`reuse`: the gateway this one replaces (hot reload); its GeoIP readers and log are
         shared when their settings did not change, and budget / indicator state is handed
         over through `adopt()` where those classes offer it.
 
         `files_in_background`: requests never look at GeoIP / list files; the owner calls
-        `refresh_files()` (the addon does, every second, in a worker thread)."""
+        `refresh_files()` (the addon does, every second, in a worker thread).
+
+        `geo`: the policy's databases opened beforehand with `open_geo` (in a worker thread:
+        opening checks each file's structure, which takes time); by default the gateway opens
+        them itself (or shares those of `reuse`)."""
         self.policy = policy
         self.clock = clock
         self.files_in_background = files_in_background
@@ -99,7 +108,10 @@ class Gateway:
                         "(account hashes are predictable)", s.account_secret_env)
         self.secret = secret or env_secret.encode() or DEMO_SECRET
         self.shared: set[str] = set()  # resources handed over from `reuse` (not ours to close)
-        if reuse is not None and reuse.geo is not None and reuse.policy.geoip == policy.geoip:
+        if geo is not OPEN:
+            self.geo = geo  # type: ignore[assignment]
+        elif reuse is not None and reuse.geo is not None and \
+                reuse.policy.geoip == policy.geoip:
             self.geo = reuse.geo
             reuse.shared.add("geo")
         else:
@@ -126,12 +138,17 @@ class Gateway:
         else:
             self.log = DecisionLog(lp, policy.log.max_bytes, policy.log.backups)
 
-    def successor(self, policy: Policy) -> Gateway:
+    def successor(self, policy: Policy, geo: GeoDatabases | object | None = OPEN) -> Gateway:
         """A gateway for new rules that keeps what still applies (see `reuse`). The caller
-        swaps it in with one assignment and retires this one (`aclose_unshared`)."""
+        swaps it in with one assignment and retires this one (`aclose_unshared`). `geo`: see
+        `__init__`."""
         return Gateway(policy, log_path=self._log_path_arg, secret=self._secret_arg,
                        clock=self.clock, reuse=self,
-                       files_in_background=self.files_in_background)
+                       files_in_background=self.files_in_background, geo=geo)
+
+    def keeps_geo(self, policy: Policy) -> bool:
+        """A successor for `policy` would share this gateway's GeoIP databases."""
+        return self.geo is not None and self.policy.geoip == policy.geoip
 
     def refresh_files(self) -> None:
         """Re-open GeoIP databases and re-read list files that changed on disk (each at

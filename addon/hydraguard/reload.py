@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .geo import GeoDatabaseError
 from .policy import Policy, PolicyError, load_policy
@@ -129,8 +129,19 @@ async def next_gateway(watcher: RulesWatcher, gateway: Gateway) -> Gateway | Non
     res = await asyncio.to_thread(watcher.poll)
     if res.policy is None:
         return None
+    from .pipeline import OPEN, open_geo
+
+    geo: Any = OPEN
     try:
-        new = gateway.successor(res.policy)
+        if not gateway.keeps_geo(res.policy):  # opening checks each file: not on the loop
+            geo = await asyncio.to_thread(open_geo, res.policy,
+                                          auto_reload=not gateway.files_in_background)
+        try:
+            new = gateway.successor(res.policy, geo)
+        except BaseException:
+            if geo is not OPEN and geo is not None:
+                geo.close()
+            raise
     except (GeoDatabaseError, OSError) as e:
         log.error("hydraguard: the changed rules cannot be used, keeping the running "
                   "rules (%s): %s", gateway.policy_digest, e)

@@ -127,6 +127,8 @@ def _region_text(rule: Any, facts: Facts) -> tuple[bool, str]:
     got = rule.region.outcome(facts.geo)
     if got is None:
         g = facts.geo
+        if g is not None and g.location_error and not g.is_private:
+            return False, "region: passes (GeoIP lookup failed; lookup_error: allow)"
         if g is None or not (g.found or g.is_private):
             return False, f"region: passes (no GeoIP record; no_record: {rule.region.no_record})"
         if g.is_private:

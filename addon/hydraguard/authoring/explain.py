@@ -13,6 +13,8 @@ def _geo_text(geo: Any) -> str:
         return "(no GeoIP databases)"
     if geo.is_private:
         return "private address (not looked up)"
+    if geo.error and not geo.found and geo.asn is None:
+        return f"lookup failed ({geo.error})"
     if not geo.found and geo.asn is None:
         return "no record"
     parts = [f"country {geo.country or '-'}"]
@@ -26,6 +28,8 @@ def _geo_text(geo: Any) -> str:
         parts.append("anycast")
     if geo.anonymous:
         parts.append("anonymous " + ",".join(sorted(geo.anonymous)))
+    if geo.error:
+        parts.append(f"lookup failed ({geo.error})")
     return ", ".join(parts)
 
 

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..geo import GeoDatabaseError, open_checked
+from ..geo.verify import build_date, notices
 from ..policy import Policy, PolicyError, load_policy
+from ..policy.schema import Checked
 from .lint import signal_warnings
 
 
@@ -23,15 +25,16 @@ def _n(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def _databases(policy: Policy) -> tuple[list[str], list[str]]:
-    """(descriptions, errors) of the GeoIP databases the rules reference."""
+def _databases(policy: Policy) -> tuple[list[str], list[str], list[str]]:
+    """(descriptions, errors, warnings) of the GeoIP databases the rules reference. Each file
+    is opened and its structure checked (geo/verify.py) as at start-up."""
     g = policy.geoip
     written = policy.sections.get("geoip") or {}
-    out, errors = [], []
+    out, errors, warnings = [], [], []
     for role, path in (g.paths if g else ()):
         shown = written.get(role) or path
         try:
-            opened = open_checked(path, (role,))
+            opened = open_checked(path, (role,), verify_seconds=g.verify_seconds)
         except GeoDatabaseError as e:
             out.append(f"{role} {shown} (does not open)")
             msg = f"geoip.{role}: {e}"
@@ -41,8 +44,14 @@ def _databases(policy: Policy) -> tuple[list[str], list[str]]:
                 errors.append(msg)
             continue
         opened.reader.close()
-        out.append(f"{role} {shown} ({opened.layout}, opens)")
-    return out, errors
+        demo = ", demo data" if opened.demo else ""
+        checked = opened.verification.summary() if opened.verification else "opens"
+        out.append(f"{role} {shown} ({opened.layout}{demo}, built "
+                   f"{build_date(opened.build_epoch)}, {checked})")
+        where = written.at(role) if isinstance(written, Checked) else policy.sources[0]
+        warnings += [f"{where}: warning: {text}" for text in notices(
+            f"geoip.{role} {shown}", opened.demo, opened.build_epoch, g.max_age_days)]
+    return out, errors, warnings
 
 
 def check_path(path: str) -> CheckResult:
@@ -58,7 +67,7 @@ def check_path(path: str) -> CheckResult:
               _n(len(s.get("budgets") or ()), "budget")]
     if s.get("indicators"):
         counts.append("indicators on")
-    dbs, db_errors = _databases(policy)
+    dbs, db_errors, db_warnings = _databases(policy)
     head = f"{path}: ok"
     if len(policy.sources) > 1 or os.path.isdir(path):
         head += f" ({_n(len(policy.sources), 'file')})"
@@ -67,7 +76,7 @@ def check_path(path: str) -> CheckResult:
     if db_errors:
         lines = [*db_errors, f"{path}: {_n(len(db_errors), 'error')}"]
         return CheckResult(path, False, lines, len(db_errors))
-    warnings = signal_warnings(policy)
+    warnings = signal_warnings(policy) + db_warnings
     if warnings:
         line += f"; {_n(len(warnings), 'warning')}"
     return CheckResult(path, True, [*warnings, line])

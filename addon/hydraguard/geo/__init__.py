@@ -11,7 +11,8 @@ See geoip/README.md for the supported databases and layouts.
 from .addresses import is_private_address, parse_ip
 from .info import PRIVATE, UNKNOWN, GeoInfo
 from .layouts import LAYOUT_ROLES, ROLES, detect_layout
-from .readers import GeoDatabaseError, GeoDatabases, open_checked
+from .opening import GeoDatabaseError, open_checked
+from .readers import GeoDatabases
 
 __all__ = [
     "LAYOUT_ROLES",

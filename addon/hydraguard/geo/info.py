@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+LOCATION_FAILED = "location lookup failed"
+
 
 @dataclass(frozen=True, slots=True)
 class GeoInfo:
@@ -26,6 +28,15 @@ class GeoInfo:
     anonymizer_confidence: int | None = None
     # additions beyond the agreed interface (keyword-only use recommended)
     provider_name: str | None = None  # anonymous db: VPN / proxy provider
+    # A lookup that failed (damaged database): "<role> lookup failed: <why>", several joined
+    # by "; " in role order (location, asn, anonymous). Not the same as "no record".
+    error: str | None = None
+
+    @property
+    def location_error(self) -> bool:
+        """The location database's lookup failed: country and subdivisions are not known
+        (region rules take their `lookup_error` outcome)."""
+        return self.error is not None and self.error.startswith(LOCATION_FAILED)
 
     @property
     def country_mismatch(self) -> bool:
@@ -67,6 +78,8 @@ class GeoInfo:
             out["anonymizer_confidence"] = self.anonymizer_confidence
         if self.provider_name:
             out["provider_name"] = self.provider_name
+        if self.error:
+            out["error"] = self.error
         return out
 
 

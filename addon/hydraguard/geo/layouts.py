@@ -106,32 +106,61 @@ def _asn_int(value: Any) -> int | None:
     return None
 
 
+class RecordError(ValueError):
+    """A record whose values have the wrong types: a damaged data section (the lookup fails)."""
+
+
+def _code(name: str, value: Any) -> str | None:
+    """An ISO code field as written in the record: a string or absent, nothing else."""
+    if value is None or type(value) is str:
+        return value
+    raise RecordError(f"malformed record: {name} is a {type(value).__name__}")
+
+
+def _part(rec: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
+    v = rec.get(key)
+    if v is None or isinstance(v, Mapping):
+        return v
+    raise RecordError(f"malformed record: {key} is a {type(v).__name__}")
+
+
 def location_nested(rec: Mapping[str, Any]) -> LocationFields:
-    """GeoIP2/GeoLite2 City and Country, DB-IP (same nesting, fewer keys)."""
-    c = rec.get("country")
-    cc = c.get("iso_code") if c else None
-    r = rec.get("registered_country")
-    rc = r.get("iso_code") if r else None
-    p = rec.get("represented_country")
+    """GeoIP2/GeoLite2 City and Country, DB-IP (same nesting, fewer keys). Strict about
+    types: a damaged record raises RecordError instead of deciding on garbage."""
+    if not isinstance(rec, Mapping):
+        raise RecordError(f"malformed record: a {type(rec).__name__}, not a map")
+    c = _part(rec, "country")
+    cc = _code("country.iso_code", c.get("iso_code")) if c else None
+    r = _part(rec, "registered_country")
+    rc = _code("registered_country.iso_code", r.get("iso_code")) if r else None
+    p = _part(rec, "represented_country")
     if p:
-        pc, pt = p.get("iso_code"), p.get("type")
+        pc = _code("represented_country.iso_code", p.get("iso_code"))
+        pt = _code("represented_country.type", p.get("type"))
     else:
         pc = pt = None
-    cont = rec.get("continent")
-    cont_code = cont.get("code") if cont else None
+    cont = _part(rec, "continent")
+    cont_code = _code("continent.code", cont.get("code")) if cont else None
     subs_raw = rec.get("subdivisions")
     subs: tuple[str, ...] = ()
+    if subs_raw is not None and not isinstance(subs_raw, list):
+        raise RecordError(f"malformed record: subdivisions is a {type(subs_raw).__name__}")
     if subs_raw and cc:
-        subs = tuple(
-            code if "-" in code else f"{cc}-{code}"
-            for s in subs_raw
-            if (code := s.get("iso_code"))  # DB-IP City Lite has names only
-        )
-    t = rec.get("traits")
+        out = []
+        for s in subs_raw:
+            if not isinstance(s, Mapping):
+                raise RecordError("malformed record: a subdivision is not a map")
+            code = _code("subdivisions.iso_code", s.get("iso_code"))
+            if code:  # DB-IP City Lite has names only
+                out.append(code if "-" in code else f"{cc}-{code}")
+        subs = tuple(out)
+    t = _part(rec, "traits")
     if t:
         anycast = t.get("is_anycast") is True
         asn = t.get("autonomous_system_number")  # Enterprise/Insights-style traits
         org = t.get("autonomous_system_organization")
+        asn = asn if type(asn) is int else None
+        org = org if type(org) is str else None
     else:
         anycast = False
         asn = org = None

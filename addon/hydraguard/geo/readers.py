@@ -15,30 +15,17 @@ from typing import Any
 import maxminddb
 from cachetools import LRUCache
 
+from . import verify as _verify
 from .addresses import IPAddress, classify
-from .info import PRIVATE, GeoInfo
-from .layouts import DECODERS, LAYOUT_ROLES, ROLES, Decoder, detect_layout
+from .info import LOCATION_FAILED, PRIVATE, GeoInfo
+from .layouts import DECODERS, ROLES, Decoder
+from .opening import VERIFY_SECONDS, GeoDatabaseError, Opened, open_checked, stat_sig
 
 log = logging.getLogger("hydraguard.geo")
 
-_Sig = tuple[int, int, int] | None  # (mtime_ns, size, inode); None = missing
 _NOTHING = object()
-
-
-class GeoDatabaseError(Exception):
-    """A database file is missing, unreadable, corrupt, or of a layout unfit for its role."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Opened:
-    reader: Any  # maxminddb Reader (C extension when available)
-    layout: str
-    database_type: str
-    build_epoch: int
-    node_count: int
-    ip_version: int
-    record_size: int
-    sig: _Sig
+MAX_AGE_DAYS = 45  # default age past which a database is reported stale
+ERROR_LOG_EVERY = 60.0  # seconds between two log lines about the same failing lookup
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +41,7 @@ class _State:
 class _File:
     path: Path
     roles: tuple[str, ...]
-    opened: _Opened | None = None
+    opened: Opened | None = None
     bad_sig: object = _NOTHING  # signature of the last version we complained about
     last_error: str | None = None
 
@@ -63,54 +50,6 @@ _LOC_NONE: tuple[Any, ...] = (None, None, None, None, None, (), False, None, Non
 _ASN_NONE: tuple[Any, ...] = (None, None)
 _ANON_NONE: tuple[Any, ...] = (frozenset(), None, None)
 _MEMO_MAX = 65536
-
-
-def _stat_sig(path: Path) -> _Sig:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-
-def open_checked(path: str | os.PathLike[str], roles: tuple[str, ...] = (),
-                 mode: int = maxminddb.MODE_AUTO) -> _Opened:
-    """Open a database fully and validate it (metadata, a sample record, one test lookup,
-    layout fit for every role). Raises GeoDatabaseError naming the file and the reason."""
-    p = Path(path)
-    sig = _stat_sig(p)
-    if sig is None:
-        raise GeoDatabaseError(f"GeoIP database {p}: file not found or not readable")
-    try:
-        reader = maxminddb.open_database(os.fspath(p), mode)
-    except (maxminddb.InvalidDatabaseError, ValueError, OSError) as exc:
-        raise GeoDatabaseError(f"GeoIP database {p}: not a valid MaxMind DB file ({exc})") from exc
-    try:
-        meta = reader.metadata()
-        if meta.binary_format_major_version != 2 or meta.ip_version not in (4, 6):
-            raise GeoDatabaseError(
-                f"GeoIP database {p}: unsupported format "
-                f"(v{meta.binary_format_major_version}, ip_version {meta.ip_version})")
-        if meta.node_count <= 0:
-            raise GeoDatabaseError(f"GeoIP database {p}: empty search tree")
-        first = next(iter(reader), None)  # walks to the first record and decodes it
-        sample = first[1] if first else None
-        reader.get("192.0.2.1")  # test lookup through the tree (and the IPv4 subtree)
-        layout = detect_layout(meta.database_type, sample)
-        for role in roles:
-            if role not in LAYOUT_ROLES[layout]:
-                raise GeoDatabaseError(
-                    f"GeoIP database {p}: a {layout!r} database ({meta.database_type}) "
-                    f"cannot serve as {role!r}")
-        return _Opened(reader, layout, meta.database_type, int(meta.build_epoch),
-                       int(meta.node_count), int(meta.ip_version), int(meta.record_size), sig)
-    except GeoDatabaseError:
-        reader.close()
-        raise
-    except Exception as exc:
-        reader.close()
-        raise GeoDatabaseError(f"GeoIP database {p}: corrupt ({type(exc).__name__}: {exc})"
-                               ) from exc
 
 
 class GeoDatabases:
@@ -134,6 +73,8 @@ class GeoDatabases:
         cache_size: int = 65536,
         auto_reload: bool = True,
         mode: int = maxminddb.MODE_AUTO,
+        verify_seconds: float = VERIFY_SECONDS,
+        max_age_days: float = MAX_AGE_DAYS,
     ) -> None:
         unknown = set(paths) - set(ROLES)
         if unknown:
@@ -143,6 +84,9 @@ class GeoDatabases:
         self._cache_size = cache_size
         self._auto_reload = auto_reload
         self._mode = mode
+        self._verify_seconds = float(verify_seconds)
+        self.max_age_days = float(max_age_days)
+        self._error_logged: dict[str, tuple[float, int]] = {}  # text -> (when, suppressed)
         self._lock = threading.Lock()
         self._cache: LRUCache[Any, GeoInfo] | None = (
             LRUCache(maxsize=cache_size) if cache_size > 0 else None)
@@ -154,13 +98,13 @@ class GeoDatabases:
         self._files = [_File(path, tuple(roles)) for path, roles in by_path.items()]
         for f in self._files:
             try:
-                f.opened = open_checked(f.path, f.roles, mode)
+                f.opened = open_checked(f.path, f.roles, mode, verify_seconds=verify_seconds)
             except GeoDatabaseError as exc:
                 if not optional:
                     self._close_all()
                     raise
                 f.last_error = str(exc)
-                f.bad_sig = _stat_sig(f.path)
+                f.bad_sig = stat_sig(f.path)
                 log.error("%s; running without it (%s)", exc, "/".join(f.roles))
         self._state = self._build_state()
         self._memo: dict[tuple[Any, ...], GeoInfo] = {}
@@ -190,24 +134,25 @@ class GeoDatabases:
         st = self._state
         found = False
         loc = _LOC_NONE
+        error = None
         db = st.location
         if db is not None:
             try:
                 rec = db[0].get(key)
-            except _LOOKUP_ERRORS as exc:
-                rec = _failed(key, exc)
-            if rec is not None:
-                found = True
-                loc = db[1](rec)
+                if rec is not None:
+                    loc = db[1](rec)
+                    found = True
+            except Exception as exc:  # a damaged file: its own state, never "no record"
+                error = self._failed("location", db[0], key, exc)
         asn = _ASN_NONE
         db = st.asn
         if db is not None:
             try:
                 rec = db[0].get(key)
-            except _LOOKUP_ERRORS as exc:
-                rec = _failed(key, exc)
-            if rec is not None:
-                asn = db[1](rec)
+                if rec is not None:
+                    asn = db[1](rec)
+            except Exception as exc:
+                error = _join(error, self._failed("asn", db[0], key, exc))
         if asn[0] is None:
             asn = loc[7:]  # ASN carried by the location db (IPinfo Lite), if any
         anon = _ANON_NONE
@@ -215,19 +160,46 @@ class GeoDatabases:
         if db is not None:
             try:
                 rec = db[0].get(key)
-            except _LOOKUP_ERRORS as exc:
-                rec = _failed(key, exc)
-            if rec is not None:
-                anon = db[1](rec)
+                if rec is not None:
+                    anon = db[1](rec)
+            except Exception as exc:
+                error = _join(error, self._failed("anonymous", db[0], key, exc))
         # Building a frozen dataclass costs more than the lookup itself: reuse equal results.
-        memo_key = (found, loc, asn, anon)
+        memo_key = (found, loc, asn, anon, error)
         memo = self._memo
         info = memo.get(memo_key)
         if info is None:
             if len(memo) >= _MEMO_MAX:
                 memo.clear()
-            info = memo[memo_key] = GeoInfo(found, *loc[:7], False, *asn, *anon)
+            info = memo[memo_key] = GeoInfo(found, *loc[:7], False, *asn, *anon, error)
         return info
+
+    def _failed(self, role: str, reader: Any, addr: Any, exc: Exception) -> str | None:
+        """The GeoInfo.error text of a failed lookup, or None when it only means "no record"
+        (an IPv6 address in an IPv4-only database). Logged at most once a minute per text."""
+        if type(exc) is ValueError and ":" in str(addr) and _ipv4_only(reader):
+            return None
+        text = str(exc) or type(exc).__name__
+        a = str(addr)
+        if a in text:  # maxminddb names the address: keep the texts (and the memo) few
+            head, sep, tail = text.partition(". ")
+            text = tail if sep and a in head else text.replace(a, "<address>")
+        if role == "location":
+            text = f"{LOCATION_FAILED}: {text}"
+        else:
+            text = f"{role} lookup failed: {text}"
+        now = self._clock()
+        last = self._error_logged.get(text)
+        if last is not None and now - last[0] < ERROR_LOG_EVERY:
+            self._error_logged[text] = (last[0], last[1] + 1)
+            return text
+        if len(self._error_logged) >= 64:
+            self._error_logged.clear()
+        self._error_logged[text] = (now, 0)
+        more = f" ({last[1]} more since the last report)" if last and last[1] else ""
+        log.error("GeoIP %s, e.g. for %s%s: the database file is damaged; region rules take "
+                  "their lookup_error outcome", text, addr, more)
+        return text
 
     # ------------------------------------------------------------------ reload
 
@@ -250,7 +222,7 @@ class GeoDatabases:
             self._lock.release()
 
     def _check_file(self, f: _File) -> bool:
-        sig = _stat_sig(f.path)
+        sig = stat_sig(f.path)
         current = f.opened.sig if f.opened else _NOTHING
         if sig == current or sig == f.bad_sig:
             return False
@@ -261,7 +233,7 @@ class GeoDatabases:
             log.error("%s; %s", f.last_error, keeping)
             return False
         try:
-            new = open_checked(f.path, f.roles, self._mode)
+            new = open_checked(f.path, f.roles, self._mode, verify_seconds=self._verify_seconds)
         except GeoDatabaseError as exc:
             f.bad_sig = sig
             f.last_error = str(exc)
@@ -269,8 +241,10 @@ class GeoDatabases:
             return False
         # the old reader is released when the last in-flight lookup drops its reference
         f.opened, f.bad_sig, f.last_error = new, _NOTHING, None
-        log.info("GeoIP database %s reloaded (%s, built %s)", f.path, new.database_type,
-                 _iso(new.build_epoch))
+        log.info("GeoIP database %s reloaded (%s, built %s, %s)", f.path, new.database_type,
+                 _iso(new.build_epoch), new.verification.summary() if new.verification else "")
+        for text in self.notices(only=f):
+            log.warning("%s", text)
         return True
 
     def _build_state(self) -> _State:
@@ -301,8 +275,23 @@ class GeoDatabases:
                     "node_count": o.node_count if o else None,
                     "ip_version": o.ip_version if o else None,
                     "record_size": o.record_size if o else None,
+                    "demo": o.demo if o else None,
+                    "verified": o.verification.summary() if o and o.verification else None,
                     "error": f.last_error,
                 })
+        return out
+
+    def notices(self, now: float | None = None, *, only: _File | None = None,
+                demo: bool = True) -> list[str]:
+        """Warnings about the loaded files: demo data (fictional, documentation ranges only:
+        real addresses have no record; `demo=False` leaves those files out) and databases
+        older than `max_age_days`."""
+        out = []
+        for f in self._files if only is None else [only]:
+            o = f.opened
+            if o is not None and (demo or not o.demo):
+                out += _verify.notices(f"GeoIP database {f.path} ({'/'.join(f.roles)})",
+                                       o.demo, o.build_epoch, self.max_age_days, now)
         return out
 
     @property
@@ -330,15 +319,17 @@ class GeoDatabases:
         self.close()
 
 
-_LOOKUP_ERRORS = (ValueError, maxminddb.InvalidDatabaseError)
+def _ipv4_only(reader: Any) -> bool:
+    try:
+        return reader.metadata().ip_version == 4
+    except Exception:
+        return False
 
 
-def _failed(addr: Any, exc: Exception) -> None:
-    """ValueError: IPv6 address in an IPv4-only database (no record). InvalidDatabaseError:
-    a damaged region of an otherwise valid file (logged, treated as no record)."""
-    if isinstance(exc, maxminddb.InvalidDatabaseError):
-        log.warning("GeoIP lookup of %s failed: %s", addr, exc)
-    return None
+def _join(a: str | None, b: str | None) -> str | None:
+    if a is None or b is None:
+        return a or b
+    return f"{a}; {b}"
 
 
 def _iso(epoch: int) -> str:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
+from .isocodes import IsoCode
 from .schema import INVALID, Errors, ListOf, MapOf, Network, Num, Spec, Str, _type_name
 from .yamlpos import Where
 
@@ -204,7 +205,8 @@ def _globs(patterns: Sequence[str]) -> re.Pattern[str]:
 
 
 _STRS = ListOf(Str(), min_len=1, allow_scalar=True)
-_UPPER = ListOf(Str(), min_len=1, allow_scalar=True)
+_COUNTRIES = ListOf(IsoCode("country"), min_len=1, allow_scalar=True)
+_SUBDIVISIONS = ListOf(IsoCode("subdivision"), min_len=1, allow_scalar=True)
 
 
 class ConditionSpec(Spec):
@@ -222,11 +224,12 @@ class ConditionSpec(Spec):
         "model": "the model matches one of these glob patterns",
         "path": "the request path matches one of these glob patterns",
         "stream": "the request asks for a streamed response (true/false)",
-        "country": "the GeoIP country (ISO 3166-1 alpha-2) is one of these",
-        "registered_country": "the GeoIP registered country is one of these",
+        "country": "the GeoIP country (ISO 3166-1 alpha-2, checked) is one of these",
+        "registered_country": "the GeoIP registered country (ISO 3166-1 alpha-2) is one of "
+        "these",
         "represented_country": "the GeoIP represented country (e.g. a military base) is one "
         "of these",
-        "subdivision": "a GeoIP subdivision (ISO 3166-2, e.g. UA-43) is one of these",
+        "subdivision": "a GeoIP subdivision (ISO 3166-2, checked, e.g. UA-43) is one of these",
         "signal": "a signal is set, or {name, op, value} compares it",
         "score": "{weights: {signal: weight}, threshold: N}: weighted sum >= threshold",
     }
@@ -280,10 +283,11 @@ class ConditionSpec(Spec):
                 return errors.add(at, f"{path}: expected true or false, got {_type_name(v)}")
             return Equals("stream", v, operator.attrgetter("stream"))
         if key in ("country", "registered_country", "represented_country", "subdivision"):
-            vals = _UPPER.check(v, at, path, errors)
+            spec = _SUBDIVISIONS if key == "subdivision" else _COUNTRIES
+            vals = spec.check(v, at, path, errors)
             if vals is INVALID:
                 return INVALID
-            codes = frozenset(x.upper() for x in vals)
+            codes = frozenset(vals)
             attr = "subdivisions" if key == "subdivision" else key
             return InSet(key, codes, _geo(attr))
         if key == "signal":

@@ -171,7 +171,9 @@ def _geoip(c: dict[str, Any] | None, base: Path) -> GeoSettings | None:
     paths = tuple((role, str((base / c[role]).resolve()) if not os.path.isabs(c[role])
                    else c[role]) for role in ("location", "asn", "anonymous") if c.get(role))
     return GeoSettings(paths=paths, optional=c["optional"],
-                       reload_interval=float(c["reload_interval"]), cache_size=c["cache_size"])
+                       reload_interval=float(c["reload_interval"]), cache_size=c["cache_size"],
+                       verify_seconds=float(c["verify_seconds"]),
+                       max_age_days=float(c["max_age_days"]))
 
 
 def _first_at(first: Where, here: Where) -> str:

@@ -65,6 +65,8 @@ class GeoSettings:
     optional: bool = False
     reload_interval: float = 2.0
     cache_size: int = 65536
+    verify_seconds: float = 5.0
+    max_age_days: float = 45
 
 
 @dataclass(frozen=True, slots=True)
