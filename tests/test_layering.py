@@ -122,3 +122,29 @@ def test_runtime_reexports_are_the_policy_types() -> None:
     assert prompts.DEFAULT_PATTERNS is catalogue.DEFAULT_PATTERNS
     assert proxy_headers.FORWARDING_HEADERS is catalogue.FORWARDING_HEADERS
     assert proxy_headers.PROXY_HEADERS is catalogue.PROXY_HEADERS
+
+
+def _calls_named(name: str) -> dict[str, int]:
+    """Runtime modules (relative path -> count) that call ``name(...)``."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "addon" / "hydraguard"
+    found: dict[str, int] = {}
+    for path in root.rglob("*.py"):
+        tree = ast.parse(path.read_text(), str(path))
+        n = sum(1 for node in ast.walk(tree) if isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name) and node.func.id == name)
+        if n:
+            found[str(path.relative_to(root))] = n
+    return found
+
+
+def test_only_gather_builds_facts():
+    """What may write Facts? gather.py (the one place that assembles a request's facts)."""
+    assert set(_calls_named("Facts")) == {"gather.py"}
+
+
+def test_refusals_are_built_in_one_place():
+    """Every Decision other than the default allow is built by refusals.py."""
+    assert set(_calls_named("Decision")) == {"decision.py", "refusals.py"}
