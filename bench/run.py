@@ -155,7 +155,8 @@ def main() -> None:
             targets[name] = (port, start(
                 [sys.executable, "-m", "hydraguard", "run", "--upstream", up.url,
                  "--listen", f"127.0.0.1:{port}", "--rules", rules,
-                 "--log", f"{d}/{len(targets)}.jsonl"], port))
+                 "--log", f"{d}/{len(targets)}.jsonl",
+                 "--status", f"{d}/{len(targets)}.status.json"], port))
         try:
             for port, _ in targets.values():
                 asyncio.run(load(port, 8, 1.0))  # warm-up

@@ -21,10 +21,11 @@ def write(d, name, text):
 
 
 def test_folder_loads_yaml_files_in_name_order(tmp_path):
-    write(tmp_path, "20-b.yaml", "rules:\n  - {id: b, action: deny}\n")
-    write(tmp_path, "10-a.yaml", "settings: {bad_body: pass}\nrules:\n  - {id: a, action: allow}\n")
+    write(tmp_path, "20-b.yaml", "version: 1\nrules:\n  - {id: b, action: deny}\n")
+    write(tmp_path, "10-a.yaml",
+          "version: 1\nsettings: {bad_body: pass}\nrules:\n  - {id: a, action: allow}\n")
     write(tmp_path, "notes.txt", "not rules")
-    write(tmp_path, "sub/30-c.yaml", "rules:\n  - {id: c, action: deny}\n")
+    write(tmp_path, "sub/30-c.yaml", "version: 1\nrules:\n  - {id: c, action: deny}\n")
     p = load_policy(tmp_path)
     assert [r.id for r in p.rules] == ["a", "b"]
     assert p.settings.bad_body == "pass"
@@ -32,28 +33,30 @@ def test_folder_loads_yaml_files_in_name_order(tmp_path):
 
 
 def test_include_is_loaded_right_after_the_including_file(tmp_path):
-    write(tmp_path, "main.yaml", "include: [more.yaml, d/]\nrules:\n  - {id: main, action: deny}\n")
-    write(tmp_path, "more.yaml", "rules:\n  - {id: more, action: deny}\n")
-    write(tmp_path, "d/1.yaml", "rules:\n  - {id: d1, action: deny}\n")
-    write(tmp_path, "last.yaml", "rules:\n  - {id: last, action: deny}\n")
+    write(tmp_path, "main.yaml",
+          "version: 1\ninclude: [more.yaml, d/]\nrules:\n  - {id: main, action: deny}\n")
+    write(tmp_path, "more.yaml", "version: 1\nrules:\n  - {id: more, action: deny}\n")
+    write(tmp_path, "d/1.yaml", "version: 1\nrules:\n  - {id: d1, action: deny}\n")
+    write(tmp_path, "last.yaml", "version: 1\nrules:\n  - {id: last, action: deny}\n")
     p = load_policy([tmp_path / "main.yaml", tmp_path / "last.yaml"])
     assert [r.id for r in p.rules] == ["main", "more", "d1", "last"]
 
 
 def test_sections_defined_once_ids_unique_across_files_all_errors_together(tmp_path):
-    a = write(tmp_path, "a.yaml", "settings: {}\nrules:\n  - {id: x, action: deny}\n")
+    a = write(tmp_path, "a.yaml", "version: 1\nsettings: {}\nrules:\n  - {id: x, action: deny}\n")
     b = write(tmp_path, "b.yaml",
+              "version: 1\n"
               "settings: {bad_body: pass}\n"
               "rules:\n"
               "  - {id: x, action: dney}\n"
               "  - {id: y, action: allow, sadow: true}\n")
     assert errors_of(a, b) == [
-        f"{b}:1:1: settings: defined again (first at {a}:1:1); only `rules` may be split "
+        f"{b}:2:1: settings: defined again (first at {a}:2:1); only `rules` may be split "
         "over several files",
-        f"{b}:3:6: rules: duplicate rule id 'x' (first at {a}:3:6)",
-        f"{b}:3:21: rules[0].action: 'dney' is not one of: allow, deny, throttle "
+        f"{b}:4:6: rules: duplicate rule id 'x' (first at {a}:4:6)",
+        f"{b}:4:21: rules[0].action: 'dney' is not one of: allow, deny, throttle "
         "(did you mean \"deny\"?)",
-        f"{b}:4:28: rules[1]: unknown key 'sadow' (did you mean \"shadow\"?)",
+        f"{b}:5:28: rules[1]: unknown key 'sadow' (did you mean \"shadow\"?)",
     ]
 
 
@@ -72,10 +75,10 @@ def test_duplicate_id_reported_with_schema_errors_in_one_file():
 
 
 def test_include_problems(tmp_path):
-    m = write(tmp_path, "m.yaml", "include: [gone.yaml, m.yaml]\n")
+    m = write(tmp_path, "m.yaml", "version: 1\ninclude: [gone.yaml, m.yaml]\n")
     assert errors_of(m) == [
-        f"{m}:1:11: include: 'gone.yaml' not found ({tmp_path / 'gone.yaml'})",
-        f"{m}:1:22: {tmp_path / 'm.yaml'} is loaded twice",
+        f"{m}:2:11: include: 'gone.yaml' not found ({tmp_path / 'gone.yaml'})",
+        f"{m}:2:22: {tmp_path / 'm.yaml'} is loaded twice",
     ]
 
 
@@ -88,7 +91,7 @@ def test_empty_folder_and_missing_path(tmp_path):
 
 
 def test_geoip_paths_relative_to_the_defining_file(tmp_path):
-    write(tmp_path, "main.yaml", "include: [sub/geo.yaml]\n")
-    write(tmp_path, "sub/geo.yaml", "geoip: {location: ../x.mmdb, optional: true}\n")
+    write(tmp_path, "main.yaml", "version: 1\ninclude: [sub/geo.yaml]\n")
+    write(tmp_path, "sub/geo.yaml", "version: 1\ngeoip: {location: ../x.mmdb, optional: true}\n")
     p = load_policy(tmp_path / "main.yaml")
     assert p.geoip.paths == (("location", str((tmp_path / "x.mmdb").resolve())),)

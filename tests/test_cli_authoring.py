@@ -58,14 +58,15 @@ def test_check_all_shipped_rules(capsys):
 
 def test_check_errors_listed_and_exit_1(capsys, tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("rules:\n  - {id: a, action: dney}\n  - {id: a, action: deny, wen: {}}\n")
+    bad.write_text("version: 1\nrules:\n  - {id: a, action: dney}\n"
+                   "  - {id: a, action: deny, wen: {}}\n")
     rc, out = run(capsys, "check", str(bad), "rules/examples/sanctions.yaml")
     assert rc == 1
     assert out == [
-        f"{bad}:2:21: rules[0].action: 'dney' is not one of: allow, deny, throttle "
+        f"{bad}:3:21: rules[0].action: 'dney' is not one of: allow, deny, throttle "
         "(did you mean \"deny\"?)",
-        f"{bad}:3:6: rules: duplicate rule id 'a' (first at line 2)",
-        f"{bad}:3:27: rules[1]: unknown key 'wen' (did you mean \"when\"?)",
+        f"{bad}:4:6: rules: duplicate rule id 'a' (first at line 3)",
+        f"{bad}:4:27: rules[1]: unknown key 'wen' (did you mean \"when\"?)",
         f"{bad}: 3 errors",
         *SANCTIONS_OK,
     ]
@@ -75,6 +76,7 @@ def test_check_warns_about_signals_nothing_sets(capsys, tmp_path):
     r = tmp_path / "r.yaml"
     asn = ROOT / "geoip" / "demo-asn.mmdb"
     r.write_text(
+        "version: 1\n"
         f"geoip: {{asn: {asn}}}\n"
         "indicators:\n"
         "  ip: {hosting_asns: [64510]}\n"
@@ -87,32 +89,103 @@ def test_check_warns_about_signals_nothing_sets(capsys, tmp_path):
     rc, out = run(capsys, "check", str(r))
     assert rc == 0  # warnings do not fail a check
     assert out == [
-        f"{r}:5:5: warning: rule 'typo' tests signal 'ip.hostng_asn', which nothing sets "
+        f"{r}:6:5: warning: rule 'typo' tests signal 'ip.hostng_asn', which nothing sets "
         "with these rules (did you mean \"ip.hosting_asn\"?)",
-        f"{r}:6:5: warning: rule 'no-headers' tests signal 'headers.proxy', which nothing sets "
+        f"{r}:7:5: warning: rule 'no-headers' tests signal 'headers.proxy', which nothing sets "
         "with these rules",
-        f"{r}:1:9: warning: geoip.asn {asn} {DEMO_NOTE}",
+        f"{r}:2:9: warning: geoip.asn {asn} {DEMO_NOTE}",
         f"{r}: ok — 3 rules, 0 clusters, 0 budgets, indicators on; geoip asn {asn} "
         "(asn, demo data, built 2025-01-01, verified); 3 warnings",
     ]
 
 
+LINKED = (
+    "version: 1\n"
+    "clusters:\n"
+    "  - id: acct\n"
+    "    key: [cluster]\n"
+    "    link:\n"
+    "      evidence:\n"
+    "        - {kind: ip}\n"
+    "        - {kind: template, min_accounts: 10}\n"
+    "budgets:\n"
+    "  - {id: b, windows: [{per: day, tokens: 1000}]}\n"
+)
+
+
+def test_check_warns_about_template_evidence_without_template_indicator(capsys, tmp_path):
+    r = tmp_path / "r.yaml"
+    r.write_text(LINKED)
+    rc, out = run(capsys, "check", str(r))
+    assert (rc, out) == (0, [
+        f"{r}:8:11: warning: cluster 'acct' links on evidence 'template', but no "
+        "indicators.prompts.templates indicator is configured: template.id is never set, so "
+        "this evidence links nobody",
+        f"{r}: ok — 0 rules, 1 cluster, 1 budget; no geoip; 1 warning"])
+    r.write_text(LINKED + "indicators:\n  prompts: {templates: {}}\n")
+    rc, out = run(capsys, "check", str(r))
+    assert (rc, out) == (0, [f"{r}: ok — 0 rules, 1 cluster, 1 budget, indicators on; "
+                             "no geoip"])
+
+
+def test_check_warns_about_tls_evidence_without_tls_indicator(capsys, tmp_path):
+    r = tmp_path / "r.yaml"
+    tls = LINKED.replace("{kind: template, min_accounts: 10}", "{kind: tls_ua}")
+    r.write_text(tls)
+    rc, out = run(capsys, "check", str(r))
+    assert (rc, out[0]) == (0, f"{r}:8:11: warning: cluster 'acct' links on evidence "
+                            "'tls_ua', but no indicators.tls indicator is configured: tls.ja4 "
+                            "is never set, so this evidence links nobody")
+    r.write_text(tls + "indicators:\n  tls: {}\n")
+    rc, out = run(capsys, "check", "--strict", str(r))
+    assert (rc, len(out)) == (0, 1)
+
+
+def test_check_strict_fails_on_warnings(capsys, tmp_path):
+    r = tmp_path / "r.yaml"
+    r.write_text(LINKED)
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("version: 1\nrules:\n  - {id: a, action: deny}\n")
+    ok_line = f"{ok}: ok — 1 rule, 0 clusters, 0 budgets; no geoip"
+    rc, out = run(capsys, "check", "--strict", str(r), str(ok))
+    assert rc == 1 and len(out) == 3 and out[2] == ok_line
+    rc, out = run(capsys, "check", "--strict", str(ok))
+    assert (rc, out) == (0, [ok_line])
+    rc, out = run(capsys, "check", "--strict", "rules/examples/sanctions.yaml")
+    assert rc == 1 and out[-1].endswith("; 1 warning")  # demo GeoIP data is a warning
+    p = subprocess.run([sys.executable, "-m", "hydraguard", "check", "--strict", str(r)],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 1 and "1 warning" in p.stdout
+
+
+def test_check_reports_reference_and_schema_errors_in_one_run(capsys, tmp_path):
+    r = tmp_path / "r.yaml"
+    r.write_text(LINKED.replace("{id: b, windows", "{id: b, clusters: [acc], windows")
+                 + "  - {id: c, windows: [{per: day, tokens: -1}]}\n")
+    rc, out = run(capsys, "check", str(r))
+    assert (rc, out) == (1, [
+        f"{r}:10:13: budgets[0].clusters: unknown cluster 'acc' (did you mean \"acct\"?) "
+        "(known: acct)",
+        f"{r}:11:42: budgets[1].windows[0].tokens: -1 is below the minimum 1",
+        f"{r}: 2 errors"])
+
+
 def test_check_geoip_that_does_not_open_is_an_error(capsys, tmp_path):
     r = tmp_path / "r.yaml"
-    r.write_text("geoip: {location: missing.mmdb}\n")
+    r.write_text("version: 1\ngeoip: {location: missing.mmdb}\n")
     rc, out = run(capsys, "check", str(r))
     assert rc == 1
     assert out == [f"geoip.location: GeoIP database {tmp_path / 'missing.mmdb'}: file not "
                    "found or not readable", f"{r}: 1 error"]
-    r.write_text("geoip: {location: missing.mmdb, optional: true}\n")
+    r.write_text("version: 1\ngeoip: {location: missing.mmdb, optional: true}\n")
     rc, out = run(capsys, "check", str(r))
     assert (rc, out) == (0, [f"{r}: ok — 0 rules, 0 clusters, 0 budgets; geoip location "
                              "missing.mmdb (does not open; optional)"])
 
 
 def test_check_folder_counts_files(capsys, tmp_path):
-    (tmp_path / "a.yaml").write_text("rules:\n  - {id: a, action: deny}\n")
-    (tmp_path / "b.yaml").write_text("rules:\n  - {id: b, action: deny}\n")
+    (tmp_path / "a.yaml").write_text("version: 1\nrules:\n  - {id: a, action: deny}\n")
+    (tmp_path / "b.yaml").write_text("version: 1\nrules:\n  - {id: b, action: deny}\n")
     rc, out = run(capsys, "check", str(tmp_path))
     assert (rc, out) == (0, [f"{tmp_path}: ok (2 files) — 2 rules, 0 clusters, 0 budgets; "
                              "no geoip"])
@@ -120,11 +193,11 @@ def test_check_folder_counts_files(capsys, tmp_path):
 
 def test_check_as_a_process_exit_code(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("rules: 3\n")
+    bad.write_text("version: 1\nrules: 3\n")
     p = subprocess.run([sys.executable, "-m", "hydraguard", "check", str(bad)],
                        capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 1
-    assert p.stdout.splitlines() == [f"{bad}:1:8: rules: expected a list, got a number (3)",
+    assert p.stdout.splitlines() == [f"{bad}:2:8: rules: expected a list, got a number (3)",
                                      f"{bad}: 1 error"]
 
 
@@ -185,11 +258,11 @@ def test_explain_json_and_facts_file(capsys, tmp_path):
 
 def test_explain_invalid_rules_exit_2(capsys, tmp_path):
     r = tmp_path / "r.yaml"
-    r.write_text("rulez: []\n")
+    r.write_text("version: 1\nrulez: []\n")
     rc = main(["explain", "--rules", str(r)])
     err = capsys.readouterr().err.splitlines()
     assert rc == 2
-    assert err == [f"{r}:1:1: top level: unknown key 'rulez' (did you mean \"rules\"?)",
+    assert err == [f"{r}:2:1: top level: unknown key 'rulez' (did you mean \"rules\"?)",
                    "hydraguard: 1 error(s) in the rules"]
 
 
@@ -317,15 +390,15 @@ def test_check_shows_build_date_and_warns_when_stale(capsys, tmp_path):
     db = build_city(tmp_path / "old", build_epoch=old, description="ACME City")
     built = dt.datetime.fromtimestamp(old, dt.UTC).date().isoformat()
     r = tmp_path / "r.yaml"
-    r.write_text(f"geoip:\n  location: {db}\n")
+    r.write_text(f"version: 1\ngeoip:\n  location: {db}\n")
     rc, out = run(capsys, "check", str(r))
     assert (rc, out) == (0, [
-        f"{r}:2:3: warning: geoip.location {db} was built {built}, 100 days ago (more than "
+        f"{r}:3:3: warning: geoip.location {db} was built {built}, 100 days ago (more than "
         "geoip.max_age_days 45): regional decisions use stale data; update it "
         "(geoip/README.md)",
         f"{r}: ok — 0 rules, 0 clusters, 0 budgets; geoip location {db} (geoip2-city, built "
         f"{built}, verified); 1 warning"])
-    r.write_text(f"geoip:\n  location: {db}\n  max_age_days: 120\n")
+    r.write_text(f"version: 1\ngeoip:\n  location: {db}\n  max_age_days: 120\n")
     rc, out = run(capsys, "check", str(r))
     assert (rc, out) == (0, [
         f"{r}: ok — 0 rules, 0 clusters, 0 budgets; geoip location {db} (geoip2-city, built "

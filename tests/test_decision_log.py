@@ -43,3 +43,28 @@ def test_helpers():
     assert truncate_ip(ipaddress.ip_address("192.0.2.77")) == "192.0.2.0/24"
     assert truncate_ip(ipaddress.ip_address("2001:db8:1:2::5")) == "2001:db8:1::/48"
     assert iso_time(0.5) == "1970-01-01T00:00:00.500Z"
+
+
+def test_ts_and_duration_start_when_the_request_arrives(tmp_path):
+    """`ts` is the arrival stamp the front end gives (mitmproxy's timestamp_start); the
+    duration counts from it, so it always covers the decision (decision_us)."""
+    import asyncio
+
+    from hydraguard.pipeline import Gateway, RequestView, header_getter
+    from hydraguard.policy import parse_policy
+
+    now = [1_700_000_010.0]
+    gw = Gateway(parse_policy("version: 1\n"), log_path=str(tmp_path / "d.jsonl"),
+                 secret=b"s", clock=lambda: now[0])
+    arrived = 1_700_000_007.25  # the body took 2.75 s to upload
+    body = b'{"model": "m", "max_tokens": 5, "messages": []}'
+    view = RequestView("POST", "/v1/messages", "192.0.2.1",
+                       header_getter({"x-api-key": "k", "content-type": "application/json"}),
+                       body=body, request_id="req_1", arrived=arrived)
+    ex = gw.begin(view)
+    now[0] += 0.5  # the upstream answers
+    rec = asyncio.run(gw.finish(ex, status=200))
+    gw.close()
+    assert rec["ts"] == iso_time(arrived) == "2023-11-14T22:13:27.250Z"
+    assert rec["duration_ms"] == 3250.0 >= rec["decision_us"] / 1000
+    assert json.loads((tmp_path / "d.jsonl").read_text())["ts"] == rec["ts"]

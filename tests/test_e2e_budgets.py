@@ -385,14 +385,15 @@ def test_bad_redis_url_stops_run_and_fails_check(tmp_path):
     import sys
 
     bad = tmp_path / "bad.yaml"
-    bad.write_text("state: {backend: redis, redis_url: 'foo://x'}\n"
+    bad.write_text("version: 1\n"
+                   "state: {backend: redis, redis_url: 'foo://x'}\n"
                    "clusters: [{id: acct, key: [account]}]\n"
                    "budgets: [{id: b, windows: [{per: minute, tokens: 100}]}]\n")
     out = subprocess.run([sys.executable, "-m", "hydraguard", "check", str(bad)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert out.stdout.splitlines()[0] == (
-        f"{bad}:1:25: state.redis_url: 'foo://x' must start with one of redis://, "
+        f"{bad}:2:25: state.redis_url: 'foo://x' must start with one of redis://, "
         "rediss://, unix://")
     env_only = tmp_path / "env.yaml"
     env_only.write_text(bad.read_text().replace(", redis_url: 'foo://x'", ""))

@@ -223,15 +223,14 @@ def test_demo_databases_warn_loudly_at_start(stub, tmp_path):
         assert call(p, "192.0.2.1").usage.output_tokens == 2
         err = p.stderr()
     assert err.count(warning) == 1  # shown by `hydraguard run`, not again by the addon
-    assert f"hydraguard: geoip location {demo}: GeoIP2-City, demo data, built 2025-01-01 (" \
-        in err
+    assert f"geoip location {demo.name} (geoip2-city, built 2025-01-01)" in err  # startup line
     real = build_city(tmp_path / "real", description="ACME City")
     rules.write_text(DENY_LIST.format(db=real) + "  - {id: allow-list, action: deny, region: "
                      "{allow_countries: [US]}}\n")
     with proxy(stub.url, rules) as p:
         err = p.stderr()
-    assert "DEMO" not in err and f"hydraguard: geoip location {real}: GeoIP2-City, built " \
-        "2025-01-01 (" in err
+    assert "DEMO" not in err and f"geoip location {real.name} (geoip2-city, built " \
+        "2025-01-01)" in err
     demo_rules = tmp_path / "allow.yaml"
     demo_rules.write_text(rules.read_text().replace(str(real), str(demo)))
     with proxy(stub.url, demo_rules) as p:

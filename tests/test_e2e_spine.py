@@ -259,9 +259,40 @@ def test_non_model_path_passes_and_is_logged(gw):
     assert (rec["api"], rec["action"], rec["status"]) == (None, "allow", r.status_code)
 
 
-def test_healthz(gw):
+def test_healthz_says_ok_and_nothing_more(gw):
+    """Any client reaches it: no rules count, no version (`hydraguard health` has those)."""
     r = httpx.get(gw.url + "/__hydraguard/healthz")
-    assert r.status_code == 200 and r.json()["status"] == "ok"
+    assert (r.status_code, r.json()) == (200, {"status": "ok"})
+    assert r.headers["cache-control"] == "no-store"
+
+
+def test_ts_and_duration_count_from_the_arrival_of_the_request(gw):
+    """A slow upload: the headers arrive, the body a second later. `ts` is when the request
+    began to arrive, and `duration_ms` covers the upload and the decision."""
+    import socket
+    from datetime import datetime
+
+    body = json.dumps({"model": "m", "max_tokens": 3,
+                       "messages": [{"role": "user", "content": "slow"}]}).encode()
+    head = (f"POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: k\r\n"
+            f"anthropic-version: 2023-06-01\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode()
+    n = len(gw.lines())
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
+        t_head = time.time()
+        s.sendall(head)
+        time.sleep(1.0)
+        t_body = time.time()
+        s.sendall(body)
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 200")
+    rec = last_line(gw, n)
+    ts = datetime.fromisoformat(rec["ts"].replace("Z", "+00:00")).timestamp()
+    assert int(t_head * 1000) / 1000 <= ts < t_body  # arrival of the headers, not the body
+    assert rec["duration_ms"] >= 500  # the upload (1 s) is inside the duration
+    assert rec["duration_ms"] * 1000 >= rec["decision_us"]
 
 
 def test_upstream_cut_mid_stream_is_logged(gw):
@@ -292,12 +323,12 @@ def test_broken_rules_stop_run_with_position(tmp_path):
     import sys
 
     bad = tmp_path / "bad.yaml"
-    bad.write_text("rules:\n  - id: x\n    action: nope\n")
+    bad.write_text("version: 1\nrules:\n  - id: x\n    action: nope\n")
     out = subprocess.run([sys.executable, "-m", "hydraguard", "run", "--upstream",
                           "http://127.0.0.1:9", "--rules", str(bad)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
-    assert f"{bad}:3:13: rules[0].action: 'nope' is not one of: allow, deny, throttle" \
+    assert f"{bad}:4:13: rules[0].action: 'nope' is not one of: allow, deny, throttle" \
         in out.stderr
 
 
@@ -316,7 +347,7 @@ def test_loads_the_usual_mitmproxy_way(stub, tmp_path):
         [str(mitmdump), "-s", str(ROOT / "addon" / "hydraguard_addon.py"),
          "--mode", f"reverse:{stub.url}", "--listen-host", "127.0.0.1",
          "--listen-port", str(port), "--set", f"hydraguard_rules={rules}",
-         "--set", f"hydraguard_log={log}"],
+         "--set", f"hydraguard_log={log}", "--set", f"hydraguard_status={tmp_path / 's.json'}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -330,6 +361,8 @@ def test_loads_the_usual_mitmproxy_way(stub, tmp_path):
         wait_until(lambda: log.exists() and log.read_text().strip(), 10, "log line")
         rec = json.loads(log.read_text().splitlines()[-1])
         assert (rec["rule"], rec["status"]) == ("blocked-net", 403)
+        wait_until(lambda: (tmp_path / "s.json").exists(), 10, "status file")
+        assert json.loads((tmp_path / "s.json").read_text())["listen"] == [url]
     finally:
         proc.terminate()
         proc.wait(10)

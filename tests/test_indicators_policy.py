@@ -121,7 +121,7 @@ def test_list_files_checked_relative_to_rules_folder(tmp_path):
         f"{rules}:7:23: indicators.ip.lists[3].path: {tmp_path}/empty.txt holds no networks",
         f"{rules}:8:10: indicators.ip.lists[4].name: duplicate list name 'ok'",
     ]
-    rules.write_text(text.rsplit("      - {name: missing", 1)[0])
+    rules.write_text("version: 1\n" + text.rsplit("      - {name: missing", 1)[0])
     p = load_policy(rules)
     (spec,) = p.indicators.ip.lists
     assert (spec.name, spec.path, spec.format, spec.reload_interval) == (

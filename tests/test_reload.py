@@ -24,7 +24,7 @@ rules:
     action: deny
     reason: "{v}"
 """
-INVALID = "rules:\n  - id: version\n    action: dney\n"
+INVALID = "version: 1\nrules:\n  - id: version\n    action: dney\n"
 
 
 def put(path, text: str) -> None:
@@ -63,7 +63,7 @@ def test_watcher_reports_valid_change_once_and_invalid_once(tmp_path, caplog):
         assert w.poll().errors  # same errors: not logged again
     msgs = [m for m in caplog.messages if "invalid" in m]
     assert len(msgs) == 1
-    assert f"{r}:3:13: rules[0].action: 'dney' is not one of" in msgs[0]
+    assert f"{r}:4:13: rules[0].action: 'dney' is not one of" in msgs[0]
     put(r, V.format(v="v2", geo=GEO))  # back to the running version: no swap needed
     bump(r)
     assert w.poll().policy is None and w.reloads == 1
@@ -72,9 +72,9 @@ def test_watcher_reports_valid_change_once_and_invalid_once(tmp_path, caplog):
 def test_watcher_sees_a_new_file_in_a_folder(tmp_path):
     d = tmp_path / "rules.d"
     d.mkdir()
-    put(d / "a.yaml", "rules:\n  - {id: a, action: deny}\n")
+    put(d / "a.yaml", "version: 1\nrules:\n  - {id: a, action: deny}\n")
     w = RulesWatcher([str(d)], load_policy(str(d)))
-    put(d / "b.yaml", "rules:\n  - {id: b, action: deny}\n")
+    put(d / "b.yaml", "version: 1\nrules:\n  - {id: b, action: deny}\n")
     bump(d)
     res = w.poll()
     assert [r.id for r in res.policy.rules] == ["a", "b"]
@@ -125,8 +125,11 @@ def test_reload_under_load(stub, tmp_path):
         for t in threads:
             t.start()
 
-        def health_version() -> str | None:
-            return digests.get(httpx.get(f"{gw.url}/__hydraguard/healthz").json()["policy"])
+        def health_version() -> str | None:  # the version `hydraguard health` shows
+            return digests.get(gw.status()["rules"]["version"])
+
+        def healthz() -> dict:
+            return httpx.get(f"{gw.url}/__hydraguard/healthz").json()
 
         try:
             for v in ("v2", "v1", "v2"):
@@ -134,12 +137,16 @@ def test_reload_under_load(stub, tmp_path):
                 wait_until(lambda v=v: health_version() == v, 10, f"reload to {v}")
                 time.sleep(0.3)
             put(r, INVALID)
+            wait_until(lambda: gw.status()["status"] == "degraded", 10, "rejection")
+            assert healthz() == {"status": "degraded"}
             time.sleep(0.6)  # many polls while the file stays invalid
             bump(r)
             time.sleep(0.3)
             assert health_version() == "v2"  # invalid rules ignored
             put(r, versions["v1"])
             wait_until(lambda: health_version() == "v1", 10, "reload to v1")
+            wait_until(lambda: gw.status()["status"] == "ok", 10, "ok again")
+            assert healthz() == {"status": "ok"} and gw.status()["rejected_change"] is None
             time.sleep(0.3)
         finally:
             stop.set()
@@ -200,3 +207,113 @@ async def test_new_geoip_is_opened_and_checked_off_the_loop(tmp_path, monkeypatc
     assert len(threads) == 2 and threading.main_thread() not in threads
     g2.close()
     g1.close()
+# -- fail safe: an emptied, cut-off or half-written rules file never replaces running rules --
+ONE = "version: 1\nrules:\n  - {id: a, action: deny}\n"
+TWO = ONE + "  - {id: b, action: deny}\n"
+
+
+@pytest.mark.parametrize("text, error", [
+    ("", ":1:1: the rules file is empty"),
+    ("# emptied by a deploy script\n", ":1:1: the rules file is only comments"),
+    ("rules:\n  - {id: a, action: deny}\n", ":1:1: top level: missing required key 'version'"),
+    (ONE + "  - {id: ", ":4:10: invalid YAML"),  # cut mid-line
+    (ONE + "  - id: b\n", ":4:5: rules[1]: missing required key 'action'"),  # cut at a line
+])
+def test_empty_or_cut_off_file_is_rejected_and_the_rules_stay(tmp_path, caplog, text, error):
+    r = tmp_path / "r.yaml"
+    put(r, TWO)
+    w = RulesWatcher([str(r)], load_policy(str(r)), settle_s=0)
+    running = w.digest
+    r.write_text(text)  # in place, as `> rules.yaml` or a truncating editor does
+    bump(r)
+    with caplog.at_level("ERROR", logger="hydraguard"):
+        res = w.poll()
+    assert res.policy is None and f"{r}{error}" in res.errors
+    assert w.last_error == res.errors and w.rejected == 1 and w.digest == running
+    assert "keeping the running rules" in caplog.text
+    put(r, TWO)  # the same rules again: nothing to swap, and no longer rejected
+    bump(r)
+    assert w.poll().policy is None and w.last_error is None and w.rejected_at is None
+
+
+def test_a_file_being_written_is_read_once_it_is_stable(tmp_path):
+    r = tmp_path / "r.yaml"
+    put(r, ONE)
+    writes = [lambda: r.write_text(TWO[:len(ONE) + 9]), lambda: r.write_text(TWO)]
+    waits: list[float] = []
+
+    def sleep(s: float) -> None:  # the writer goes on while the watcher waits
+        waits.append(s)
+        if writes:
+            writes.pop(0)()
+            bump(r)
+
+    w = RulesWatcher([str(r)], load_policy(str(r)), settle_s=0.05, sleep=sleep)
+    r.write_text(ONE + "  - {id: b,")  # the writer has begun
+    bump(r)
+    res = w.poll()
+    assert [x.id for x in res.policy.rules] == ["a", "b"] and res.errors is None
+    assert waits == [0.05, 0.05, 0.05] and w.rejected == 0  # changed twice, then stable
+
+
+FAILSAFE = """\
+version: 1
+settings: {{trusted_proxies: [127.0.0.1/32]}}
+log: {{path: {log}}}
+clusters:
+  - {{id: acct, key: [account]}}
+budgets:
+  - id: daily
+    clusters: [acct]
+    windows: [{{per: day, tokens: 100}}]
+    count: output
+rules:
+  - id: blocked-net
+    when: {{client_ip: [203.0.113.0/24]}}
+    action: deny
+"""
+
+
+@pytest.mark.e2e
+def test_emptied_rules_file_keeps_rules_log_file_and_budget_usage(stub, tmp_path):
+    r, log = tmp_path / "rules.yaml", tmp_path / "decisions.jsonl"
+    text = FAILSAFE.format(log=log)
+    r.write_text(text)
+    with proxy(stub.url, r, rules_log=log,
+               extra=["--", "--set", "hydraguard_reload_ms=50"]) as gw:
+        version = gw.status()["rules"]["version"]
+
+        def call(max_tokens: int = 30, ip: str | None = None) -> httpx.Response:
+            headers = {"x-api-key": "sk-failsafe", "anthropic-version": "2023-06-01"}
+            if ip:
+                headers["x-forwarded-for"] = ip
+            return httpx.post(gw.url + "/v1/messages", headers=headers, timeout=10,
+                              json={"model": "m", "max_tokens": max_tokens,
+                                    "messages": [{"role": "user", "content": "x"}]})
+
+        def rejected(error: str) -> bool:
+            st = gw.status()
+            return st["status"] == "degraded" and error in st["rejected_change"]["errors"]
+
+        first = call()
+        assert first.headers["anthropic-ratelimit-tokens-remaining"] == "70"
+        r.write_text("")  # emptied in place
+        wait_until(lambda: rejected(f"{r}:1:1: the rules file is empty"), 10, "rejection")
+        assert httpx.get(gw.url + "/__hydraguard/healthz").json() == {"status": "degraded"}
+        assert call(ip="203.0.113.9").status_code == 403  # the previous rules still decide
+        second = call()
+        assert second.headers["anthropic-ratelimit-tokens-remaining"] == "40"  # usage kept
+        r.write_text(text[:text.index("    windows")])  # cut off after a whole line
+        wait_until(lambda: rejected("budgets[0]: missing required key 'windows'"), 10,
+                   "rejection of the cut-off file")
+        assert call().headers["anthropic-ratelimit-tokens-remaining"] == "10"
+        r.write_text(text)  # back: the same version, still the same budget state
+        wait_until(lambda: gw.status()["status"] == "ok", 10, "ok again")
+        assert gw.status()["rules"]["version"] == version
+        refused = call()
+        assert refused.status_code == 429  # needs 30, 10 left: the usage was never forgotten
+        recs = gw.wait_lines(5)
+        assert [x["status"] for x in recs] == [200, 403, 200, 200, 429]
+        assert {x["policy"] for x in recs} == {version}
+        assert '"request_id"' not in gw.stderr()  # no decision line went to stdout
+        assert gw.stderr().count("the changed rules are invalid") == 2

@@ -6,25 +6,30 @@ import asyncio
 import json
 import logging
 import sys
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from mitmproxy import connection, exceptions, http, tls
 
+from . import status
+from .decision_log import iso_time
 from .geo import GeoDatabaseError
+from .geo.notices import geo_lines, geo_warnings, not_shown_yet
 from .pipeline import HEALTH_PATH, Exchange, Gateway, RequestView
 from .policy import PolicyError, load_policy
 from .reload import RulesWatcher, next_gateway
-from .startup import geo_lines, geo_warnings, not_shown_yet
 
 log = logging.getLogger("hydraguard")
 
 DEFAULT_RULES = Path(__file__).resolve().parents[2] / "rules" / "default.yaml"
 KEY = "hydraguard"
 GW = "hydraguard_gw"  # the Gateway (policy snapshot) a flow was decided with
+ARRIVED = "hydraguard_arrived"  # when the request began to arrive (epoch seconds)
 RETIRE_AFTER_S = 300.0  # a replaced gateway's own resources are closed after this long
 FILES_CHECK_S = 0.5  # the GeoIP / list refresher wakes this often (files: own intervals)
+STATUS_CHECK_S = 0.5  # the status file is rewritten on a change seen this often
 
 
 def _request_id(flow: http.HTTPFlow) -> str:
@@ -43,6 +48,7 @@ def _view(flow: http.HTTPFlow, request_id: str) -> RequestView:
         method=req.method, path=req.path, peer=peer, headers=joined.get,
         body=req.raw_content or b"", content_encoding=joined.get("content-encoding", ""),
         request_id=request_id, header_names=frozenset(joined),
+        arrived=flow.metadata.get(ARRIVED) or req.timestamp_start,
     )
 
 
@@ -55,9 +61,13 @@ def _announce_geo(gw: Gateway) -> None:
         log.warning("hydraguard: %s", w)
 
 
-def _respond(flow: http.HTTPFlow, status: int, body: bytes, headers: dict[str, str]) -> None:
-    flow.response = http.Response.make(status, body, headers)
+def _respond(flow: http.HTTPFlow, code: int, body: bytes, headers: dict[str, str]) -> None:
+    flow.response = http.Response.make(code, body, headers)
     flow.metadata["hydraguard_answered"] = True
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class HydraGuard:
@@ -70,13 +80,22 @@ class HydraGuard:
         self.watcher: RulesWatcher | None = None
         self._reload_task: asyncio.Task | None = None
         self._files_task: asyncio.Task | None = None
+        self._status_task: asyncio.Task | None = None
         self._retired: list[asyncio.TimerHandle] = []
+        self.status_path: str | None = None
+        self._status_extra: dict[str, object] = {}
+        self._status_last: tuple[dict, float] | None = None  # (document, monotonic time)
 
     def load(self, loader) -> None:
         loader.add_option("hydraguard_rules", str, "", "hydraguard rules YAML (empty: shipped "
                           "rules/default.yaml); a folder, or several paths joined by ','")
         loader.add_option("hydraguard_reload_ms", int, 1000, "Milliseconds between checks of "
                           "the rules files for changes (hot reload); 0: never")
+        loader.add_option("hydraguard_reload_settle_ms", int, 200, "A changed rules file is "
+                          "read once its size and mtime stayed the same this many "
+                          "milliseconds (a file still being written is not read)")
+        loader.add_option("hydraguard_status", str, "", "Status file for `hydraguard health` "
+                          "(empty: <temp dir>/hydraguard-<port>.status.json; 'off': none)")
         loader.add_option("hydraguard_log", str, "", "Decision log path ('-' for stdout); "
                           "overrides the rules file's log.path")
         loader.add_option("hydraguard_stdout_clean", bool, True, "Send mitmproxy's own log "
@@ -89,6 +108,8 @@ class HydraGuard:
             for h in logging.getLogger().handlers:
                 if getattr(h, "file", None) is sys.stdout:
                     h.file = sys.stderr  # mitmproxy's TermLog handler
+        if self.watcher is not None:
+            self.watcher.settle_s = ctx.options.hydraguard_reload_settle_ms / 1000
         if not updated & {"hydraguard_rules", "hydraguard_log"} and self.gateway is not None:
             return
         path = ctx.options.hydraguard_rules or str(DEFAULT_RULES)
@@ -103,7 +124,8 @@ class HydraGuard:
                                    files_in_background=True)
         except (GeoDatabaseError, OSError, ValueError) as e:  # ValueError: a bad $REDIS_URL
             raise exceptions.OptionsError(f"hydraguard: {e}") from e
-        self.watcher = RulesWatcher(paths, policy)
+        self.watcher = RulesWatcher(paths, policy,
+                                    settle_s=ctx.options.hydraguard_reload_settle_ms / 1000)
         self.gateway.policy_digest = self.watcher.digest
         if old is not None:
             old.close()
@@ -123,6 +145,60 @@ class HydraGuard:
         if self._files_task is None:
             self._files_task = loop.create_task(self._every(
                 lambda: FILES_CHECK_S, self.refresh_files, "refreshing GeoIP / list files"))
+        if self._status_task is None:
+            self._start_status(ctx)
+
+    def _start_status(self, ctx) -> None:
+        """Print the startup line; write the status file now and on every change."""
+        ps = ctx.master.addons.get("proxyserver")
+        addrs = ps.listen_addrs() if ps is not None else []
+        tls = bool(ctx.options.certs)
+        listen = [f"{'https' if tls else 'http'}://{_hostport(a[0], a[1])}" for a in addrs]
+        upstream = ", ".join(m.split(":", 1)[1] if m.startswith("reverse:") else m
+                             for m in ctx.options.mode)
+        opt = ctx.options.hydraguard_status
+        port = addrs[0][1] if addrs else status.DEFAULT_PORT
+        self.status_path = None if opt == "off" else (opt or status.default_status_path(port))
+        self._status_extra = {"listen": listen, "upstream": upstream,
+                              "started": iso_time(time.time()),
+                              "status_file": self.status_path}
+        gw = self.gateway
+        if gw is not None:
+            print(status.startup_line(status.snapshot(gw, self.watcher, **self._status_extra)),
+                  file=sys.stderr, flush=True)
+        if self.status_path is not None:
+            self._status_task = asyncio.get_running_loop().create_task(self._status_loop())
+
+    async def _status_loop(self) -> None:
+        """Write the status file now, then whenever it changes (and as a heartbeat); a
+        failure is logged once per distinct message, and the proxy goes on."""
+        failed = None
+        while True:
+            try:
+                await self.write_status()
+                failed = None
+            except Exception as e:
+                if str(e) != failed:
+                    failed = str(e)
+                    log.warning("hydraguard: cannot write the status file %s: %s",
+                                self.status_path, e)
+            await asyncio.sleep(STATUS_CHECK_S)
+
+    async def write_status(self, force: bool = False) -> None:
+        """Rewrite the status file when its content changed, or as a heartbeat."""
+        gw, path = self.gateway, self.status_path
+        if gw is None or path is None:
+            return
+        doc = status.snapshot(gw, self.watcher, **self._status_extra)
+        now = time.monotonic()
+        last = self._status_last
+        if not force and last is not None and last[0] == doc and \
+                now - last[1] < status.HEARTBEAT_S:
+            return
+        self._status_last = (doc, now)
+        wall = time.time()
+        await asyncio.to_thread(status.write_status, path,
+                                {**doc, "updated": iso_time(wall), "updated_epoch": wall})
 
     @staticmethod
     async def _every(interval: Callable[[], float], step: Callable[[], Awaitable[object]],
@@ -162,7 +238,7 @@ class HydraGuard:
         return True
 
     def done(self) -> None:
-        for task in (self._reload_task, self._files_task):
+        for task in (self._reload_task, self._files_task, self._status_task):
             if task is not None:
                 task.cancel()
         for h in self._retired:
@@ -175,11 +251,13 @@ class HydraGuard:
         if gw is None or flow.response or flow.error:
             return
         if flow.request.path.split("?", 1)[0] == HEALTH_PATH:
-            body = json.dumps({"status": "ok", "rules": len(gw.policy.rules),
-                               "policy": gw.policy_digest}).encode()
-            _respond(flow, 200, body, {"content-type": "application/json"})
+            # Any client reaches this: ok / degraded only (`hydraguard health` has the detail).
+            state = "degraded" if status.problems(gw, self.watcher) else "ok"
+            _respond(flow, 200, json.dumps({"status": state}).encode(),
+                     {"content-type": "application/json", "cache-control": "no-store"})
             flow.metadata["hydraguard_health"] = True
             return
+        flow.metadata[ARRIVED] = flow.request.timestamp_start or time.time()
         length = flow.request.headers.get("content-length", "")
         if length.isdigit() and int(length) > gw.policy.settings.max_body_bytes:
             ex = gw.too_large(_view(flow, _request_id(flow)))
@@ -249,6 +327,6 @@ class HydraGuard:
         msg = flow.error.msg if flow.error else "flow error"
         if ex is None:  # failed before the request hook (e.g. body over mitmproxy's limit)
             ex = gw.failed_early(_view(flow, _request_id(flow)), msg)
-        status = flow.response.status_code if flow.response else None
-        await gw.finish(ex, status=status, error=msg)
+        code = flow.response.status_code if flow.response else None
+        await gw.finish(ex, status=code, error=msg)
 

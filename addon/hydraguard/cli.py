@@ -1,4 +1,7 @@
-"""Command line: `hydraguard run | demo | check | explain | test | replay | hash-key`."""
+"""Command line: `hydraguard run | health | demo | check | explain | test | replay | hash-key`.
+
+Every configuration error exits with status 2 and says what is wrong in one line (invalid
+rules: one line per error, with file:line:column)."""
 
 from __future__ import annotations
 
@@ -14,15 +17,9 @@ ADDON_SCRIPT = Path(__file__).resolve().parent.parent / "hydraguard_addon.py"
 DEFAULT_RULES = Path(__file__).resolve().parents[2] / "rules" / "default.yaml"
 
 
-def _split_listen(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    if not port.isdigit():
-        raise argparse.ArgumentTypeError(f"--listen wants HOST:PORT, got {value!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)
-
-
 def mitmdump_args(upstream: str, rules: str, listen: tuple[str, int], *,
-                  log_path: str | None = None, extra: list[str] | None = None) -> list[str]:
+                  log_path: str | None = None, status_path: str | None = None,
+                  extra: list[str] | None = None) -> list[str]:
     """The mitmdump command line that `hydraguard run` uses (production options)."""
     host, port = listen
     args = [
@@ -38,18 +35,31 @@ def mitmdump_args(upstream: str, rules: str, listen: tuple[str, int], *,
     ]
     if log_path:
         args += ["--set", f"hydraguard_log={log_path}"]
+    if status_path:
+        args += ["--set", f"hydraguard_status={status_path}"]
     return args + (extra or [])
 
 
-def cmd_run(a: argparse.Namespace) -> int:
-    rules = a.rules or str(DEFAULT_RULES)
+def _preflight(a: argparse.Namespace, rules: str) -> tuple[list[str], int]:
+    """Check everything `hydraguard run` can check before mitmdump starts: the mitmdump
+    arguments, or ([], 2) after printing what is wrong."""
+    from .startup import ConfigError, check_log, check_port, parse_listen, parse_upstream
+    from .status import check_writable, default_status_path
+
+    try:
+        upstream = parse_upstream(a.upstream)
+        host, port = parse_listen(a.listen)
+    except ConfigError as e:
+        print(f"hydraguard: {e}", file=sys.stderr)
+        return [], 2
     try:
         policy = load_policy([p.strip() for p in rules.split(",") if p.strip()])
     except PolicyError as e:
         print(f"hydraguard: invalid rules, not starting:\n{e}", file=sys.stderr)
-        return 2
-    if not _check_geo(policy):
-        return 2
+        return [], 2
+    geo_notes = _check_geo(policy)
+    if geo_notes is None:
+        return [], 2
     b = policy.budgets
     if b is not None and b.budgets:
         from .budgets.backends import open_state
@@ -59,40 +69,76 @@ def cmd_run(a: argparse.Namespace) -> int:
         except ValueError as e:
             print(f"hydraguard: unusable budget state settings, not starting: {e}",
                   file=sys.stderr)
-            return 2
-    body_limit = policy.settings.max_body_bytes * 2
-    extra = ["--set", f"body_size_limit={body_limit}"]
+            return [], 2
+    status_path = a.status or (default_status_path(port) if port else "")
+    try:
+        check_log(a.log or policy.log.path)
+        if a.status != "off" and status_path and (why := check_writable(status_path)):
+            raise ConfigError(f"cannot write the status file {status_path}: {why}")
+        if a.certs and not os.path.isfile(a.certs):
+            raise ConfigError(f"--certs {a.certs}: no such file")
+        check_port(host, port)
+    except ConfigError as e:
+        print(f"hydraguard: {e}", file=sys.stderr)
+        return [], 2
+    for w in geo_notes:  # only once the configuration is known to be usable
+        print(f"hydraguard: WARNING: {w}", file=sys.stderr)
+    extra = ["--set", f"body_size_limit={policy.settings.max_body_bytes * 2}"]
     if a.certs:
         extra += ["--certs", f"*={a.certs}"]
-    args = mitmdump_args(a.upstream, rules, a.listen, log_path=a.log, extra=extra + a.mitm_args)
+    return mitmdump_args(upstream, rules, (host, port), log_path=a.log,
+                         status_path=status_path, extra=extra + a.mitm_args), 0
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    args, rc = _preflight(a, a.rules or str(DEFAULT_RULES))
+    if rc:
+        return rc
     from .runner import run_mitmdump
 
-    run_mitmdump(args)
-    return 0
+    return run_mitmdump(args)
 
 
-def _check_geo(policy: object) -> bool:
+def cmd_health(a: argparse.Namespace) -> int:
+    """Print the running proxy's status file (exit 0 ok, 1 degraded, 2 none, 3 stale)."""
+    import json
+
+    from .status import default_status_path, read_status, render
+
+    path = a.status or default_status_path(a.port)
+    try:
+        data, age = read_status(path)
+    except (OSError, ValueError) as e:
+        why = "no such file" if isinstance(e, FileNotFoundError) else e
+        print(f"hydraguard health: no status at {path} ({why}): is the proxy running "
+              "there? (--port N or --status PATH)", file=sys.stderr)
+        return 2
+    lines, rc = render(data, age)
+    if a.json:
+        print(json.dumps({**data, "age_s": round(age, 1), "stale": rc == 3}, indent=2))
+    else:
+        print("\n".join(lines))
+    return rc
+
+
+def _check_geo(policy: object) -> list[str] | None:
     """Open and structure-check the GeoIP databases before mitmdump starts (the addon then
-    reuses the result); show each file's build date and the warnings on stderr. False: a
-    database is unusable (the message says which and why)."""
+    reuses the result). The warnings to show (demo data, stale files: each database's build
+    date is on the startup line); None: a database is unusable (said on stderr)."""
+    from .geo.notices import geo_warnings, not_shown_yet
     from .pipeline import open_geo
-    from .startup import geo_lines, geo_warnings, not_shown_yet
 
     try:
         geo = open_geo(policy)  # type: ignore[arg-type]
     except Exception as e:  # GeoDatabaseError, OSError: say which file and stop
         print(f"hydraguard: cannot open GeoIP databases, not starting: {e}", file=sys.stderr)
-        return False
+        return None
     if geo is None:
-        return True
+        return []
     try:
-        for line in geo_lines(geo):
-            print(f"hydraguard: {line}", file=sys.stderr)
-        for w in not_shown_yet(geo_warnings(policy, geo)):  # type: ignore[arg-type]
-            print(f"hydraguard: WARNING: {w}", file=sys.stderr)
+        return not_shown_yet(geo_warnings(policy, geo))  # type: ignore[arg-type]
     finally:
         geo.close()
-    return True
 
 
 def cmd_check(a: argparse.Namespace) -> int:
@@ -103,7 +149,7 @@ def cmd_check(a: argparse.Namespace) -> int:
     for res in check_paths(a.paths):
         for line in res.lines:
             print(line)
-        bad += not res.ok
+        bad += not res.ok or (a.strict and res.warnings > 0)
     return 1 if bad else 0
 
 
@@ -252,14 +298,26 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--upstream", required=True, help="model API base URL, e.g. "
                    "https://api.anthropic.com")
     r.add_argument("--rules", help="rules YAML (default: shipped rules/default.yaml)")
-    r.add_argument("--listen", type=_split_listen, default=("127.0.0.1", 8080),
-                   help="HOST:PORT to listen on (default 127.0.0.1:8080)")
+    r.add_argument("--listen", default="127.0.0.1:8080",
+                   help="PORT or HOST:PORT to listen on (default 127.0.0.1:8080; a port "
+                   "alone listens on 127.0.0.1; all interfaces: 0.0.0.0:PORT)")
     r.add_argument("--log", help="decision log path ('-' for stdout); overrides the rules")
+    r.add_argument("--status", help="status file for `hydraguard health` (default "
+                   "<temp dir>/hydraguard-<port>.status.json; 'off': none)")
     r.add_argument("--certs", help="PEM file with certificate and key: listen with TLS")
     r.add_argument("mitm_args", nargs="*", help="extra mitmdump arguments after --")
     r.set_defaults(func=cmd_run)
+    hl = sub.add_parser("health", help="status of a running proxy (rules version, last "
+                        "rejected change, GeoIP databases, state backend); exit 0 ok, "
+                        "1 degraded, 2 no status file, 3 stale")
+    hl.add_argument("--port", type=int, default=8080, help="the port the proxy listens on "
+                    "(finds its default status file; default 8080)")
+    hl.add_argument("--status", help="the status file (as given to `hydraguard run --status`)")
+    hl.add_argument("--json", action="store_true", help="the status document as JSON")
+    hl.set_defaults(func=cmd_health)
     c = sub.add_parser("check", help="validate rules files/folders; summary; exit 1 on errors")
     c.add_argument("paths", nargs="+", help="rules files or folders (each checked on its own)")
+    c.add_argument("--strict", action="store_true", help="warnings count as errors (exit 1)")
     c.set_defaults(func=cmd_check)
     e = sub.add_parser("explain", help="decide one request offline and show why")
     e.add_argument("--rules", action="append", help="rules file or folder (repeatable; "

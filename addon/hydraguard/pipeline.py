@@ -45,6 +45,7 @@ class RequestView:
     request_id: str = ""
     tls_ja4: str | None = None  # JA4 of the client's TLS ClientHello, when it spoke TLS to us
     header_names: frozenset[str] | None = None  # lower-cased names of the headers present
+    arrived: float | None = None  # when the request began to arrive (clock time; None: now)
 
 
 @dataclass(slots=True)
@@ -53,7 +54,7 @@ class Exchange:
 
     facts: Facts
     decision: Decision
-    started: float
+    started: float  # arrival of the request (clock time): the log's `ts`, `duration_ms` start
     decision_us: int
     body: bytes | None = None  # rewritten request body to forward, if any
     meter: Any = None  # apis.StreamMeter for a streamed response
@@ -192,13 +193,14 @@ class Gateway:
         """Gather facts and decide by the rules. The caller then runs `admit` (budgets) when
         the decision is not enforced, and answers `denial()` when it is. `extra_signals`:
         signals an authoring tool supplies as if an indicator had set them."""
+        started = self._arrival(req)
         t0 = time.perf_counter_ns()
         facts, body = self.gatherer.gather(req, extra_signals)
         if facts.body_error == "too_large":
             decision = refusals.body_too_large(self.policy.settings.max_body_bytes)
         else:
             decision = decide(facts, self.policy)
-        ex = Exchange(facts, decision, self.clock(), 0, request_body=body)
+        ex = Exchange(facts, decision, started, 0, request_body=body)
         if not decision.enforced and facts.api is not None:
             if body is not None and req.content_encoding.strip().lower() not in (
                     "", "identity"):
@@ -210,6 +212,10 @@ class Gateway:
         ex.decision_us = (time.perf_counter_ns() - t0) // 1000
         return ex
 
+    def _arrival(self, req: RequestView) -> float:
+        """When the request began to arrive: the front end's stamp, else now."""
+        return req.arrived if req.arrived is not None else self.clock()
+
     def too_large(self, req: RequestView) -> Exchange:
         """An exchange refused before its body arrived: its Content-Length is over the cap."""
         return self.failed_early(req, "body_size_limit")
@@ -217,6 +223,7 @@ class Gateway:
     def failed_early(self, req: RequestView, message: str) -> Exchange:
         """An exchange for a request that failed before it could be decided (mitmproxy's hard
         body cap, a client that went away mid-upload): it never reached the upstream."""
+        started = self._arrival(req)
         t0 = time.perf_counter_ns()
         facts = self.gatherer.gather(RequestView(req.method, req.path, req.peer, req.headers,
                                                  request_id=req.request_id))[0]
@@ -226,7 +233,7 @@ class Gateway:
         else:
             set_incomplete(facts)
             decision = refusals.incomplete_request(message)
-        return Exchange(facts, decision, self.clock(), (time.perf_counter_ns() - t0) // 1000)
+        return Exchange(facts, decision, started, (time.perf_counter_ns() - t0) // 1000)
 
     def denial(self, ex: Exchange) -> tuple[int, bytes, dict[str, str]]:
         """The provider-format error response for an enforced decision."""

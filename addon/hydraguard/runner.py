@@ -9,11 +9,15 @@ answer requests for mitm.it. `mitmdump -s addon/hydraguard_addon.py` keeps the f
 
 from __future__ import annotations
 
+import logging
+import re
+import sys
 from collections.abc import Sequence
 
 from mitmproxy import addons, master
 from mitmproxy.addonmanager import Loader
 from mitmproxy.addons import dumper, errorcheck, keepserving, readfile
+from mitmproxy.exceptions import OptionsError
 
 UNUSED_ADDONS = frozenset({
     "Browser", "BlockList", "AntiCache", "AntiComp", "ClientPlayback", "CommandHistory",
@@ -22,11 +26,54 @@ UNUSED_ADDONS = frozenset({
 })
 
 
+CONFIG_ERROR = 2  # exit status of every configuration error (as `hydraguard run` itself)
+
+
+def _one_line(record: logging.LogRecord) -> str:
+    """The gist of an error record: its first line, or its exception's (e.g. an addon's
+    OptionsError), without mitmproxy's hints about mitmdump flags or a traceback."""
+    exc = record.exc_info[1] if record.exc_info else None
+    text = str(exc) if isinstance(exc, OptionsError) else record.getMessage()
+    line = text.strip().splitlines()[0] if text.strip() else "error"
+    line = re.sub(r"^\[Errno \d+\] ", "", line)
+    return line if line.startswith("hydraguard:") else f"hydraguard: {line}"
+
+
+class StartupCheck(errorcheck.ErrorCheck):
+    """mitmproxy's ErrorCheck, hydraguard style: an error logged while starting (a port in
+    use, a file that does not open) is printed as one line and exits with status 2. The
+    terminal log holds such errors back until the start is over (see HydraguardMaster)."""
+
+    name = "errorcheck"  # the master looks its error check up by this name
+    starting = True
+
+    async def shutdown_if_errored(self) -> None:
+        import asyncio
+
+        await asyncio.sleep(0)  # let pending log records arrive
+        if self.logger.has_errored:
+            seen: list[str] = []
+            for r in self.logger.has_errored:
+                line = _one_line(r)
+                if line not in seen:
+                    seen.append(line)
+            print("\n".join(seen), file=sys.stderr, flush=True)
+            sys.exit(CONFIG_ERROR)
+
+    def finish(self) -> None:
+        self.starting = False
+        super().finish()
+
+
 class HydraguardMaster(master.Master):
     """mitmproxy's DumpMaster (tools/dump.py) with the same addons minus UNUSED_ADDONS."""
 
     def __init__(self, options, loop=None) -> None:
         super().__init__(options, event_loop=loop, with_termlog=True)
+        check = StartupCheck()
+        if self._termlog_addon is not None:  # errors while starting: StartupCheck says them
+            self._termlog_addon.logger.addFilter(
+                lambda r: not (check.starting and r.levelno >= logging.ERROR))
         keep, drop = [], []
         for a in addons.default_addons():
             (drop if type(a).__name__ in UNUSED_ADDONS else keep).append(a)
@@ -36,18 +83,24 @@ class HydraguardMaster(master.Master):
                 a.load(loader)
         self.addons.add(*keep)
         self.addons.add(dumper.Dumper(), keepserving.KeepServing(), readfile.ReadFileStdin(),
-                        errorcheck.ErrorCheck())
+                        check)
 
 
-def run_mitmdump(args: Sequence[str]) -> None:
-    """Parse mitmdump-style `args` and run until stopped."""
+def run_mitmdump(args: Sequence[str]) -> int:
+    """Parse mitmdump-style `args` and run until stopped. The exit status: 0 after a normal
+    stop, CONFIG_ERROR when mitmproxy refused to start (its own exit status 1: a bad
+    argument or option after `--`)."""
     from mitmproxy.tools import cmdline
     from mitmproxy.tools.main import run
 
-    run(HydraguardMaster, cmdline.mitmdump, list(args))
+    try:
+        run(HydraguardMaster, cmdline.mitmdump, list(args))
+    except SystemExit as e:
+        if e.code == 1:
+            return CONFIG_ERROR
+        raise
+    return 0
 
 
 if __name__ == "__main__":  # `python -m hydraguard.runner ARGS`: the lean mitmdump, no addon
-    import sys
-
-    run_mitmdump(sys.argv[1:])
+    sys.exit(run_mitmdump(sys.argv[1:]))

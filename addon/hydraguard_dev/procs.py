@@ -123,10 +123,16 @@ class Proxy:
     proc: subprocess.Popen
     log_path: Path
     stderr_path: Path
+    status_path: Path | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def status(self) -> dict[str, Any]:
+        """The proxy's status file (what `hydraguard health --json` reads)."""
+        assert self.status_path is not None
+        return json.loads(self.status_path.read_text())
 
     def lines(self) -> list[dict[str, Any]]:
         """The decision log records written so far."""
@@ -153,18 +159,23 @@ class Proxy:
 @contextlib.contextmanager
 def proxy(upstream_url: str, rules: str | Path | None = None, *,
           env: Mapping[str, str] | None = None, extra: Sequence[str] | None = None,
-          workdir: Path | None = None, timeout: float = 30.0) -> Iterator[Proxy]:
+          workdir: Path | None = None, timeout: float = 30.0,
+          rules_log: Path | None = None) -> Iterator[Proxy]:
     """Run `hydraguard run` in front of `upstream_url` on a free port; yields it once healthy.
 
-    The decision log and the process output go to ``workdir`` (a temporary directory unless
-    given); ``env`` is added to the environment, with HYDRAGUARD_ACCOUNT_SECRET defaulting to
-    ``DEV_SECRET``."""
+    The decision log, the status file and the process output go to ``workdir`` (a temporary
+    directory unless given); ``rules_log``: the rules set ``log.path`` to this file, and no
+    ``--log`` is given. ``env`` is added to the environment, with HYDRAGUARD_ACCOUNT_SECRET
+    defaulting to ``DEV_SECRET``."""
     with tempfile.TemporaryDirectory() as d:
         wd = Path(workdir or d)
-        log_path, err_path = wd / "decisions.jsonl", wd / "proxy.stderr"
+        log_path, err_path = rules_log or wd / "decisions.jsonl", wd / "proxy.stderr"
+        status_path = wd / "status.json"
         port = free_port()
         cmd = [sys.executable, "-m", "hydraguard", "run", "--upstream", upstream_url,
-               "--listen", f"127.0.0.1:{port}", "--log", str(log_path)]
+               "--listen", f"127.0.0.1:{port}", "--status", str(status_path)]
+        if rules_log is None:
+            cmd += ["--log", str(log_path)]
         if rules:
             cmd += ["--rules", str(rules)]
         cmd += list(extra or ())
@@ -172,7 +183,7 @@ def proxy(upstream_url: str, rules: str | Path | None = None, *,
         with open(err_path, "wb") as err:
             proc = subprocess.Popen(cmd, stdout=err, stderr=subprocess.STDOUT, env=full_env,
                                     cwd=ROOT)
-        p = Proxy(port, proc, log_path, err_path)
+        p = Proxy(port, proc, log_path, err_path, status_path)
         try:
             _wait_healthy(p, timeout)
             yield p

@@ -1,8 +1,12 @@
-"""Warnings about rules that load but cannot work as written (`hydraguard check`).
+"""Warnings about rules that load but cannot work as written (`hydraguard check`; with
+`--strict` they fail the check).
 
-Today: a condition that tests a signal no configured indicator sets (a typo, or an
-indicator section that is switched off) can never match; it is reported with its position
-and the closest known name.
+- A condition that tests a signal no configured indicator sets (a typo, or an indicator
+  section that is switched off) can never match; it is reported with its position and the
+  closest known name.
+- Hydra-link evidence that nothing produces never links anyone: kind `template` without the
+  template indicator (`indicators.prompts.templates`: nothing computes `template.id`), kind
+  `tls_ua` without `indicators.tls` (nothing computes `tls.ja4`).
 """
 
 from __future__ import annotations
@@ -44,6 +48,28 @@ def _conditions(policy: Policy) -> Iterator[tuple[str, str, Any, Any]]:
         for d in b.budgets:
             if d.when is not None:
                 yield "budget", d.id, d.where, d.when
+
+
+def lint_warnings(policy: Policy) -> list[str]:
+    """Every warning, in file order of each kind."""
+    return signal_warnings(policy) + evidence_warnings(policy)
+
+
+def evidence_warnings(policy: Policy) -> list[str]:
+    """One line per link evidence that nothing under these rules can produce."""
+    known = possible_signals(policy.indicators)
+    needs = {"template": ("template.id", "indicators.prompts.templates"),
+             "tls_ua": ("tls.ja4", "indicators.tls")}
+    out = []
+    for c in policy.sections.get("clusters") or ():
+        link = c["link"]
+        for ev in (link["evidence"] if link else ()):
+            need = needs.get(ev["kind"])
+            if need is not None and need[0] not in known:
+                out.append(f"{ev.where}: warning: cluster {c['id']!r} links on evidence "
+                           f"{ev['kind']!r}, but no {need[1]} indicator is configured: "
+                           f"{need[0]} is never set, so this evidence links nobody")
+    return out
 
 
 def signal_warnings(policy: Policy) -> list[str]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from .budget_model import (
@@ -33,6 +34,7 @@ from .budget_model import (
 )
 from .conditions import ConditionSpec
 from .schema import (
+    INVALID,
     Bool,
     Checked,
     Errors,
@@ -274,8 +276,13 @@ def _window(c: Checked, i: int, path: str, seen: dict[str, Where], errors: Error
     return WindowSpec(name, int(c["tokens"]), period)
 
 
-def compile_budgets(checked: dict[str, Any], errors: Errors) -> BudgetsConfig | None:
-    """The compiled budget settings (None: no clusters and no budgets)."""
+def compile_budgets(checked: dict[str, Any], errors: Errors, *,
+                    cluster_ids: Sequence[str] | None = None) -> BudgetsConfig | None:
+    """The compiled budget settings (None: no clusters and no budgets).
+
+    An item of `clusters` or `budgets` may be INVALID (its schema error is recorded already):
+    it is skipped, and `cluster_ids` (every id written, bad items too) keeps a budget that
+    names such a cluster from being reported as naming an unknown one."""
     clusters_in = checked.get("clusters") or ()
     budgets_in = checked.get("budgets") or ()
     s = checked.get("state")
@@ -294,6 +301,8 @@ def compile_budgets(checked: dict[str, Any], errors: Errors) -> BudgetsConfig | 
     clusters: list[ClusterDef] = []
     cseen: dict[str, Where] = {}
     for i, c in enumerate(clusters_in):
+        if c is INVALID:
+            continue
         path = f"clusters[{i}]"
         if c["id"] in cseen:
             errors.add(c.at("id"), f"clusters: duplicate cluster id {c['id']!r} "
@@ -334,8 +343,11 @@ def compile_budgets(checked: dict[str, Any], errors: Errors) -> BudgetsConfig | 
 
     budgets: list[BudgetDef] = []
     bseen: dict[str, Where] = {}
-    known = list(dict.fromkeys(c["id"] for c in clusters_in))
+    known = list(dict.fromkeys([*(c["id"] for c in clusters_in if c is not INVALID),
+                                *(cluster_ids or ())]))
     for i, b in enumerate(budgets_in):
+        if b is INVALID:
+            continue
         path = f"budgets[{i}]"
         if b["id"] in bseen:
             errors.add(b.at("id"), f"budgets: duplicate budget id {b['id']!r} "

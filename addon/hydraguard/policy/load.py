@@ -103,11 +103,16 @@ RULE = Struct(
 )
 
 INCLUDE = ListOf(Str(), allow_scalar=True)
+FORMAT_VERSION = 1  # the `version:` every rules file declares
 
 ROOT = Struct(
     doc="A hydraguard rules file.",
     fields={
-        "version": Field(Int(min=1, max=1), default=1, doc="Rules format version (1)."),
+        "version": Field(
+            Int(min=FORMAT_VERSION, max=FORMAT_VERSION), required=True,
+            doc="Rules format version: every rules file declares `version: 1` (an empty or "
+            "cut-off file then fails to load instead of meaning 'no rules').",
+            example=FORMAT_VERSION),
         "include": Field(
             INCLUDE, default=(),
             doc="Further rules files or folders (relative to this file) loaded right after "
@@ -124,6 +129,7 @@ ROOT = Struct(
 
 # Sections that concatenate over files (everything else may be defined by one file only).
 MERGED = ("version", "include", "rules")
+ITEMWISE = ("clusters", "budgets")  # list sections whose good items are cross-checked
 
 class PolicyError(Exception):
     """The rules are invalid; `issues` holds every problem, sorted by place."""
@@ -199,6 +205,7 @@ class _Assembler:
         self.rule_items: list[Any] = []  # Checked rule mappings, in load order
         self.ids: dict[str, Where] = {}
         self.root: Where | None = None
+        self.cluster_ids: list[str] = []  # every cluster id written (valid items or not)
 
     # -- inputs --------------------------------------------------------------------------
     def add_path(self, path: Path, at: Where | None = None) -> None:
@@ -224,9 +231,11 @@ class _Assembler:
         except (OSError, UnicodeDecodeError) as e:
             self.errors.add(at or Where(str(path), 1, 1), f"cannot read rules file: {e}")
             return
-        self.add_text(text, str(path))
+        self.add_text(text, str(path), is_file=True)
 
-    def add_text(self, text: str, filename: str) -> None:
+    def add_text(self, text: str, filename: str, *, is_file: bool = False) -> None:
+        """Check one document. A file (`is_file`) must be a mapping that declares `version`:
+        an empty or cut-off file is an error, never "no rules" (it may be caught mid-write)."""
         self.files.append(filename)
         if self.root is None:
             self.root = Where(filename, 1, 1)
@@ -237,11 +246,20 @@ class _Assembler:
             return
         top = Where(filename, 1, 1)
         if data is None:
+            if is_file:
+                what = "empty" if not text.strip() else "only comments"
+                self.errors.add(top, f"the rules file is {what} (a rules file declares "
+                                f"`version: {FORMAT_VERSION}`; that line alone means a file "
+                                "without rules)")
             return
         if not isinstance(data, dict):
             self.errors.add(getattr(data, "where", top),
                             f"top level: expected a mapping, got {_type_name(data)}")
             return
+        if is_file and "version" not in data:
+            self.errors.add(getattr(data, "where", top),
+                            f"top level: missing required key 'version': add `version: "
+                            f"{FORMAT_VERSION}` (the rules format) at the top of the file")
         kw = getattr(data, "key_where", {})
         vw = getattr(data, "value_where", {})
         base = Path(filename).resolve().parent
@@ -258,7 +276,10 @@ class _Assembler:
             if name == "rules":
                 self._rules(value, at)
                 continue
-            got = f.spec.check(value, at, name, self.errors)
+            if name in ITEMWISE and isinstance(value, list):
+                got = self._items(name, f.spec, value, at)
+            else:
+                got = f.spec.check(value, at, name, self.errors)
             if name == "include":
                 includes = () if got is INVALID else got
                 inc_where = getattr(value, "item_where", None) or [at] * len(includes)
@@ -282,6 +303,16 @@ class _Assembler:
                 self.errors.add(w, f"include: {inc!r} not found ({target})")
                 continue
             self.add_path(target, w)
+
+    def _items(self, name: str, spec: Any, value: list, at: Where) -> tuple:
+        """A list section checked item by item: INVALID stands in for a bad item (its error
+        is recorded), so the cross-section checks can still run on the good ones."""
+        item_where = getattr(value, "item_where", None) or [at] * len(value)
+        if name == "clusters":
+            self.cluster_ids += [str(v["id"]) for v in value
+                                 if isinstance(v, dict) and isinstance(v.get("id"), str | int)]
+        return tuple(spec.item.check(v, w, f"{name}[{i}]", self.errors)
+                     for i, (v, w) in enumerate(zip(value, item_where, strict=True)))
 
     def _rules(self, value: Any, at: Where) -> None:
         if not isinstance(value, list):
@@ -313,25 +344,27 @@ class _Assembler:
         checked = Checked()
         checked.where = root
         checked.key_where = dict(self.section_where)
-        all_valid = True
         for name, f in ROOT.fields.items():
             if name in MERGED:
                 continue
-            got = self.sections.get(name, f.default)
-            all_valid &= got is not INVALID
-            checked[name] = got
-        checked["version"] = 1
+            checked[name] = self.sections.get(name, f.default)
+        checked["version"] = FORMAT_VERSION
         checked["include"] = ()
         checked["rules"] = tuple(self.rule_items)
         rules = tuple(_rule(c) for c in self.rule_items)
         indicators = budgets = None
-        if all_valid:  # cross-section checks need every section they might read
+
+        # Cross-section checks run whenever the sections they read are usable, so reference
+        # errors come out together with schema errors elsewhere (a list section with a bad
+        # item is usable: its good items are checked, see `_items`).
+        if all(checked[n] is not INVALID for n in ("indicators", "geoip", "settings")):
             first = next((n for n in INDICATOR_SECTIONS if n in self.section_base), None)
-            base = self.section_base.get(first) if first else None
-            if base is None:
-                base = Path(root.file).resolve().parent
+            base = self.section_base.get(first, Path(root.file).resolve().parent)
             indicators = compile_indicators(checked, errors, base)
-            budgets = compile_budgets(checked, errors)
+        if checked["clusters"] is not INVALID and checked["budgets"] is not INVALID:
+            state = checked["state"]
+            budgets = compile_budgets({**checked, "state": None if state is INVALID else state},
+                                      errors, cluster_ids=self.cluster_ids)
         if errors:
             raise PolicyError(errors)
         geo_base = self.section_base.get("geoip", Path(root.file).resolve().parent)
@@ -349,7 +382,8 @@ class _Assembler:
 
 def parse_policy(text: str, filename: str = "<rules>") -> Policy:
     """Validate one rules document (its `include:` entries are read from disk, relative to
-    `filename`'s folder)."""
+    `filename`'s folder). The document itself need not declare `version` (text handed over
+    by code cannot be caught half-written); every file, included ones too, must."""
     a = _Assembler()
     a.loaded[Path(filename).resolve()] = None
     a.add_text(text, filename)
