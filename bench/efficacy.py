@@ -188,7 +188,7 @@ def _check(world: World, tokens: list[int], results: list[px.Result], log: list[
         biggest = max((len(clusters[c][pop]) for c in shared), default=0)
         reasons = ", ".join(f"{k} {v}" for k, v in why[pop].most_common(3)) or "-"
         row.detail.append(
-            f"  {pop:<16} accounts {len(accts):>5}  clusters {len(shared):>5}  biggest "
+            f"  {pop:<16} accounts {len(accts):>5}  cluster ids {len(shared):>5}  biggest "
             f"{biggest:>5}  in a cluster with hydra {len(with_hydra) if pop != 'hydra' else '-':>5}"
             f"  refused by: {reasons}")
 
