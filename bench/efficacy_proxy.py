@@ -42,7 +42,7 @@ GEO_FILES = {"location": "demo-city.mmdb", "asn": "demo-asn.mmdb",
 
 def stub_module() -> ModuleType:
     """The stand-in upstream module (start_stub, input_tokens_for, output_tokens_for)."""
-    import hydraguard.stub_upstream as stub
+    import hydraguard_dev.upstream as stub
 
     return stub
 
@@ -51,11 +51,12 @@ def stub_module() -> ModuleType:
 def proxy_process(upstream: str, rules: str, log_path: Path
                   ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """A real `hydraguard run` on a free port; yields (process, base URL) once healthy."""
-    from hydraguard.procs import proxy_process as run
+    from hydraguard_dev.procs import proxy
 
-    with run(upstream, rules, log_path, log_path.with_suffix(".stderr"),
-             env={"HYDRAGUARD_ACCOUNT_SECRET": SECRET}) as pu:
-        yield pu
+    with proxy(upstream, rules, env={"HYDRAGUARD_ACCOUNT_SECRET": SECRET},
+               workdir=log_path.parent) as p:
+        assert p.log_path == log_path, (p.log_path, log_path)  # <workdir>/decisions.jsonl
+        yield p.proc, p.url
 
 
 def geoip_build() -> ModuleType:
