@@ -176,8 +176,8 @@ def test_ids_are_deterministic_across_instances_and_processes() -> None:
     m = TemplateMatcher(clock=Clock())
     tid, n = m.observe(PERSONA, templated(0), "a")
     # a fixed value: blake2b word hashes and fixed MinHash constants, no salted hash()
-    assert (tid, n) == ("t-60b19a9c04e4e792", 1)
-    assert m.observe("", templated(0), "a")[0] == "t-0eeb8d125ddb263f"
+    assert (tid, n) == ("t-b638c18c67556208", 1)
+    assert m.observe("", templated(0), "a")[0] == "t-ad8a6d062d1b7a41"
     # and in another process with another str hash seed
     code = ("import sys; from hydraguard.signals.templates import TemplateMatcher as M; "
             "print(M().observe(sys.argv[1], sys.argv[2], 'a')[0])")
@@ -219,6 +219,16 @@ def test_max_templates_and_index_bounded() -> None:
     index_entries = sum(len(d) for d in m._index)
     assert index_entries <= 50 * 4 * BANDS
     assert all(len(t.reps) <= 4 for t in m._templates.values())
+    # the index holds the band keys of live templates' reps, and only those
+    live = set(m._templates.values())
+    expected = defaultdict(set)
+    for t in live:
+        for rep in t.reps:
+            for band, key in enumerate(rep.view("<u8").tolist()):
+                expected[band, key].add(t)
+    held = {(band, key): set(v) if isinstance(v, list) else {v}
+            for band, d in enumerate(m._index) for key, v in d.items()}
+    assert held == expected
 
 
 def test_accounts_per_template_saturate() -> None:

@@ -45,6 +45,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import repeat
 
 import numpy as np
 from cachetools import LRUCache
@@ -67,12 +68,15 @@ def _u64(label: str) -> int:
     return int.from_bytes(d, "little")
 
 
-_A = np.array([_u64(f"a{i}") | 1 for i in range(K)], dtype=np.uint64)[:, None]
-_B = np.array([_u64(f"b{i}") for i in range(K)], dtype=np.uint64)[:, None]
+# MinHash permutation i of the 32-bit shingle values: x -> m(x ^ b_i) with
+# m(y) = y * a_i ^ (y * a_i >> 16) mod 2^32 (a_i odd): each a bijection, in uint32 lanes
+_A = np.array([_u64(f"a{i}") & 0xFFFFFFFF | 1 for i in range(K)], dtype=np.uint32)[:, None]
+_B = np.array([_u64(f"b{i}") & 0xFFFFFFFF for i in range(K)], dtype=np.uint32)[:, None]
 _P1 = np.uint64(_u64("p1") | 1)
 _P2 = np.uint64(_u64("p2") | 1)
 _MIX = np.uint64(0xBF58476D1CE4E5B9)
 _S31, _S29, _S32 = np.uint64(31), np.uint64(29), np.uint64(32)
+_S16 = np.uint32(16)
 
 # --- normalisation ---------------------------------------------------------------------------
 
@@ -201,9 +205,10 @@ def shingle_hashes(text: str, max_chars: int = 2048) -> np.ndarray:
 
 
 def _minhash(s: np.ndarray, k: int = K) -> np.ndarray:
-    v = _A[:k] * s
-    v += _B[:k]
-    return (v.min(axis=1) >> _S32).astype("<u4")
+    v = (s >> _S32).astype(np.uint32) ^ _B[:k]  # (k, n): 32-bit lanes are twice as fast
+    v *= _A[:k]
+    v ^= v >> _S16
+    return v.min(axis=1).astype("<u4")
 
 
 def signature(text: str, max_chars: int = 2048, k: int = K) -> np.ndarray | None:
@@ -223,7 +228,6 @@ class _Template:
     last_seen: float
     reps: np.ndarray  # (n, K) uint32 representative signatures
     sizes: list[int]  # shingles of each rep
-    keys: list[list[int]] = field(default_factory=list)  # band keys of each rep
     accounts: OrderedDict[str, float] = field(default_factory=OrderedDict)
 
 
@@ -274,30 +278,32 @@ class TemplateMatcher:
 
     # -- index ------------------------------------------------------------------------------
     def _link(self, t: _Template, keys: list[int]) -> None:
-        for d, key in zip(self._index, keys, strict=True):
-            v = d.get(key)
-            if v is None:
-                d[key] = t
-            elif type(v) is list:
+        index = self._index
+        found = list(map(dict.setdefault, index, keys, repeat(t)))  # new keys -> t
+        for i in [i for i, v in enumerate(found) if v is not t]:  # keys of other templates
+            v = found[i]
+            if type(v) is list:
                 if t not in v:
                     v.append(t)
-            elif v is not t:
-                d[key] = [v, t]
+            else:
+                index[i][keys[i]] = [v, t]
 
     def _unlink(self, t: _Template, keys: list[int]) -> None:
-        for d, key in zip(self._index, keys, strict=True):
-            v = d.get(key)
-            if v is t:
-                del d[key]
-            elif type(v) is list and t in v:
-                v.remove(t)
-                if len(v) == 1:
-                    d[key] = v[0]
+        index = self._index
+        found = list(map(dict.pop, index, keys, repeat(None)))
+        for i in [i for i, v in enumerate(found) if v is not t]:  # shared, or not there
+            v = found[i]
+            if type(v) is list:
+                if t in v:
+                    v.remove(t)
+                index[i][keys[i]] = v[0] if len(v) == 1 else v
+            elif v is not None:
+                index[i][keys[i]] = v
 
     def _drop(self, t: _Template) -> None:
         del self._templates[t.tid]
-        for keys in t.keys:
-            self._unlink(t, keys)
+        for rep in t.reps:
+            self._unlink(t, rep.view("<u8").tolist())
 
     def _candidates(self, keys: list[int]) -> set[_Template]:
         found: set[_Template] = set()
@@ -347,51 +353,57 @@ class TemplateMatcher:
         """
         system = system_text if isinstance(system_text, str) else ""
         user = user_text if isinstance(user_text, str) else ""
-        if self.text == "system":
-            content, qualifier = system, None
-        else:
-            content = user
-            qualifier = self._system_sig(system) if self.text == "both" else None
+        content = system if self.text == "system" else user
         packed = _packed(content, self.max_chars) if content else b""
         if len(packed) < 8 * self.min_words:
             return None, 0
+        qualifier = self._system_sig(system) if self.text == "both" else None
         shingles = _shingles(packed)
         n = len(shingles)
         sig = _minhash(shingles)
-        keys = sig.view("<u8").tolist()  # ROWS == 2: one 64-bit key per band
+        keys = sig.view("<u8").tolist()  # ROWS == 2: one 64-bit key per band (as in _drop)
         now = self._clock()
         self._expire(now - self.window)
 
-        need = self.threshold * K
-        near = ADD_BELOW * K
-        matched: list[_Template] = []
-        best_eq = -1
-        for t in self._candidates(keys):
-            if not self._system_ok(qualifier, t.system):
-                continue
-            eqs = (t.reps == sig).sum(axis=1)
-            i = int(eqs.argmax())
-            eq = int(eqs[i])
-            # shared shingles estimated from J = eq / K: |A & B| = J / (1 + J) * (|A| + |B|);
-            # short texts need near-identity instead
-            if eq >= need and (eq >= near or eq * (n + t.sizes[i]) >= self.min_shared * (K + eq)):
-                matched.append(t)
-                best_eq = max(best_eq, eq)
+        matched, best_eq = self._verify(self._candidates(keys), sig, n, qualifier)
         if not matched:
             t = self._new(sig, n, keys, qualifier, now)
         else:
-            t = min(matched, key=lambda m: m.born)
-            for other in matched:
-                if other is not t:
-                    self._merge(t, other)
-            if best_eq < near and len(t.reps) < self.max_reps:
+            t = matched[0]  # the oldest; the others merge into it
+            for other in matched[1:]:
+                self._merge(t, other)
+            if best_eq < ADD_BELOW * K and len(t.reps) < self.max_reps:
                 t.reps = np.vstack((t.reps, sig))
                 t.sizes.append(n)
-                t.keys.append(keys)
                 self._link(t, keys)
             t.last_seen = now
             self._templates.move_to_end(t.tid)
         return t.tid, self._count(t, account, now)
+
+    def _verify(self, candidates: set[_Template], sig: np.ndarray, n: int,
+                qualifier: np.ndarray | None) -> tuple[list[_Template], int]:
+        """Candidates that match (oldest first) and the best number of equal values."""
+        ok = [t for t in candidates if self._system_ok(qualifier, t.system)]
+        if not ok:
+            return [], -1
+        # one comparison over every rep of every candidate: numpy calls cost more than data
+        reps = ok[0].reps if len(ok) == 1 else np.concatenate([t.reps for t in ok])
+        eqs = (reps == sig).sum(axis=1)
+        hits = np.flatnonzero(eqs >= self.threshold * K).tolist()
+        if not hits:
+            return [], -1
+        owners = [(t, size) for t in ok for size in t.sizes]
+        matched: dict[_Template, None] = {}
+        best_eq = -1
+        for j in hits:
+            t, size = owners[j]
+            eq = int(eqs[j])
+            # shared shingles estimated from J = eq / K: |A & B| = J / (1 + J) * (|A| + |B|);
+            # short texts need near-identity instead
+            if eq >= ADD_BELOW * K or eq * (n + size) >= self.min_shared * (K + eq):
+                matched[t] = None
+                best_eq = max(best_eq, eq)
+        return sorted(matched, key=lambda t: t.born), best_eq
 
     def _new(self, sig: np.ndarray, n: int, keys: list[int], qualifier: np.ndarray | None,
              now: float) -> _Template:
@@ -405,7 +417,7 @@ class TemplateMatcher:
         while len(self._templates) >= self.max_templates:
             self._drop(next(iter(self._templates.values())))
         self._born += 1
-        t = _Template(tid, self._born, qualifier, now, sig[None, :].copy(), [n], [keys])
+        t = _Template(tid, self._born, qualifier, now, sig[None, :].copy(), [n])
         self._templates[tid] = t
         self._link(t, keys)
         return t
@@ -417,9 +429,8 @@ class TemplateMatcher:
         if room > 0:
             keep.reps = np.vstack((keep.reps, other.reps[:room]))
             keep.sizes.extend(other.sizes[:room])
-            for keys in other.keys[:room]:
-                keep.keys.append(keys)
-                self._link(keep, keys)
+            for rep in other.reps[:room]:
+                self._link(keep, rep.view("<u8").tolist())
         accounts = keep.accounts
         for a, seen in other.accounts.items():
             if a not in accounts or accounts[a] < seen:
