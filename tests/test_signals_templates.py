@@ -52,6 +52,18 @@ class Clock:
         return self.t
 
 
+def assert_index_consistent(m: TemplateMatcher) -> None:
+    """The LSH index holds the band keys of the live templates' reps, and only those."""
+    expected = defaultdict(set)
+    for t in m._templates.values():
+        for rep in t.reps:
+            for band, key in enumerate(rep.view("<u8").tolist()):
+                expected[band, key].add(t)
+    held = {(band, key): set(v) if isinstance(v, list) else {v}
+            for band, d in enumerate(m._index) for key, v in d.items()}
+    assert held == expected
+
+
 def run(corpus: list[Prompt], **kw: object) -> tuple[TemplateMatcher, list[str | None]]:
     m = TemplateMatcher(clock=Clock(), **kw)  # type: ignore[arg-type]
     return m, [m.observe(p.system, p.user, p.account)[0] for p in corpus]
@@ -68,7 +80,8 @@ def corpus_run(request: pytest.FixtureRequest):
 
 
 def test_recall_from_third_use(corpus_run) -> None:
-    corpus, ids, _ = corpus_run
+    corpus, ids, m = corpus_run
+    assert_index_consistent(m)
     s = score(corpus, ids)
     assert len(s.per_template) == TEMPLATE_COUNT
     assert s.recall >= 0.95, s.per_template
@@ -207,6 +220,7 @@ def test_two_clusters_bridged_by_a_prompt_merge_into_the_older() -> None:
     tid, n = m.observe("", " ".join(left[-16:] + right[:16]), "c1")
     assert (tid, n, len(m)) == (a, 3, 1)
     assert m.observe("", " ".join(right), "b2") == (a, 4)
+    assert_index_consistent(m)
 
 
 # --- bounds and the window -------------------------------------------------------------------
@@ -219,16 +233,7 @@ def test_max_templates_and_index_bounded() -> None:
     index_entries = sum(len(d) for d in m._index)
     assert index_entries <= 50 * 4 * BANDS
     assert all(len(t.reps) <= 4 for t in m._templates.values())
-    # the index holds the band keys of live templates' reps, and only those
-    live = set(m._templates.values())
-    expected = defaultdict(set)
-    for t in live:
-        for rep in t.reps:
-            for band, key in enumerate(rep.view("<u8").tolist()):
-                expected[band, key].add(t)
-    held = {(band, key): set(v) if isinstance(v, list) else {v}
-            for band, d in enumerate(m._index) for key, v in d.items()}
-    assert held == expected
+    assert_index_consistent(m)
 
 
 def test_accounts_per_template_saturate() -> None:

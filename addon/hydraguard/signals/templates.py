@@ -42,7 +42,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -59,6 +59,7 @@ ROWS = 2  # rows per LSH band
 BANDS = K // ROWS
 SHINGLE = 3  # words per shingle
 SYS_K = 16  # MinHash values of the system-prompt qualifier
+MAX_CANDIDATES = 32  # verified per prompt (those sharing the most bands)
 ADD_BELOW = 0.6  # a match less similar than this to every rep becomes a rep; at least this
 # similar, short texts match without `min_shared` shared shingles
 
@@ -305,14 +306,17 @@ class TemplateMatcher:
         for rep in t.reps:
             self._unlink(t, rep.view("<u8").tolist())
 
-    def _candidates(self, keys: list[int]) -> set[_Template]:
-        found: set[_Template] = set()
+    def _candidates(self, keys: list[int]) -> list[_Template]:
+        """Templates sharing a band with `keys`; at most MAX_CANDIDATES, most bands first."""
+        hits: Counter[_Template] = Counter()
         for v in filter(None, map(dict.get, self._index, keys)):
             if type(v) is list:
-                found.update(v)
+                hits.update(v)
             else:
-                found.add(v)
-        return found
+                hits[v] += 1
+        if len(hits) <= MAX_CANDIDATES:
+            return list(hits)
+        return [t for t, _ in hits.most_common(MAX_CANDIDATES)]
 
     # -- qualifier --------------------------------------------------------------------------
     def _system_sig(self, system: str) -> np.ndarray | None:
@@ -329,8 +333,6 @@ class TemplateMatcher:
         return sig
 
     def _system_ok(self, a: np.ndarray | None, b: np.ndarray | None) -> bool:
-        if a is b:  # both None, or one cached qualifier
-            return True
         if a is None or b is None:
             return False
         return np.count_nonzero(a == b) >= self.system_threshold * SYS_K
@@ -380,10 +382,11 @@ class TemplateMatcher:
             self._templates.move_to_end(t.tid)
         return t.tid, self._count(t, account, now)
 
-    def _verify(self, candidates: set[_Template], sig: np.ndarray, n: int,
+    def _verify(self, candidates: list[_Template], sig: np.ndarray, n: int,
                 qualifier: np.ndarray | None) -> tuple[list[_Template], int]:
         """Candidates that match (oldest first) and the best number of equal values."""
-        ok = [t for t in candidates if self._system_ok(qualifier, t.system)]
+        ok = [t for t in candidates
+              if t.system is qualifier or self._system_ok(qualifier, t.system)]
         if not ok:
             return [], -1
         # one comparison over every rep of every candidate: numpy calls cost more than data
