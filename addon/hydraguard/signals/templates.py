@@ -76,8 +76,7 @@ _A = np.array([_u64(f"a{i}") & 0xFFFFFFFF | 1 for i in range(K)], dtype=np.uint3
 _B = np.array([_u64(f"b{i}") & 0xFFFFFFFF for i in range(K)], dtype=np.uint32)[:, None]
 _P1 = np.uint64(_u64("p1") | 1)
 _P2 = np.uint64(_u64("p2") | 1)
-_MIX = np.uint64(0xBF58476D1CE4E5B9)
-_S31, _S29, _S32 = np.uint64(31), np.uint64(29), np.uint64(32)
+_S32 = np.uint64(32)
 
 # --- normalisation ---------------------------------------------------------------------------
 
@@ -112,9 +111,13 @@ def _raw_tokens(text: str) -> list[bytes]:
         data = _SQ.sub(b" \x03 ", data)
     if b"`" in data:
         data = _BT.sub(b" \x03 ", data)
+    if b"\n" in data:
+        data = data.replace(b"\n", b" \n")
     # "end. The" -> "end\x02 The" -> "end \x02The": the mark moves onto the next word
-    data = b"\x02" + data.replace(b"\n", b" \n").translate(_TABLE)
-    return data.replace(b"\x02 ", b" \x02").replace(b"\x02 ", b" \x02").split()
+    data = (b"\x02" + data.translate(_TABLE)).replace(b"\x02 ", b" \x02")
+    if b"\x02 " in data:  # after two spaces or a mark of its own
+        data = data.replace(b"\x02 ", b" \x02")
+    return data.split()
 
 
 def _word(part: bytes, start: bool) -> str:
@@ -188,15 +191,12 @@ def _shingles(packed: bytes) -> np.ndarray:
     h = np.frombuffer(packed, dtype="<u8")
     n = len(h) - SHINGLE + 1
     if n < 1:
-        s = h.copy()
-    else:
-        s = h[:n] * _P1
-        s += h[1 : n + 1]
-        s *= _P2
-        s += h[2 : n + 2]
-    s ^= s >> _S31
-    s *= _MIX
-    s ^= s >> _S29
+        return h.copy()
+    # (h0 * p1 + h1) * p2 + h2 mod 2^64: every word reaches the top 32 bits MinHash reads
+    s = h[:n] * _P1
+    s += h[1 : n + 1]
+    s *= _P2
+    s += h[2 : n + 2]
     return s
 
 
