@@ -59,7 +59,9 @@ ROWS = 2  # rows per LSH band
 BANDS = K // ROWS
 SHINGLE = 3  # words per shingle
 SYS_K = 16  # MinHash values of the system-prompt qualifier
-MAX_CANDIDATES = 32  # verified per prompt (those sharing the most bands)
+FEW_CANDIDATES = 8  # up to this many, every template sharing a band is verified
+MAX_CANDIDATES = 32  # verified per prompt at most (those sharing the most bands)
+MAX_PER_KEY = 8  # templates indexed under one band key (more: a hub of common phrasing)
 ADD_BELOW = 0.6  # a match less similar than this to every rep becomes a rep; at least this
 # similar, short texts match without `min_shared` shared shingles
 
@@ -283,7 +285,7 @@ class TemplateMatcher:
         for i in [i for i, v in enumerate(found) if v is not t]:  # keys of other templates
             v = found[i]
             if type(v) is list:
-                if t not in v:
+                if len(v) < MAX_PER_KEY and t not in v:  # a full key is a hub: says little
                     v.append(t)
             else:
                 index[i][keys[i]] = [v, t]
@@ -307,14 +309,23 @@ class TemplateMatcher:
 
     def _candidates(self, keys: list[int]) -> list[_Template]:
         """Templates sharing a band with `keys`; at most MAX_CANDIDATES, most bands first."""
-        hits: Counter[_Template] = Counter()
-        for v in filter(None, map(dict.get, self._index, keys)):
+        found = list(filter(None, map(dict.get, self._index, keys)))
+        if not found:
+            return []
+        flat: list[_Template] = []
+        for v in found:
             if type(v) is list:
-                hits.update(v)
+                flat.extend(v)
             else:
-                hits[v] += 1
-        if len(hits) <= MAX_CANDIDATES:
+                flat.append(v)
+        hits = Counter(flat)  # bands shared, per template
+        if len(hits) <= FEW_CANDIDATES:
             return list(hits)
+        # a crowded neighbourhood (many weakly similar texts): two bands needed, at most
+        # MAX_CANDIDATES of them (P(2 of 32 bands) is 0.80 at J = 0.3, 0.96 at J = 0.4)
+        strong = [t for t, h in hits.items() if h >= 2]
+        if len(strong) <= MAX_CANDIDATES:
+            return strong
         return [t for t, _ in hits.most_common(MAX_CANDIDATES)]
 
     # -- qualifier --------------------------------------------------------------------------
