@@ -6,9 +6,10 @@ Run: .venv/bin/python bench/bench_templates.py [--quick] [--seeds 1,97]
    prompt), `TemplateMatcher` (MinHash + LSH) next to the old `TemplateTracker` (SimHash, text =
    system + user as with `text: both`) on the same inputs. Both trackers are warmed with the
    labelled corpus first, so their indexes hold ~1,300 templates.
-2. The MinHash step (64 values over the ~500 shingles of a 3 KB turn) with numpy (ours),
-   rensa and datasketch when installed, and a stdlib one-permutation-hashing sketch; and the
-   same libraries end to end from the text (our normalisation, their shingle hashing).
+2. The MinHash step (64 values over the shingles of a 2 KB turn): numpy 32-bit (ours),
+   numpy 64-bit multiply-shift, a stdlib one-permutation-hashing sketch, and rensa and
+   datasketch when installed (pip install rensa datasketch: not dependencies), from our
+   shingle hashes and through their own string APIs.
 3. Recall of templated prompts from their template's 3rd use, and organic false merges,
    on the labelled corpus of tests/template_corpus.py for each seed.
 """
@@ -114,33 +115,43 @@ def _stdlib_oph(packed: bytes) -> list[int]:
 
 
 def library_table(quick: bool) -> None:
-    text = _inputs(3072, 50, 5)[1][0]
-    packed = tpl._packed(text, 3072)
+    text = _inputs(2048, 50, 5)[1][0]
+    packed = tpl._packed(text, 2048)
     shingles = tpl._shingles(packed)
     words = tpl.words(text)
-    shingle_strs = [" ".join(w) for w in zip(words, words[1:], words[2:], strict=False)]
-    shingle_bytes = [s.encode() for s in shingle_strs]
+
+    def shingle_strings() -> list[str]:
+        return [" ".join(w) for w in zip(words, words[1:], words[2:], strict=False)]
+
+    strs = shingle_strings()
+    strs_b = [s.encode() for s in strs]
     s32 = (shingles >> np.uint64(32)).astype(np.uint32).tolist()
-    rows: list[tuple[str, Callable[[], object], Callable[[], object] | None]] = [
-        ("numpy multiply-shift (ours)", lambda: tpl._minhash(shingles),
-         lambda: tpl.signature(text)),
-        ("stdlib one-permutation hashing", lambda: _stdlib_oph(packed),
-         lambda: _stdlib_oph(tpl._packed(text, 3072))),
+    a64 = np.array([tpl._u64(f"a{i}") | 1 for i in range(64)], dtype=np.uint64)[:, None]
+    b64 = np.array([tpl._u64(f"b{i}") for i in range(64)], dtype=np.uint64)[:, None]
+
+    def k64() -> object:  # multiply-shift over 64-bit lanes: ((a*x + b) mod 2^64) >> 32
+        v = a64 * shingles
+        v += b64
+        return (v.min(axis=1) >> np.uint64(32)).astype("<u4")
+
+    rows: list[tuple[str, Callable[[], object] | None, Callable[[], object] | None]] = [
+        ("numpy, 32-bit (x ^ b) * a (ours)", lambda: tpl._minhash(shingles), None),
+        ("numpy, 64-bit multiply-shift", k64, None),
+        ("stdlib, one-permutation hashing", lambda: _stdlib_oph(packed), None),
     ]
     try:
         import rensa
 
-        def rensa_text() -> object:
-            w = tpl.words(text)
+        def rensa_native() -> object:
             m = rensa.RMinHash(64, 42)
-            m.update([" ".join(t) for t in zip(w, w[1:], w[2:], strict=False)])
+            m.update(strs)
             return m.digest()
 
         rows.append(("rensa 0.5 RMinHash (Rust)",
                      lambda: rensa.RMinHash.digest_matrix_from_flat_token_hashes(
-                         shingles, [0, len(shingles)], 64, 42).to_rows(), rensa_text))
+                         shingles, [0, len(shingles)], 64, 42).to_rows(), rensa_native))
     except ImportError:
-        rows.append(("rensa: not installed", lambda: None, None))
+        rows.append(("rensa: not installed", None, None))
     try:
         import datasketch
 
@@ -152,24 +163,26 @@ def library_table(quick: bool) -> None:
             m.update_batch(s32)
             return m.hashvalues
 
-        def ds_text() -> object:
-            w = tpl.words(text)
+        def ds_native() -> object:
             m = datasketch.MinHash(num_perm=64, permutations=perm, scheme="affine32")
-            m.update_batch([" ".join(t).encode() for t in zip(w, w[1:], w[2:], strict=False)])
+            m.update_batch(strs_b)
             return m.hashvalues
 
-        rows.append(("datasketch 2.0 MinHash (numpy)", ds_hashed, ds_text))
+        rows.append(("datasketch 2.0 MinHash (numpy, sha1)", ds_hashed, ds_native))
     except ImportError:
-        rows.append(("datasketch: not installed", lambda: None, None))
+        rows.append(("datasketch: not installed", None, None))
     number = 100 if quick else 400
-    print(f"## MinHash, 64 values, 3 KB turn ({len(shingles)} shingles): µs (best of 5)\n")
-    print("| implementation | MinHash step (hashed shingles in) | end to end from text |")
+    prefix = min(_repeat(lambda: tpl._shingles(tpl._packed(text, 2048)), number))
+    build = min(_repeat(shingle_strings, number))
+    print(f"## MinHash, 64 values, a 2 KB turn ({len(shingles)} shingles): µs, best of 5\n")
+    print("| implementation | from our shingle hashes | its own API from shingle strings |")
     print("|---|---|---|")
-    for name, step, full in rows:
-        a = min(_repeat(step, number))
-        b = min(_repeat(full, number)) if full else float("nan")
-        print(f"| {name} | {a:.1f} | {b:.1f} |")
-    print(f"\n(shingle strings for the libraries that hash them: {len(shingle_bytes)})\n")
+    for name, step, native in rows:
+        a = f"{min(_repeat(step, number)):.1f}" if step else "-"
+        b = f"{min(_repeat(native, number)):.1f}" if native else "-"
+        print(f"| {name} | {a} | {b} |")
+    print(f"\nShared by all: tokenise + word hashes (cached) + shingle hashes {prefix:.1f} µs; "
+          f"building the {len(strs)} shingle strings a string API needs: {build:.1f} µs.\n")
 
 
 def _repeat(fn: Callable[[], object], number: int) -> list[float]:

@@ -2,39 +2,45 @@
 
 What is fingerprinted is what the caller writes: the user turn (the last one), from a floor of
 `min_words` words (8) up. The system prompt is only a qualifier: a prompt matches a template
-when its user turn is similar (estimated Jaccard >= `threshold`) AND its system prompt is
-similar to the template's (a 16-value MinHash, >= `system_threshold`; both empty counts as
+when its user turn is similar (estimated Jaccard >= `threshold`, 0.3) AND its system prompt
+is similar to the template's (a 16-value MinHash, >= `system_threshold`; both empty counts as
 similar). So users of one tool (one long shared system prompt, their own questions) stay
 apart, while a fleet with a shared persona and slot-varied user turns matches. With
 text="user" the system prompt is ignored; with text="system" it is the content instead.
+A match also needs about `min_shared` (8) shingles in common, or near-identity (J >= 0.6):
+short generic phrasing ("What is the difference between a X and a Y?") does not match.
 
-Normalisation (bytes, C-speed passes): quoted spans ("...", '...', `...`, curly and «...»,
-up to 160 characters) become one token; sentence starts are marked so that a capitalised
-word mid-sentence (a name) folds to one token while a sentence-initial one is lower-cased;
-numbers fold to one token; punctuation splits words. At most `max_chars` characters of a turn
-are read: the first two thirds and the last third (instructions often follow pasted text).
+Normalisation (C-speed byte passes, then a bounded per-token cache): quoted spans ("...",
+'...', `...`, curly and «...», up to 160 bytes) become one token; sentence ends mark the next
+word, so a capitalised word mid-sentence (a name) folds to one token while a sentence-initial
+one is lower-cased; numbers fold to one token; punctuation splits words. At most `max_chars`
+(2048) characters of a turn are read: the first two thirds and the last third (instructions
+often follow pasted text). Cost is bounded whatever the prompt size.
 
-Signature: each distinct word hashed once with blake2b-64 (bounded cache); shingle hashes
-combined and mixed in numpy; K=64 MinHash values by multiply-shift, ((a*x + b) mod 2^64) >> 32,
-with a, b derived from blake2b of fixed labels: signatures and template ids are the same on
-every replica and every run (no salted `hash()`, no RNG streams). LSH: 32 bands x 2 rows
+Signature: each distinct raw token hashed once with blake2b-64 (bounded cache); shingle hash
+(h0 * p1 + h1) * p2 + h2 mod 2^64 in numpy; K=64 MinHash values over the top 32 bits with
+the permutations x -> (x ^ b_i) * a_i mod 2^32, a_i odd, in uint32 lanes. All constants come
+from blake2b of fixed labels: signatures and template ids are the same on every replica and
+every run (no salted `hash()`, no RNG streams, no library's seeding). LSH: 32 bands x 2 rows
 (candidate threshold (1/32)^(1/2) ~ 0.18), candidates verified on the full signature.
 
-Clusters: a template keeps up to `max_reps` representative signatures (a match less similar
-than 0.6 to all of them is added), so slot variety widens it within bounds. A prompt that
-matches two templates merges the younger into the older (its reps up to `max_reps`, its
-accounts). Template id "t-<16 hex>" = blake2b of the first signature (and system
-qualifier) of the oldest member: stable while the template lives. Memory: at most
-`max_templates` templates (least recently seen dropped), each at most `max_reps` signatures
-(256 bytes + 32 index entries each, ~3 KB) and `max_accounts_per_template` accounts (exact
-within the window; the count saturates there).
+Clusters: a template keeps up to `max_reps` (8) representative signatures (a match less
+similar than 0.6 to all of them is added), so slot variety widens it within bounds. A prompt
+that matches two templates merges the younger into the older (reps up to `max_reps`,
+accounts). Template id "t-<16 hex>" = blake2b of the first signature (and qualifier) of the
+oldest member: stable while the template lives. Memory: at most `max_templates` templates
+(least recently seen dropped; ~3.1 KB for a one-prompt template, mostly its 32 index
+entries), `max_reps` signatures and `max_accounts_per_template` accounts each (exact within
+the window; the count saturates there); at most 8 templates per band key.
 
-Measured (seed 1 corpus of tests/template_corpus.py; bench/bench_templates.py): recall 0.99+,
-organic false merges ~0.005 % of pairs. MinHash step, 64 values over ~500 shingles (3 KB):
-numpy multiply-shift ~20-35 us; rensa 0.5 (Rust) ~3 us; datasketch ~500 us (hashes every
-shingle with sha1 in Python); stdlib one-permutation hashing ~40-80 us and noisier on short
-texts. numpy is used: competitive end to end (the tokenising dominates), no young native
-dependency in the proxy, and the hash family is ours (ids do not move with a library version).
+Choice of library (bench/bench_templates.py, 64 values over the ~350 shingles of a 2 KB turn):
+the numpy 32-bit permutations here take ~10-18 µs, 64-bit multiply-shift about twice that
+(numpy has no SIMD 64-bit multiply on AVX2), a stdlib one-permutation-hashing sketch ~40-100
+µs (and noisier on short texts), datasketch 2.0 ~90 µs from hashed shingles and ~600 µs
+through its sha1 string API, rensa 0.5 (Rust) ~3 µs. Tokenising and word hashing cost more
+than any of these except datasketch, and building the shingle strings a string API needs
+costs more than our whole MinHash step; rensa would save ~10 µs a prompt for a young native
+dependency whose seeding and hashing would then define the template ids. numpy it is.
 """
 
 from __future__ import annotations
