@@ -15,6 +15,8 @@ Organic prompts (label None), each author its own account and 1-3 prompts:
   code       one of a few code instructions + a different pasted code snippet
   chat       short chat messages (3-25 words), no system prompt
   dev        one developer repeating near-identical prompts (same author: merging is fine)
+  saas       one SaaS backend (one author, 3 keys): its product system prompt and a fixed
+             wrapper around varied customer messages (a template of few accounts)
 """
 
 from __future__ import annotations
@@ -390,7 +392,7 @@ class Prompt:
     account: str
     label: str | None  # template name; None = organic
     author: str  # organic: the author; templated: the template name
-    kind: str  # template | paraphrase | same_tool | same_task | code | chat | dev
+    kind: str  # template | paraphrase | same_tool | same_task | code | chat | dev | saas
 
 
 def make_corpus(
@@ -403,6 +405,7 @@ def make_corpus(
     code: int = 200,
     chat: int = 400,
     dev: int = 20,
+    saas: int = 150,
 ) -> list[Prompt]:
     """The corpus in arrival order (shuffled), deterministic for `seed`."""
     r = random.Random(seed)
@@ -460,6 +463,16 @@ def make_corpus(
         for _ in range(r.randint(1, 4)):
             out.append(Prompt("", f"{base} Try {r.randint(1, 99)}.", out[-1].account, None,
                               out[-1].author, "dev"))
+    saas_system = (
+        "You are the support assistant of Parcelly, a parcel delivery company. Follow the "
+        "refund policy: refunds within 30 days for lost parcels, vouchers for late ones. "
+        + " ".join(RULES[:8])
+    )
+    keys = [f"saas-{seed}-key{i}" for i in range(3)]
+    for _ in range(saas):  # one SaaS backend: a fixed wrapper around its customers' messages
+        user = (f"Customer message: {_paragraph(r, 1, 4)}\n\nWrite a reply as the support "
+                "agent, following the refund policy above, in under 120 words.")
+        out.append(Prompt(saas_system, user, r.choice(keys), None, f"saas-{seed}", "saas"))
     r.shuffle(out)
     return out
 
