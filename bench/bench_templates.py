@@ -1,6 +1,6 @@
 """Template matcher bench: µs per observe, MinHash library comparison, corpus recall.
 
-Run: .venv/bin/python bench/bench_templates.py [--quick] [--seeds 1,97]
+Run: .venv/bin/python bench/bench_templates.py [--quick] [--cpu] [--seeds 1,20260311]
 
 1. p50 / p99 µs per `observe` for 1 KB, 8 KB and 32 KB user turns (1.5 KB persona system
    prompt), `TemplateMatcher` (MinHash + LSH) next to the old `TemplateTracker` (SimHash, text =
@@ -223,7 +223,7 @@ def corpus_table(seeds: list[int]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--seeds", default="1,97")
+    ap.add_argument("--seeds", default="1,20260311")
     ap.add_argument("--cpu", action="store_true",
                     help="time observes with this thread's CPU clock (for a busy machine)")
     args = ap.parse_args()

@@ -33,14 +33,15 @@ oldest member: stable while the template lives. Memory: at most `max_templates` 
 entries), `max_reps` signatures and `max_accounts_per_template` accounts each (exact within
 the window; the count saturates there); at most 8 templates per band key.
 
-Choice of library (bench/bench_templates.py, 64 values over the ~350 shingles of a 2 KB turn):
-the numpy 32-bit permutations here take ~10-18 µs, 64-bit multiply-shift about twice that
-(numpy has no SIMD 64-bit multiply on AVX2), a stdlib one-permutation-hashing sketch ~40-100
-µs (and noisier on short texts), datasketch 2.0 ~90 µs from hashed shingles and ~600 µs
-through its sha1 string API, rensa 0.5 (Rust) ~3 µs. Tokenising and word hashing cost more
-than any of these except datasketch, and building the shingle strings a string API needs
-costs more than our whole MinHash step; rensa would save ~10 µs a prompt for a young native
-dependency whose seeding and hashing would then define the template ids. numpy it is.
+Choice of library (bench/bench_templates.py; 64 values over the ~360 shingles of a 2 KB turn,
+best of 5 on a busy 2-core machine, so read the ratios): numpy 32-bit (x ^ b) * a, ours, 25 µs;
+numpy 64-bit multiply-shift 37 µs (no SIMD 64-bit multiply on AVX2); a stdlib
+one-permutation-hashing sketch 130 µs (and noisier on short texts); datasketch 2.0 102 µs
+from our hashes, 530 µs through its sha1 string API; rensa 0.5 (Rust) 3.3 µs. What all of
+them need first (tokenise, word hashes, shingle hashes) cost 63 µs, and building the Python
+shingle strings a string API wants 44 µs, more than our whole MinHash step. rensa would save
+~20 µs a prompt for a young native dependency whose seeding and hashing would then define
+the template ids on every replica; numpy (a common, stable wheel) it is, with our constants.
 """
 
 from __future__ import annotations
