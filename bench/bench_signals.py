@@ -18,8 +18,9 @@ from mitmproxy.tls import ClientHello
 from hydraguard.signals.behaviour import BehaviourConfig, BehaviourTracker
 from hydraguard.signals.iplists import CidrSet
 from hydraguard.signals.ja4 import ja4, ja4_from_raw
-from hydraguard.signals.prompts import PromptPatterns, TemplateTracker
+from hydraguard.signals.prompts import PromptPatterns
 from hydraguard.signals.proxy_headers import proxy_header_signals
+from hydraguard.signals.templates import TemplateMatcher
 
 
 def _prompt(n: int, rnd: random.Random) -> str:
@@ -111,7 +112,7 @@ def main() -> None:
     prompt8k = _prompt(8192, rnd)
     system = _prompt(2048, rnd)
     patterns = PromptPatterns()
-    templates = TemplateTracker()
+    templates = TemplateMatcher()
     acct = iter(range(10**9))
 
     rows = [
@@ -126,8 +127,8 @@ def main() -> None:
             2000,
         ),
         (
-            "TemplateTracker.observe (8 KB)",
-            lambda: templates.observe(prompt8k, f"a{next(acct)}"),
+            "TemplateMatcher.observe (2 KB sys + 8 KB user)",
+            lambda: templates.observe(system, prompt8k, f"a{next(acct)}"),
             1000,
         ),
     ]

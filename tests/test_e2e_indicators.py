@@ -196,7 +196,7 @@ def test_template_shared_by_many_accounts_flagged_then_denied(gw):
     assert (rec["action"], rec["rule"], rec["status"]) == ("deny", "template-farm", 403)
     s = rec["signals"]
     ids.add(s.pop("template.id"))
-    assert len(ids) == 1 and len(ids.pop()) == 16
+    assert len(ids) == 1 and len(ids.pop()) == 18
     assert s == {**beh(v6=True), "prompt.cot_elicitation": True, "template.accounts": 3}
     # the same template without the elicitation is only counted
     raw = call(gw, "2001:db8:3:3::1", "sk-tpl-3", user="Problem: 3x = 12.",

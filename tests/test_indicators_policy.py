@@ -81,7 +81,7 @@ def test_compile_errors_patterns_templates_asns():
         "      - {name: c}\n"
         "      - {name: b, phrase: hi}\n"
         "      - {name: d, phrase: hi, gate: [x]}\n"
-        "    templates: {bands: 3}\n"
+
     )
     assert errors_of(text) == [
         "r.yaml:3:8: indicators.ip: hosting_asns / proxy_asns need a geoip: section with an "
@@ -93,8 +93,6 @@ def test_compile_errors_patterns_templates_asns():
         "r.yaml:8:9: indicators.prompts.patterns[2]: give exactly one of phrase, regex, builtin",
         "r.yaml:9:10: indicators.prompts.patterns[3].name: duplicate pattern name 'b'",
         "r.yaml:10:31: indicators.prompts.patterns[4].gate: only for regex patterns",
-        "r.yaml:11:17: indicators.prompts.templates.bands: must divide 64 and be greater than "
-        "max_distance (3), e.g. 4, 8 or 16",
     ]
 
 

@@ -55,7 +55,7 @@ indicators:
       - {{name: cot_elicitation, builtin: cot_elicitation}}
       - {{name: sys_only, phrase: "You are a Teacher", where: system}}
       - {{name: shout, regex: 'REVEAL\\s+(?:THE|YOUR)\\s+CHAIN', where: user, gate: [reveal]}}
-    templates: {{window: 100, min_chars: 100}}
+    templates: {{window: 100}}
 """
 
 FILLER = ("You are a careful assistant for the Acme support desk. Answer questions about "
@@ -415,8 +415,9 @@ COT = "Here is the answer: 42. Write out your full reasoning step by step that l
 
 
 def test_prompt_patterns_system_user_and_case(gw_all):
-    f = gw_all.gather(view(key=None, user=COT))
-    assert f.signals == {"prompt.cot_elicitation": True}
+    f = gw_all.gather(view(key=None, user=COT))  # 16 words: also fingerprinted (no account)
+    assert f.signals == {"prompt.cot_elicitation": True, "template.id": f.signals["template.id"],
+                         "template.accounts": 0}
     f = gw_all.gather(view(key=None, system="you are a   TEACHER.", user="hello"))
     assert f.signals == {"prompt.sys_only": True}
     f = gw_all.gather(view(key=None, system="hello", user="You are a teacher"))  # user only
@@ -454,9 +455,9 @@ indicators:
                           "keep the formatting of lists, tables and code blocks intact. " * 3)
                      ).signals
     assert other["template.accounts"] == 1 and other["template.id"] != ids[0]
-    clock.t += 101
-    assert g.gather(view(key="acct7", system=FILLER * 3)).signals == {
-        "template.id": ids[0], "template.accounts": 1}
+    clock.t += 101  # the template expired: a new one starts, named after its first text
+    again = g.gather(view(key="acct7", system=FILLER * 3)).signals
+    assert again["template.accounts"] == 1 and again["template.id"].startswith("t-")
 
 
 def test_template_text_modes(tmp_path):
@@ -526,7 +527,8 @@ def test_broken_indicator_is_logged_not_raised(gw_all, caplog, monkeypatch):
     monkeypatch.setattr(ind.behaviour, "update", boom)
     f = gw_all.gather(view("198.51.100.65", user=COT))
     assert f.signals == {"ip.hosting": True, "ip.hosting_asn": True, "ip.list.aws": True,
-                         "prompt.cot_elicitation": True}
+                         "prompt.cot_elicitation": True, "template.id": f.signals["template.id"],
+                         "template.accounts": 1}
     assert "indicator _behaviour failed" in caplog.text
     ind.close()
     assert gw_all.gather(view("198.51.100.65")).signals == {}
@@ -537,12 +539,12 @@ def test_broken_indicator_is_logged_not_raised(gw_all, caplog, monkeypatch):
 def test_successor_adopts_unchanged_windows(tmp_path):
     clock = Clock()
     g = gateway(ALL, tmp_path, clock)
-    g.gather(view("192.0.2.1", key="a", ja4=PY_JA4, system=FILLER * 2))
-    g.gather(view("192.0.2.1", key="b", ja4=PY_JA4, system=FILLER * 2))
+    g.gather(view("192.0.2.1", key="a", ja4=PY_JA4, user=FILLER * 2))
+    g.gather(view("192.0.2.1", key="b", ja4=PY_JA4, user=FILLER * 2))
     # an unrelated edit (a rule added): every window carries over
     new = g.successor(parse_policy(ALL + "rules: [{id: x, action: allow}]\n",
                                    str(tmp_path / "rules.yaml")))
-    s = new.gather(view("192.0.2.1", key="c", ja4=PY_JA4, system=FILLER * 2)).signals
+    s = new.gather(view("192.0.2.1", key="c", ja4=PY_JA4, user=FILLER * 2)).signals
     assert (s["behaviour.accounts_per_ip"], s["tls.ja4_accounts"], s["template.accounts"]) == (
         3, 3, 3)
     assert new.signals.lists["tor"] is g.signals.lists["tor"]
@@ -550,7 +552,7 @@ def test_successor_adopts_unchanged_windows(tmp_path):
     newer = new.successor(parse_policy(ALL.replace("window: 100, rate_window: 10",
                                                    "window: 200, rate_window: 10"),
                                        str(tmp_path / "rules.yaml")))
-    s = newer.gather(view("192.0.2.1", key="d", ja4=PY_JA4, system=FILLER * 2)).signals
+    s = newer.gather(view("192.0.2.1", key="d", ja4=PY_JA4, user=FILLER * 2)).signals
     assert (s["behaviour.accounts_per_ip"], s["tls.ja4_accounts"], s["template.accounts"]) == (
         1, 4, 4)
 

@@ -1,4 +1,4 @@
-"""Prompt patterns, SimHash and the near-duplicate template tracker."""
+"""Prompt patterns (near-duplicate templates: test_signals_templates.py)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hydraguard.signals.prompts import (
-    PromptPatterns,
-    TemplateTracker,
-    hamming,
-    normalise,
-    simhash64,
-)
+from hydraguard.signals.prompts import PromptPatterns
 
 TEMPLATE = (
     "You are an expert tutor for the {subject} curriculum used by {school}. The student named "
@@ -146,89 +140,3 @@ def test_custom_patterns() -> None:
 @given(st.text(max_size=500), st.text(max_size=500))
 def test_match_never_raises(a: str, b: str) -> None:
     assert isinstance(PromptPatterns().match(a, b), frozenset)
-
-
-# --- simhash ---------------------------------------------------------------------------------
-
-
-def test_normalise() -> None:
-    assert normalise("Order #12345: SHIP   to\tBob, now!") == ["order", "ship", "to", "bob", "now"]
-
-
-def test_simhash_properties() -> None:
-    a = simhash64(numeric_variant(0))
-    assert all(simhash64(numeric_variant(i)) == a for i in range(20))  # normalisation erases it
-    assert 0 < hamming(a, simhash64(name_variant(1))) <= 8
-    assert simhash64("") == 0 and simhash64("!!! 123") == 0
-    assert simhash64("hello world") != 0  # fewer than 3 words: words are the features
-    long = " ".join(UNRELATED) * 10
-    assert simhash64(long) == simhash64(long[:4096], max_chars=0) != simhash64(long, 0)
-    # stable across processes: a fixed value (blake2b word hashes, no randomised hash())
-    assert simhash64("the quick brown fox jumps over the lazy dog") == 0xAA11DDFFFCB67365
-
-
-def test_simhash_unrelated_are_far() -> None:
-    hashes = [simhash64(t) for t in UNRELATED]
-    for i, a in enumerate(hashes):
-        for b in hashes[i + 1 :]:
-            assert hamming(a, b) > 10
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.text(max_size=2000))
-def test_simhash_never_raises(text: str) -> None:
-    assert 0 <= simhash64(text) < 2**64
-
-
-# --- template tracker ------------------------------------------------------------------------
-
-
-def test_fifty_templated_prompts_one_template_default_config() -> None:
-    tt = TemplateTracker(
-        window_s=3600, max_templates=100, max_accounts_per_template=1000, clock=Clock()
-    )
-    results = [tt.observe(numeric_variant(i), f"acct{i}") for i in range(50)]
-    ids = {tid for tid, _ in results}
-    assert len(ids) == 1 and len(tt) == 1
-    assert [n for _, n in results] == list(range(1, 51))
-    assert results[-1] == (f"{simhash64(numeric_variant(0)):016x}", 50)
-
-
-def test_fifty_name_variants_one_template_wider_lsh() -> None:
-    # names change a few shingles (Hamming up to ~6): 8 bands of 8 bits, distance <= 7
-    tt = TemplateTracker(bands=8, max_distance=7, clock=Clock())
-    results = [tt.observe(name_variant(i), f"acct{i}") for i in range(50)]
-    assert len({tid for tid, _ in results}) == 1
-    assert results[-1][1] == 50
-    for text in UNRELATED[:-1]:  # and unrelated prompts still do not merge at that setting
-        assert tt.observe(text, "other")[1] == 1
-    assert len(tt) == 1 + len(UNRELATED) - 1
-
-
-def test_unrelated_prompts_do_not_merge() -> None:
-    tt = TemplateTracker(clock=Clock())
-    results = [tt.observe(t, f"acct{i}") for i, t in enumerate(UNRELATED)]
-    assert len({tid for tid, _ in results}) == len(UNRELATED)
-    assert all(n == 1 for _, n in results)
-    # the same account repeating one template stays at 1
-    assert tt.observe(UNRELATED[0], "acct0") == (results[0][0], 1)
-    assert tt.observe(UNRELATED[0], "acct1")[1] == 2
-
-
-def test_short_texts_ignored_and_window_and_bounds() -> None:
-    c = Clock()
-    tt = TemplateTracker(window_s=60, max_templates=3, max_accounts_per_template=5, clock=c)
-    assert tt.observe("short prompt", "a") == ("", 0)
-    assert tt.observe(None, "a") == ("", 0)  # type: ignore[arg-type]
-    tid, _ = tt.observe(UNRELATED[0], "a")
-    for i in range(10):
-        assert tt.observe(UNRELATED[0], f"x{i}")[1] == min(i + 2, 5)
-    c.t += 61
-    assert tt.observe(UNRELATED[0], "b") == (tid, 1)  # accounts and template expired
-    for t in UNRELATED[1:]:
-        tt.observe(t, "a")
-        assert len(tt) <= 3
-    assert tt.accounts(tid) == 0 and tt.accounts("zz") == 0
-    assert tt.observe(UNRELATED[-1], None)[1] == 1
-    with pytest.raises(ValueError):
-        TemplateTracker(bands=5)

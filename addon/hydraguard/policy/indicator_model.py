@@ -72,10 +72,12 @@ class PatternSettings:
 class TemplateSettings:
     text: str = "both"
     window: float = 3600.0
-    min_chars: int = 200
-    max_chars: int = 4096
-    bands: int = 4
-    max_distance: int = 3
+    min_chars: int = 0
+    max_chars: int = 2048
+    bands: int = 4  # no effect since the MinHash matcher (kept so older rules files load)
+    max_distance: int = 3  # no effect, likewise
+    threshold: float = 0.3
+    min_words: int = 8
     max_templates: int = 10_000
     max_accounts_per_template: int = 1000
 

@@ -174,23 +174,37 @@ PATTERN = Struct(
 )
 
 TEMPLATES = Struct(
-    doc="Near-duplicate prompt templates (64-bit SimHash, LSH bands): template.id and "
-    "template.accounts (distinct accounts using it in the window).",
+    doc="Near-duplicate prompt templates (MinHash over 3-word shingles with banded LSH, "
+    "signals/templates.py): template.id and template.accounts (distinct accounts using it in "
+    "the window). What the caller writes is matched (the last user turn, numbers, quoted "
+    "spans and names folded), so slot-varied prompts of one template share an id; the system "
+    "prompt only qualifies a match, so users of one tool with one long system prompt and "
+    "their own questions stay apart.",
     fields={
         "enabled": _enabled(),
         "text": Field(Str(choices=("system", "user", "both")), default="both",
-                      doc="What is fingerprinted: the system prompt, the last user turn, or "
-                      "both joined.", example="both"),
+                      doc="both: the user turn is matched, under a similar system prompt; "
+                      "user: the user turn alone; system: the system prompt is matched (for "
+                      "fleets that vary the system prompt and send a fixed short user turn).",
+                      example="both"),
         "window": Field(WINDOW, default=3600, doc="Seconds a template and its accounts are "
                         "remembered.", example=3600),
-        "min_chars": Field(Int(min=1, max=1_000_000), default=200,
-                           doc="Shorter texts are not fingerprinted.", example=200),
-        "max_chars": Field(Int(min=64, max=1_000_000), default=4096,
-                           doc="Only the first max_chars characters are hashed.", example=4096),
-        "bands": Field(Int(min=1, max=64), default=4, doc="LSH bands (must divide 64 and "
-                       "exceed max_distance).", example=4),
+        "min_chars": Field(Int(min=0, max=1_000_000), default=0,
+                           doc="Matched texts shorter than this are not fingerprinted (0: "
+                           "only min_words applies).", example=0),
+        "min_words": Field(Int(min=1, max=10_000), default=8,
+                           doc="Matched texts with fewer words are not fingerprinted.",
+                           example=8),
+        "max_chars": Field(Int(min=64, max=1_000_000), default=2048,
+                           doc="Characters of a text that are hashed (its first two thirds "
+                           "and last third of them); bounds the cost.", example=2048),
+        "threshold": Field(Num(min=0.05, max=1.0), default=0.3,
+                           doc="Estimated Jaccard similarity of the shingle sets from which "
+                           "two texts are one template.", example=0.3),
+        "bands": Field(Int(min=1, max=64), default=4, doc="No effect (SimHash, before the "
+                       "MinHash matcher); accepted so older rules files load.", example=4),
         "max_distance": Field(Int(min=0, max=16), default=3,
-                              doc="Largest Hamming distance between near-duplicates.",
+                              doc="No effect (SimHash); accepted so older rules files load.",
                               example=3),
         "max_templates": Field(Int(min=1, max=10_000_000), default=10_000,
                                doc="Templates tracked (least recently seen dropped).",
@@ -330,13 +344,10 @@ def _patterns(items: Sequence[Checked], errors: Errors) -> tuple[PatternSettings
 def _templates(c: Checked | Invalid | None, errors: Errors) -> TemplateSettings | None:
     if not _on(c):
         return None
-    if 64 % c["bands"] or c["bands"] <= c["max_distance"]:
-        errors.add(c.at("bands"), "indicators.prompts.templates.bands: must divide 64 and be "
-                   f"greater than max_distance ({c['max_distance']}), e.g. 4, 8 or 16")
-        return None
     return TemplateSettings(
         text=c["text"], window=float(c["window"]), min_chars=c["min_chars"],
         max_chars=c["max_chars"], bands=c["bands"], max_distance=c["max_distance"],
+        threshold=float(c["threshold"]), min_words=c["min_words"],
         max_templates=c["max_templates"],
         max_accounts_per_template=c["max_accounts_per_template"])
 

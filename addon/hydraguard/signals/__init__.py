@@ -1,33 +1,13 @@
-"""Indicator library: pure, bounded-memory building blocks (no mitmproxy hooks, clock injected).
+"""Request signals: the named observations the rules' `indicators:` section configures.
 
-- `ja4`: JA4 TLS fingerprint, SDK runtime claim from headers
-- `proxy_headers`: proxy header indicators, `Forwarded` / `X-Forwarded-For` parsers
-- `iplists`: CIDR list files (plain, Tor, AWS, GCP), `CidrSet`, reloading `ListFile`
-- `behaviour`: sliding-window distinct/rate counters and `BehaviourTracker`
-- `prompts`: prompt patterns, SimHash and near-duplicate `TemplateTracker`
+- `collect`: `SignalCollector`, runs the configured ones for a request;
+- `iplists`: CIDR list files (reloaded when they change);
+- `ja4`: JA4 TLS client fingerprints, SDK runtime claims;
+- `proxy_headers`: proxy and forwarding headers;
+- `behaviour`: bounded sliding-window distinct counters and rates;
+- `prompts`: named prompt patterns; `templates`: near-duplicate `TemplateMatcher` (MinHash
+  + LSH).
+
+Import the module you need (`from hydraguard.signals.templates import TemplateMatcher`): this
+package imports none of them, so importing one loads only what it needs.
 """
-
-from .behaviour import BehaviourConfig, BehaviourTracker, DistinctCounter, RateCounter
-from .iplists import CidrSet, ListFile, parse_list
-from .ja4 import ja4, ja4_from_raw, sdk_runtime_claim
-from .prompts import PromptPatterns, TemplateTracker, simhash64
-from .proxy_headers import parse_forwarded, parse_xff, proxy_header_signals
-
-__all__ = [
-    "BehaviourConfig",
-    "BehaviourTracker",
-    "CidrSet",
-    "DistinctCounter",
-    "ListFile",
-    "PromptPatterns",
-    "RateCounter",
-    "TemplateTracker",
-    "ja4",
-    "ja4_from_raw",
-    "parse_forwarded",
-    "parse_list",
-    "parse_xff",
-    "proxy_header_signals",
-    "sdk_runtime_claim",
-    "simhash64",
-]

@@ -33,7 +33,7 @@ behaviour (requests with an account only):
   behaviour.requests_per_account   float requests in the sliding rate window
 prompts (model calls only; never any prompt text):
   prompt.<pattern name>      bool  the pattern matched the system prompt / last user turn
-  template.id                str   16-hex SimHash id of the near-duplicate template
+  template.id                str   id (t-<16 hex>) of the near-duplicate template (MinHash)
   template.accounts          int   distinct accounts using that template in the window
 """
 
@@ -49,8 +49,9 @@ from .behaviour import BehaviourConfig, BehaviourTracker, DistinctCounter
 from .iplists import CidrSet, ListFile
 from .ja4 import ja4 as _ja4
 from .ja4 import sdk_runtime_claim
-from .prompts import PromptPatterns, TemplateTracker
+from .prompts import PromptPatterns
 from .proxy_headers import FORWARDING_HEADERS, PROXY_HEADERS
+from .templates import TemplateMatcher
 
 log = logging.getLogger("hydraguard")
 
@@ -119,7 +120,7 @@ class SignalCollector:
         self.ja4_accounts: DistinctCounter | None = None
         self.behaviour: BehaviourTracker | None = None
         self.patterns: PromptPatterns | None = None
-        self.templates: TemplateTracker | None = None
+        self.templates: TemplateMatcher | None = None
         if settings is None:
             return
         steps: list[Step] = []
@@ -152,12 +153,12 @@ class SignalCollector:
                 self._pattern_signal = {x.name: f"prompt.{x.name}" for x in p.patterns}
             if p.templates is not None:
                 t = p.templates
-                self.templates = TemplateTracker(
+                self.templates = TemplateMatcher(
                     window_s=t.window, max_templates=t.max_templates,
-                    max_accounts_per_template=t.max_accounts_per_template, bands=t.bands,
-                    max_distance=t.max_distance, clock=clock, min_chars=t.min_chars,
-                    max_chars=t.max_chars)
-                self._template_text = t.text
+                    max_accounts_per_template=t.max_accounts_per_template, clock=clock,
+                    threshold=t.threshold, min_words=t.min_words, max_chars=t.max_chars,
+                    text=t.text)
+                self._template_min_chars = t.min_chars
             if self.patterns is not None or self.templates is not None:
                 steps.append(self._prompts)
         self._steps = tuple(steps)
@@ -348,14 +349,10 @@ class SignalCollector:
             for name in sorted(self.patterns.match(system, user)):
                 out[names[name]] = True
         if self.templates is not None:
-            mode = self._template_text
-            if mode == "system":
-                text = system
-            elif mode == "user":
-                text = user
-            else:
-                text = f"{system}\n{user}" if system and user else system or user
-            tid, n = self.templates.observe(text, facts.account)
+            floor = self._template_min_chars
+            if floor and len(user if self.templates.text != "system" else system) < floor:
+                return
+            tid, n = self.templates.observe(system, user, facts.account)
             if tid:
                 out["template.id"] = tid
                 out["template.accounts"] = n

@@ -1,0 +1,489 @@
+"""Template matching that survives slot variation: MinHash + banded LSH over word 3-shingles.
+
+What is fingerprinted is what the caller writes: the user turn (the last one), from a floor of
+`min_words` words (8) up. The system prompt is only a qualifier: a prompt matches a template
+when its user turn is similar (estimated Jaccard >= `threshold`, 0.3) AND its system prompt
+is similar to the template's (a 16-value MinHash, >= `system_threshold`; both empty counts as
+similar). So users of one tool (one long shared system prompt, their own questions) stay
+apart, while a fleet with a shared persona and slot-varied user turns matches. With
+text="user" the system prompt is ignored; with text="system" it is the content instead.
+A match also needs about `min_shared` (8) shingles in common, or near-identity (J >= 0.6):
+short generic phrasing ("What is the difference between a X and a Y?") does not match.
+
+Normalisation (C-speed byte passes, then a bounded per-token cache): quoted spans ("...",
+'...', `...`, curly and «...», up to 160 bytes) become one token; sentence ends mark the next
+word, so a capitalised word mid-sentence (a name) folds to one token while a sentence-initial
+one is lower-cased; numbers fold to one token; punctuation splits words. At most `max_chars`
+(2048) characters of a turn are read: the first two thirds and the last third (instructions
+often follow pasted text). Cost is bounded whatever the prompt size.
+
+Signature: each distinct raw token hashed once with blake2b-64 (bounded cache); shingle hash
+(h0 * p1 + h1) * p2 + h2 mod 2^64 in numpy; K=64 MinHash values over the top 32 bits with
+the permutations x -> (x ^ b_i) * a_i mod 2^32, a_i odd, in uint32 lanes. All constants come
+from blake2b of fixed labels: signatures and template ids are the same on every replica and
+every run (no salted `hash()`, no RNG streams, no library's seeding). LSH: 32 bands x 2 rows
+(candidate threshold (1/32)^(1/2) ~ 0.18), candidates verified on the full signature.
+
+Clusters: a template keeps up to `max_reps` (8) representative signatures (a match less
+similar than 0.6 to all of them is added), so slot variety widens it within bounds. A prompt
+that matches two templates merges the younger into the older (reps up to `max_reps`,
+accounts). Template id "t-<16 hex>" = blake2b of the first signature (and qualifier) of the
+oldest member: stable while the template lives. Memory: at most `max_templates` templates
+(least recently seen dropped; ~3.1 KB for a one-prompt template, mostly its 32 index
+entries), `max_reps` signatures and `max_accounts_per_template` accounts each (exact within
+the window; the count saturates there); at most 8 templates per band key.
+
+Choice of library (bench/bench_templates.py; 64 values over the ~360 shingles of a 2 KB turn,
+best of 5 on a busy 2-core machine, so read the ratios): numpy 32-bit (x ^ b) * a, ours, 25 µs;
+numpy 64-bit multiply-shift 37 µs (no SIMD 64-bit multiply on AVX2); a stdlib
+one-permutation-hashing sketch 130 µs (and noisier on short texts); datasketch 2.0 102 µs
+from our hashes, 530 µs through its sha1 string API; rensa 0.5 (Rust) 3.3 µs. What all of
+them need first (tokenise, word hashes, shingle hashes) cost 63 µs, and building the Python
+shingle strings a string API wants 44 µs, more than our whole MinHash step. rensa would save
+~20 µs a prompt for a young native dependency whose seeding and hashing would then define
+the template ids on every replica; numpy (a common, stable wheel) it is, with our constants.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import repeat
+from operator import itemgetter
+
+import numpy as np
+from cachetools import LRUCache
+
+__all__ = ["TemplateMatcher", "shingle_hashes", "signature", "words"]
+
+Clock = Callable[[], float]
+
+K = 64  # MinHash values per signature
+ROWS = 2  # rows per LSH band
+BANDS = K // ROWS
+SHINGLE = 3  # words per shingle
+SYS_K = 16  # MinHash values of the system-prompt qualifier
+FEW_CANDIDATES = 8  # up to this many, every template sharing a band is verified
+MAX_CANDIDATES = 32  # verified per prompt at most (those sharing the most bands)
+MAX_PER_KEY = 8  # templates indexed under one band key (more: a hub of common phrasing)
+ADD_BELOW = 0.6  # a match less similar than this to every rep becomes a rep; at least this
+# similar, short texts match without `min_shared` shared shingles
+
+
+def _u64(label: str) -> int:
+    d = hashlib.blake2b(label.encode(), digest_size=8, person=b"hydraguard-tpl").digest()
+    return int.from_bytes(d, "little")
+
+
+# MinHash permutation i of the 32-bit shingle values: x -> (x ^ b_i) * a_i mod 2^32, a_i odd
+# (a bijection, computed in uint32 lanes: twice the lanes of 64-bit multiply-shift). A final
+# xorshift was measured to change nothing: it keeps the top 16 bits, which decide the minimum.
+_A = np.array([_u64(f"a{i}") & 0xFFFFFFFF | 1 for i in range(K)], dtype=np.uint32)[:, None]
+_B = np.array([_u64(f"b{i}") & 0xFFFFFFFF for i in range(K)], dtype=np.uint32)[:, None]
+_P1 = np.uint64(_u64("p1") | 1)
+_P2 = np.uint64(_u64("p2") | 1)
+_S32 = np.uint64(32)
+
+# --- normalisation ---------------------------------------------------------------------------
+
+_DQ = re.compile(rb'"[^"\n]{1,160}"')
+_SQ = re.compile(rb"'(?<!\w')[^'\n]{1,160}'(?!\w)")  # not an apostrophe: no word char before
+_BT = re.compile(rb"`[^`\n]{1,160}`")
+_UNICODE_QUOTES = (("“", '"'), ("”", '"'), ("„", '"'), ("«", '"'), ("»", '"'), ("‘", "'"),
+                   ("’", "'"))
+_QUOTE, _START = b"\x03", 0x02  # placeholder token, sentence-start mark
+_TABLE = bytearray(range(256))
+for _c in b"!\"#$%&'()*+,-/<=>@[\\]^_`{|}~\t\r\x0b\x0c":
+    _TABLE[_c] = 0x20
+for _c in b".!?:;\n":
+    _TABLE[_c] = _START  # sentence ends (and line starts) mark what follows
+for _c in b"123456789":
+    _TABLE[_c] = 0x30  # every digit -> "0": a number is a run of zeros, folded below
+_TABLE = bytes(_TABLE)
+_NUM, _NAME, _QUOTED = "\x01num", "\x01name", "\x01quote"
+
+
+def _raw_tokens(text: str) -> list[bytes]:
+    """Raw tokens: bytes split on white space and punctuation; a token may carry sentence
+    marks (0x02) before or inside it; quoted spans are one 0x03 token."""
+    if not text.isascii():
+        for a, b in _UNICODE_QUOTES:
+            if a in text:
+                text = text.replace(a, b)
+    data = text.encode("utf-8", "surrogatepass")
+    if b'"' in data:
+        data = _DQ.sub(b" \x03 ", data)
+    if b"'" in data:
+        data = _SQ.sub(b" \x03 ", data)
+    if b"`" in data:
+        data = _BT.sub(b" \x03 ", data)
+    if b"\n" in data:
+        data = data.replace(b"\n", b" \n")
+    # "end. The" -> "end\x02 The" -> "end \x02The": the mark moves onto the next word
+    data = (b"\x02" + data.translate(_TABLE)).replace(b"\x02 ", b" \x02")
+    if b"\x02 " in data:  # after two spaces or a mark of its own
+        data = data.replace(b"\x02 ", b" \x02")
+    return data.split()
+
+
+def _word(part: bytes, start: bool) -> str:
+    if part == _QUOTE:
+        return _QUOTED
+    if not part.strip(b"0"):
+        return _NUM
+    w = part.decode("utf-8", "replace")
+    if not start and w[0].isupper() and w != "I":
+        return _NAME  # capitalised mid-sentence: a name
+    return w.lower()
+
+
+def _words(token: bytes) -> list[str]:
+    """The normalised words of a raw token (none, one, or several around inner marks)."""
+    if _START not in token:
+        return [_word(token, False)]
+    out: list[str] = []
+    for i, part in enumerate(token.split(b"\x02")):
+        if part:
+            w = _word(part, i > 0)
+            if w is not _NUM or not out or out[-1] is not _NUM:  # 3.14, 10:30: one number
+                out.append(w)
+    return out
+
+
+def _tokens(text: str, max_chars: int) -> list[bytes]:
+    """Raw tokens of the text, or of its first 2/3 and last 1/3 of `max_chars` characters
+    (the token cut at either edge dropped)."""
+    if max_chars <= 0 or len(text) <= max_chars:
+        return _raw_tokens(text)
+    head = max_chars * 2 // 3
+    return _raw_tokens(text[:head])[:-1] + _raw_tokens(text[len(text) - max_chars + head :])[1:]
+
+
+def words(text: str, max_chars: int = 2048) -> list[str]:
+    """Normalised words of `text` as the matcher sees them (for tests and tuning)."""
+    out = []
+    for token in _tokens(text, max_chars):
+        out.extend(_words(token))
+    return out
+
+
+_WORD_HASH: dict[bytes, bytes] = {}  # raw token -> 8-byte hash of its word (b"" = none)
+_WORD_HASH_MAX = 200_000
+
+
+def _word_hash(w: str) -> bytes:
+    return hashlib.blake2b(w.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+
+
+def _token_hash(token: bytes) -> bytes:
+    return b"".join(map(_word_hash, _words(token)))
+
+
+def _packed(text: str, max_chars: int) -> bytes:
+    """8-byte word hashes of the normalised words, concatenated."""
+    cache = _WORD_HASH
+    toks = _tokens(text, max_chars)
+    if len(toks) < 2:  # (itemgetter of one key returns the value, not a tuple)
+        toks.append(b"\x02")  # a bare mark: no word
+    try:
+        return b"".join(itemgetter(*toks)(cache))  # a third faster than map(getitem)
+    except KeyError:
+        if len(cache) > _WORD_HASH_MAX:
+            cache.clear()
+        for t in set(toks).difference(cache):
+            cache[t] = _token_hash(t)
+        return b"".join(itemgetter(*toks)(cache))
+
+
+def _shingles(packed: bytes) -> np.ndarray:
+    h = np.frombuffer(packed, dtype="<u8")
+    n = len(h) - SHINGLE + 1
+    if n < 1:
+        return h.copy()
+    # (h0 * p1 + h1) * p2 + h2 mod 2^64: every word reaches the top 32 bits MinHash reads
+    s = h[:n] * _P1
+    s += h[1 : n + 1]
+    s *= _P2
+    s += h[2 : n + 2]
+    return s
+
+
+def shingle_hashes(text: str, max_chars: int = 2048) -> np.ndarray:
+    """uint64 hashes of the word 3-shingles of `text` (normalised, at most `max_chars` read)."""
+    return _shingles(_packed(text, max_chars))
+
+
+def _minhash(s: np.ndarray, k: int = K) -> np.ndarray:
+    v = (s >> _S32).astype(np.uint32) ^ _B[:k]  # (k, n): 32-bit lanes are twice as fast
+    v *= _A[:k]
+    return v.min(axis=1).astype("<u4")
+
+
+def signature(text: str, max_chars: int = 2048, k: int = K) -> np.ndarray | None:
+    """The K-value MinHash signature (uint32) of `text`; None when it has no words."""
+    packed = _packed(text, max_chars)
+    return _minhash(_shingles(packed), k) if packed else None
+
+
+# --- matcher ---------------------------------------------------------------------------------
+
+
+@dataclass(slots=True, eq=False)
+class _Template:
+    tid: str
+    born: int
+    system: np.ndarray | None  # qualifier signature (None: no system prompt / not used)
+    last_seen: float
+    reps: np.ndarray  # (n, K) uint32 representative signatures
+    sizes: list[int]  # shingles of each rep
+    accounts: OrderedDict[str, float] = field(default_factory=OrderedDict)
+
+
+class TemplateMatcher:
+    """Groups prompts into templates; counts distinct accounts per template in a window.
+
+    observe(system_text, user_text, account) -> (template id or None, distinct accounts).
+    Templates idle for `window_s` are dropped, at most `max_templates` are kept (least
+    recently seen dropped first), at most `max_accounts_per_template` accounts each (the
+    count saturates there). Pure CPU, no I/O; the clock is injected.
+    """
+
+    def __init__(
+        self,
+        window_s: float = 3600.0,
+        max_templates: int = 10_000,
+        max_accounts_per_template: int = 1_000,
+        clock: Clock = time.monotonic,
+        *,
+        threshold: float = 0.3,
+        system_threshold: float = 0.3,
+        max_reps: int = 8,
+        min_words: int = 8,
+        min_shared: int = 8,
+        max_chars: int = 2048,
+        text: str = "both",
+    ) -> None:
+        if text not in ("both", "user", "system"):
+            raise ValueError("text must be 'both', 'user' or 'system'")
+        self.window = float(window_s)
+        self.max_templates = max(1, int(max_templates))
+        self.max_accounts = max(1, int(max_accounts_per_template))
+        self.threshold = float(threshold)
+        self.system_threshold = float(system_threshold)
+        self.max_reps = max(1, int(max_reps))
+        self.min_words = max(1, int(min_words))
+        self.min_shared = max(0, int(min_shared))
+        self.max_chars = int(max_chars)
+        self.text = text
+        self._clock = clock
+        self._templates: OrderedDict[str, _Template] = OrderedDict()  # least recent first
+        self._index: list[dict[int, _Template | list[_Template]]] = [{} for _ in range(BANDS)]
+        self._systems: LRUCache[tuple[int, int], np.ndarray | None] = LRUCache(maxsize=1024)
+        self._born = 0
+
+    def __len__(self) -> int:
+        return len(self._templates)
+
+    # -- index ------------------------------------------------------------------------------
+    def _link(self, t: _Template, keys: list[int]) -> None:
+        index = self._index
+        found = list(map(dict.setdefault, index, keys, repeat(t)))  # new keys -> t
+        for i in [i for i, v in enumerate(found) if v is not t]:  # keys of other templates
+            v = found[i]
+            if type(v) is list:
+                if len(v) < MAX_PER_KEY and t not in v:  # a full key is a hub: says little
+                    v.append(t)
+            else:
+                index[i][keys[i]] = [v, t]
+
+    def _unlink(self, t: _Template, keys: list[int]) -> None:
+        index = self._index
+        found = list(map(dict.pop, index, keys, repeat(None)))
+        for i in [i for i, v in enumerate(found) if v is not t]:  # shared, or not there
+            v = found[i]
+            if type(v) is list:
+                if t in v:
+                    v.remove(t)
+                index[i][keys[i]] = v[0] if len(v) == 1 else v
+            elif v is not None:
+                index[i][keys[i]] = v
+
+    def _drop(self, t: _Template) -> None:
+        del self._templates[t.tid]
+        for rep in t.reps:
+            self._unlink(t, rep.view("<u8").tolist())
+
+    def _candidates(self, keys: list[int]) -> list[_Template]:
+        """Templates sharing a band with `keys`; at most MAX_CANDIDATES, most bands first."""
+        found = list(filter(None, map(dict.get, self._index, keys)))
+        if not found:
+            return []
+        flat: list[_Template] = []
+        for v in found:
+            if type(v) is list:
+                flat.extend(v)
+            else:
+                flat.append(v)
+        if len(flat) <= FEW_CANDIDATES:
+            return list(dict.fromkeys(flat))
+        hits = Counter(flat)  # bands shared, per template
+        if len(hits) <= FEW_CANDIDATES:
+            return list(hits)
+        # a crowded neighbourhood (many weakly similar texts): two bands needed, at most
+        # MAX_CANDIDATES of them (P(2 of 32 bands) is 0.80 at J = 0.3, 0.96 at J = 0.4)
+        strong = [t for t, h in hits.items() if h >= 2]
+        if len(strong) <= MAX_CANDIDATES:
+            return strong
+        return [t for t, _ in hits.most_common(MAX_CANDIDATES)]
+
+    # -- qualifier --------------------------------------------------------------------------
+    def _system_sig(self, system: str) -> np.ndarray | None:
+        if not system:
+            return None
+        head = system[:4096]
+        key = (len(head), hash(head))  # local cache only: the salted hash() never leaves
+        try:
+            return self._systems[key]
+        except KeyError:
+            pass
+        sig = signature(head, 0, SYS_K)
+        self._systems[key] = sig
+        return sig
+
+    def _system_ok(self, a: np.ndarray | None, b: np.ndarray | None) -> bool:
+        if a is None or b is None:
+            return False
+        return np.count_nonzero(a == b) >= self.system_threshold * SYS_K
+
+    # -- observe ----------------------------------------------------------------------------
+    def _expire(self, cutoff: float) -> None:
+        templates = self._templates
+        while templates:
+            t = next(iter(templates.values()))
+            if t.last_seen >= cutoff:
+                break
+            self._drop(t)
+
+    def observe(
+        self, system_text: str | None, user_text: str | None, account: str | None
+    ) -> tuple[str | None, int]:
+        """Record one prompt; return (template id, distinct accounts of it in the window).
+
+        (None, 0) when the fingerprinted text has fewer than `min_words` words.
+        """
+        system = system_text if isinstance(system_text, str) else ""
+        user = user_text if isinstance(user_text, str) else ""
+        content = system if self.text == "system" else user
+        packed = _packed(content, self.max_chars) if content else b""
+        if len(packed) < 8 * self.min_words:
+            return None, 0
+        qualifier = self._system_sig(system) if self.text == "both" else None
+        shingles = _shingles(packed)
+        n = len(shingles)
+        sig = _minhash(shingles)
+        keys = sig.view("<u8").tolist()  # ROWS == 2: one 64-bit key per band (as in _drop)
+        now = self._clock()
+        self._expire(now - self.window)
+
+        matched, best_eq = self._verify(self._candidates(keys), sig, n, qualifier)
+        if not matched:
+            t = self._new(sig, n, keys, qualifier, now)
+        else:
+            t = matched[0]  # the oldest; the others merge into it
+            for other in matched[1:]:
+                self._merge(t, other)
+            if best_eq < ADD_BELOW * K and len(t.reps) < self.max_reps:
+                t.reps = np.vstack((t.reps, sig))
+                t.sizes.append(n)
+                self._link(t, keys)
+            t.last_seen = now
+            self._templates.move_to_end(t.tid)
+        return t.tid, self._count(t, account, now)
+
+    def _verify(self, candidates: list[_Template], sig: np.ndarray, n: int,
+                qualifier: np.ndarray | None) -> tuple[list[_Template], int]:
+        """Candidates that match (oldest first) and the best number of equal values."""
+        ok = [t for t in candidates
+              if t.system is qualifier or self._system_ok(qualifier, t.system)]
+        if not ok:
+            return [], -1
+        # one comparison over every rep of every candidate: numpy calls cost more than data
+        reps = ok[0].reps if len(ok) == 1 else np.concatenate([t.reps for t in ok])
+        eqs = (reps == sig).sum(axis=1)
+        hits = np.flatnonzero(eqs >= self.threshold * K).tolist()
+        if not hits:
+            return [], -1
+        owners = [(t, size) for t in ok for size in t.sizes]
+        matched: dict[_Template, None] = {}
+        best_eq = -1
+        for j in hits:
+            t, size = owners[j]
+            eq = int(eqs[j])
+            # shared shingles estimated from J = eq / K: |A & B| = J / (1 + J) * (|A| + |B|);
+            # short texts need near-identity instead
+            if eq >= ADD_BELOW * K or eq * (n + size) >= self.min_shared * (K + eq):
+                matched[t] = None
+                best_eq = max(best_eq, eq)
+        return sorted(matched, key=lambda t: t.born), best_eq
+
+    def _new(self, sig: np.ndarray, n: int, keys: list[int], qualifier: np.ndarray | None,
+             now: float) -> _Template:
+        h = hashlib.blake2b(sig.tobytes(), digest_size=8, person=b"hydraguard-tpl")
+        if qualifier is not None:
+            h.update(qualifier.tobytes())
+        tid = "t-" + h.hexdigest()
+        same = self._templates.get(tid)
+        if same is not None:  # (only on a 64-bit collision: an equal signature matches)
+            self._drop(same)
+        while len(self._templates) >= self.max_templates:
+            self._drop(next(iter(self._templates.values())))
+        self._born += 1
+        t = _Template(tid, self._born, qualifier, now, sig[None, :].copy(), [n])
+        self._templates[tid] = t
+        self._link(t, keys)
+        return t
+
+    def _merge(self, keep: _Template, other: _Template) -> None:
+        """Fold `other` (younger) into `keep`: its reps while there is room, its accounts."""
+        self._drop(other)
+        room = self.max_reps - len(keep.reps)
+        if room > 0:
+            keep.reps = np.vstack((keep.reps, other.reps[:room]))
+            keep.sizes.extend(other.sizes[:room])
+            for rep in other.reps[:room]:
+                self._link(keep, rep.view("<u8").tolist())
+        accounts = keep.accounts
+        for a, seen in other.accounts.items():
+            if a not in accounts or accounts[a] < seen:
+                accounts[a] = seen
+        if len(accounts) > self.max_accounts or other.accounts:
+            ordered = sorted(accounts.items(), key=lambda kv: kv[1])[-self.max_accounts:]
+            keep.accounts = OrderedDict(ordered)
+
+    def _count(self, t: _Template, account: str | None, now: float) -> int:
+        accounts = t.accounts
+        if account is not None:
+            if account in accounts:
+                accounts.move_to_end(account)
+            elif len(accounts) >= self.max_accounts:
+                accounts.popitem(last=False)
+            accounts[account] = now
+        cutoff = now - self.window
+        while accounts:
+            a, seen = next(iter(accounts.items()))
+            if seen >= cutoff:
+                break
+            del accounts[a]
+        return len(accounts)
+
+    def accounts(self, template_id: str) -> int:
+        """Distinct accounts of a template in the window (0 if unknown)."""
+        t = self._templates.get(template_id)
+        if t is None:
+            return 0
+        cutoff = self._clock() - self.window
+        return sum(1 for seen in t.accounts.values() if seen >= cutoff)
