@@ -29,7 +29,6 @@ replica's in-memory linking answer is used for that request.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import math
 import os
@@ -37,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .addresses import prefix
 from .apis import RateLimitInfo, ratelimit_headers
 from .budgets import MemoryBudgetState, RedisBudgetState, Reservation, ReserveResult
 from .budgets.redis_links import RedisLinks
@@ -107,16 +107,6 @@ def output_allowance(b: Any, max_output: int | None) -> int:
     """The output part of a reservation: the request's cap (or default), clamped."""
     out = b.default_output if max_output is None else max_output
     return min(out, b.max_output_reserve)
-
-
-def _prefix(ip: Any) -> str | None:
-    """The client's /24 (IPv4) or /64 (IPv6) as text, by integer arithmetic (hot path)."""
-    if ip is None:
-        return None
-    if ip.version == 4:
-        p = ip.packed
-        return f"{p[0]}.{p[1]}.{p[2]}.0/24"
-    return f"{ipaddress.IPv6Address(int(ip) >> 64 << 64)}/64"
 
 
 def _tightest(b: Any, r: ReserveResult, amount: int = 0) -> tuple[Any, float]:
@@ -208,7 +198,7 @@ class Metering:
             elif name == "ip":
                 attrs[name] = str(ip) if ip is not None else None
             elif name == "prefix":
-                attrs[name] = _prefix(ip)
+                attrs[name] = prefix(ip)
             elif name == "asn":
                 asn = getattr(facts.geo, "asn", None) if facts.geo is not None else None
                 attrs[name] = str(asn) if asn is not None else None
@@ -239,7 +229,7 @@ class Metering:
         tpl = sig.get("template.id")
         return {
             "ip": str(ip) if ip is not None else None,
-            "prefix": _prefix(ip),
+            "prefix": prefix(ip),
             "tls_ua": f"{ja4}|{facts.user_agent}" if ja4 else None,
             "template": str(tpl) if tpl else None,
         }

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import apis
-from .clientip import ClientIpResolver, parse_ip
+from .addresses import IPAddress, parse_ip
+from .clientip import ClientIpResolver
 from .decide import Decision, decide
 from .decision_log import DecisionLog, iso_time, truncate_ip
-from .facts import Facts, IPAddress
+from .facts import Facts
 from .geo import GeoDatabases
 from .identity import account_id, api_key_from
 from .indicators import Indicators

@@ -15,7 +15,7 @@ from typing import Any
 import maxminddb
 from cachetools import LRUCache
 
-from .addresses import IPAddress, classify
+from ..addresses import IPAddress, classify
 from .info import PRIVATE, GeoInfo
 from .layouts import DECODERS, LAYOUT_ROLES, ROLES, Decoder, detect_layout
 

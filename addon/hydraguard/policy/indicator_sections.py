@@ -8,19 +8,16 @@ signal names it produces are listed in that module's docstring.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..signals.iplists import FORMATS, parse_list
+from ..addresses import FORMATS, IPNetwork, parse_list
 from ..signals.prompts import DEFAULT_PATTERNS
 from ..signals.proxy_headers import FORWARDING_HEADERS, PROXY_HEADERS
 from .schema import INVALID, Bool, Custom, Errors, Field, Int, ListOf, MapOf, Num, Str, Struct
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _JA4_PART = re.compile(r"[a-z0-9_]{1,40}")

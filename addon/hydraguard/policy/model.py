@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..addresses import IPNetwork
 from .conditions import Condition
 from .regions import RegionSpec
 from .yamlpos import Where
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 ACTIONS = ("allow", "deny", "throttle")
 DENY_KINDS = ("permission", "region")
