@@ -15,8 +15,8 @@ import timeit
 from benchutil import python_client_hello, rss_mib
 from mitmproxy.tls import ClientHello
 
+from hydraguard.addresses import CidrSet
 from hydraguard.signals.behaviour import BehaviourConfig, BehaviourTracker
-from hydraguard.signals.iplists import CidrSet
 from hydraguard.signals.ja4 import ja4, ja4_from_raw
 from hydraguard.signals.prompts import PromptPatterns
 from hydraguard.signals.proxy_headers import proxy_header_signals

@@ -41,7 +41,7 @@ def test_helpers():
     import ipaddress
 
     assert truncate_ip(ipaddress.ip_address("192.0.2.77")) == "192.0.2.0/24"
-    assert truncate_ip(ipaddress.ip_address("2001:db8:1:2::5")) == "2001:db8:1::/48"
+    assert truncate_ip(ipaddress.ip_address("2001:db8:1:2::5")) == "2001:db8:1:2::/64"
     assert iso_time(0.5) == "1970-01-01T00:00:00.500Z"
 
 

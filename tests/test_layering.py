@@ -22,11 +22,9 @@ POLICY_MAY_IMPORT = ("hydraguard.addresses",)
 # Third-party packages policy/ may import (besides the standard library): plain data ones.
 POLICY_THIRD_PARTY = ("yaml", "pycountry")
 
-# TEMPORARY (lead: tighten at merge): policy/indicator_sections.py still imports FORMATS /
-# parse_list from hydraguard.signals.iplists; they move to the leaf hydraguard.addresses. Once
-# that line imports from addresses, empty this set (test_temporary_exemptions_still_needed
-# fails until then, to say so) and the checks below become strict for hydraguard.signals too.
-TEMPORARY = {("indicator_sections.py", "hydraguard.signals.iplists")}
+# Imports from policy/ into the runtime that are tolerated for a while (none today): keep this
+# set empty; test_temporary_exemptions_still_needed fails when an entry is no longer used.
+TEMPORARY: set[tuple[str, str]] = set()
 
 
 def _loaded_after(stmt: str) -> set[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import sys
@@ -10,15 +9,12 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
-from .facts import IPAddress
+from .addresses import IPAddress, prefix
 
 
 def truncate_ip(ip: IPAddress | None) -> str | None:
-    """/24 for IPv4, /48 for IPv6 (as a network string)."""
-    if ip is None:
-        return None
-    prefix = 24 if ip.version == 4 else 48
-    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+    """/24 for IPv4, /64 for IPv6 (as a network string), the same prefix as everywhere."""
+    return prefix(ip)
 
 
 def iso_time(ts: float) -> str:

@@ -6,14 +6,13 @@ cluster resolution return values that gather.py assigns).
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .geo.info import GeoInfo
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+from .addresses import IPAddress
 
 
 @dataclass(frozen=True, slots=True)

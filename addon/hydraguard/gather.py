@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import apis
-from .clientip import ClientIpResolver, parse_ip
-from .facts import ClusterRef, Facts, IPAddress
+from .addresses import IPAddress, parse_ip
+from .clientip import ClientIpResolver
+from .facts import ClusterRef, Facts
 from .geo import GeoInfo
 from .identity import account_id, api_key_from
 

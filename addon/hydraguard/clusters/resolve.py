@@ -8,10 +8,10 @@ store, and the ``cluster`` attribute is the account's linked cluster id (``h-…
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING
 
+from ..addresses import prefix as _prefix
 from ..facts import ClusterRef, Facts
 from .keys import cluster_key
 from .links import Evidence, LinkStore
@@ -20,16 +20,6 @@ if TYPE_CHECKING:
     from ..policy.budget_model import ClusterDef
 
 __all__ = ["ClusterResolver", "evidence_of", "rekey"]
-
-
-def _prefix(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> str | None:
-    """The client's /24 (IPv4) or /64 (IPv6) as text, by integer arithmetic (hot path)."""
-    if ip is None:
-        return None
-    if ip.version == 4:
-        p = ip.packed
-        return f"{p[0]}.{p[1]}.{p[2]}.0/24"
-    return f"{ipaddress.IPv6Address(int(ip) >> 64 << 64)}/64"
 
 
 def evidence_of(facts: Facts) -> Evidence:

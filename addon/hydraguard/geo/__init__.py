@@ -8,7 +8,6 @@
 See geoip/README.md for the supported databases and layouts.
 """
 
-from .addresses import is_private_address, parse_ip
 from .info import PRIVATE, UNKNOWN, GeoInfo
 from .layouts import LAYOUT_ROLES, ROLES, detect_layout
 from .opening import GeoDatabaseError, open_checked
@@ -23,7 +22,5 @@ __all__ = [
     "GeoDatabases",
     "GeoInfo",
     "detect_layout",
-    "is_private_address",
     "open_checked",
-    "parse_ip",
 ]

@@ -15,8 +15,8 @@ from typing import Any
 import maxminddb
 from cachetools import LRUCache
 
+from ..addresses import IPAddress, classify
 from . import verify as _verify
-from .addresses import IPAddress, classify
 from .info import LOCATION_FAILED, PRIVATE, GeoInfo
 from .layouts import DECODERS, ROLES, Decoder
 from .opening import VERIFY_SECONDS, GeoDatabaseError, Opened, open_checked, stat_sig

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..signals.iplists import FORMATS, parse_list
+from ..addresses import FORMATS, parse_list
 from .catalogue import DEFAULT_PATTERNS
 from .indicator_model import (
     BehaviourSettings,

@@ -74,7 +74,7 @@ LOG = Struct(
                            doc="Rotate the file at this size (0: never)."),
         "backups": Field(Int(min=0, max=100), default=5, doc="Rotated files kept."),
         "truncate_ip": Field(Bool(), default=False,
-                             doc="Log client IPs truncated to /24 (IPv4) and /48 (IPv6)."),
+                             doc="Log client IPs truncated to /24 (IPv4) and /64 (IPv6)."),
     },
 )
 

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..addresses import IPNetwork
 from .budget_model import BudgetsConfig
 from .conditions import Condition
 from .indicator_model import IndicatorSettings
 from .regions import RegionSpec
 from .yamlpos import Where
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 ACTIONS = ("allow", "deny", "throttle")
 DENY_KINDS = ("permission", "region")

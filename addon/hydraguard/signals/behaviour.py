@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
-from .iplists import ip_to_int
+from ..addresses import ip_to_int, prefix_int
 
 __all__ = ["BehaviourConfig", "BehaviourTracker", "DistinctCounter", "RateCounter"]
 
@@ -230,7 +230,7 @@ class BehaviourTracker:
             # keys are ints; v4 addresses are kept apart from v6 ones by the mapped prefix
             ip_key = x | _V4_MAPPED if version == 4 else x
             net_counter = self.accounts_per_v4_24 if version == 4 else self.accounts_per_v6_64
-            net_key = x >> 8 if version == 4 else x >> 64
+            net_key = prefix_int(version, x)
             net_name = "accounts_per_v4_24" if version == 4 else "accounts_per_v6_64"
             if account is not None:
                 out["accounts_per_ip"] = self.accounts_per_ip.add(ip_key, account)

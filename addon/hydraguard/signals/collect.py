@@ -43,10 +43,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from ..clientip import forwarded_hops, parse_ip, xff_hops
+from ..addresses import CidrSet, header_hops, trusted_walk
 from ..facts import Facts
 from .behaviour import BehaviourConfig, BehaviourTracker, DistinctCounter
-from .iplists import CidrSet, ListFile
+from .iplists import ListFile
 from .ja4 import ja4 as _ja4
 from .ja4 import sdk_runtime_claim
 from .prompts import PromptPatterns
@@ -273,13 +273,9 @@ class SignalCollector:
             value = header(name)
             if not value:
                 continue
-            hops = forwarded_hops(value) if name == "forwarded" else xff_hops(value)
-            for i in range(len(hops) - 1, -1, -1):
-                ip = parse_ip(hops[i])
-                if ip is None or not self._trusted.contains(ip):
-                    if i > 0:
-                        found.append(name)
-                    break
+            _, stop = trusted_walk(header_hops(name, value), self._trusted)
+            if stop > 0:
+                found.append(name)
         return found
 
     def _headers(self, facts: Facts, req: Any, parsed: Any, out: dict[str, Any]) -> None:
