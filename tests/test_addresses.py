@@ -13,8 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hydraguard.addresses import (
-    _V4_RANGES,
-    _V6_RANGES,
     CidrSet,
     classify,
     format_forwarded,
@@ -31,6 +29,7 @@ from hydraguard.addresses import (
     split_node,
     trusted_walk,
 )
+from hydraguard.addresses.core import _V4_RANGES, _V6_RANGES
 
 ipa = ipaddress.ip_address
 
