@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 from simhash_baseline import TemplateTracker  # noqa: E402
 
-from hydraguard.signals import templates as tpl  # noqa: E402
+from hydraguard.signals import minhash as tpl  # noqa: E402
 from hydraguard.signals.templates import TemplateMatcher  # noqa: E402
 from tests.template_corpus import _paragraph, make_corpus, score  # noqa: E402
 

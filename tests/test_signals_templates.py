@@ -16,7 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hydraguard.signals.templates import BANDS, MAX_PER_KEY, TemplateMatcher, words
+from hydraguard.signals.minhash import BANDS, words
+from hydraguard.signals.templates import MAX_PER_KEY, TemplateMatcher
 
 from .template_corpus import TEMPLATE_COUNT, TOOL_SYSTEM, Prompt, make_corpus, score
 
