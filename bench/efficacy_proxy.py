@@ -101,6 +101,7 @@ DURATIONS: tuple[tuple[tuple[str, ...], str, float], ...] = (
     (("indicators", "behaviour"), "window", 3600),
     (("indicators", "behaviour"), "rate_window", 60),
     (("indicators", "prompts", "templates"), "window", 3600),
+    (("budgets", "*", "probation"), "min_age", 86400),
 )
 
 
@@ -154,7 +155,7 @@ def durations(docs: list[dict[str, Any]]) -> list[float]:
     for d in docs:
         for path, key, default in DURATIONS:
             out += [float(m.get(key, default)) for m in _mappings(copy.deepcopy(d), path)]
-    return out
+    return [x for x in out if x > 0]  # 0: "not needed" (probation min_age), nothing to scale
 
 
 def refused_countries(docs: list[dict[str, Any]]) -> list[str]:
@@ -203,7 +204,8 @@ def derive_rules(files: list[Path], world: World, geo: dict[str, str], out_dir: 
                 lst["path"] = str((f.parent / lst["path"]).resolve())
         for path, key, default in DURATIONS:
             for m in _mappings(d, path):
-                m[key] = max(1.0, float(m.get(key, default)) / scale)
+                v = float(m.get(key, default))
+                m[key] = max(1.0, v / scale) if v > 0 else 0.0
         for w in _windows(d):
             sim = window_seconds(w)
             w.setdefault("name", w.get("per") or f"{w['seconds']:g}s")

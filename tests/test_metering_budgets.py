@@ -38,7 +38,8 @@ class Metering:
                                       previous=previous.backends if previous else None)
         self.state = self.backends.state
         self.clusters = ClusterResolver(config.clusters, self.backends.links)
-        self.driver = BudgetDriver(config.budgets, self.state, self.clusters, clock)
+        self.driver = BudgetDriver(config.budgets, self.state, self.clusters, clock,
+                                   self.backends.history)
         self.linkers = {k: getattr(v, "linker", None) for k, v in self.backends.links.items()}
 
     def resolve_cluster(self, f: Facts) -> None:

@@ -124,7 +124,7 @@ class Gateway:
         b = policy.budgets
         self.clusters = ClusterResolver(b.clusters if b is not None else (), self.backends.links)
         self.budgets = BudgetDriver(b.budgets if b is not None else (), self.backends.state,
-                                    self.clusters, clock)
+                                    self.clusters, clock, self.backends.history)
         if reuse is not None:
             self.signals.adopt(reuse.signals)  # take over windows whose settings still exist
             reuse.shared.add("signals")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..clusters.links import LinkStore, MemoryLinks
+from .history import AccountHistory
 from .memory import MemoryBudgetState
 from .spec import BudgetState
 
@@ -51,6 +52,7 @@ class Backends:
     config: BudgetsConfig | None = None
     state: BudgetState | None = None  # None: no budgets
     links: dict[str, LinkStore] = field(default_factory=dict)  # cluster definition id -> store
+    history: AccountHistory | None = None  # accounts' first seen / served: probation budgets
 
     async def close(self) -> None:
         if self.state is not None:
@@ -90,4 +92,9 @@ def open_backends(config: BudgetsConfig | None, clock: Callable[[], float], *,
                                  max_nodes=c.link.max_nodes, clock=clock)
         else:
             links[c.id] = MemoryLinks(c.link.window_s, c.link.max_nodes, c.link.rules, clock)
-    return Backends(config, state, links)
+    history = None
+    if any(b.probation is not None for b in config.budgets):
+        history = previous.history if previous is not None else None
+        if history is None:
+            history = AccountHistory(clock)
+    return Backends(config, state, links, history)

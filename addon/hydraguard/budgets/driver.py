@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from ..facts import ClusterRef, Facts
 from . import step
+from .history import AccountHistory
 from .spec import BudgetState, ReserveResult
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ class Admission:
     outcome: step.Outcome
     cluster: ClusterRef | None = None  # differs from facts.cluster_ref after a re-key
     settled: bool = False
+    account: str | None = None  # for the probation history
 
     kind = "rate_limit"  # the error flavour of a budget refusal
 
@@ -77,11 +79,13 @@ class BudgetDriver:
     """Reserves and settles the budgets of one policy on one state backend."""
 
     def __init__(self, budgets: Sequence[BudgetDef], state: BudgetState | None,
-                 clusters: ClusterResolver, clock: Callable[[], float]) -> None:
+                 clusters: ClusterResolver, clock: Callable[[], float],
+                 history: AccountHistory | None = None) -> None:
         self.budgets = tuple(budgets)
         self.state = state
         self.clusters = clusters
         self.clock = clock
+        self.history = history  # of accounts, when a probation budget needs it
 
     async def admit(self, facts: Facts) -> Admission:
         """Reserve tokens before forwarding. Never raises: a bug fails open and is logged
@@ -106,7 +110,9 @@ class BudgetDriver:
     async def _reserve(self, facts: Facts, ref: ClusterRef) -> Admission:
         state = self.state
         assert state is not None
-        asks = step.plan(self.budgets, ref, facts)
+        history, account = self.history, facts.account
+        asks = step.plan(self.budgets, ref, facts, None if history is None else
+                         lambda spec: history.established(account, spec))
         answers = await self._ask(asks)
         for i, (ask, answer) in enumerate(zip(asks, answers, strict=True)):
             retry = step.cap_retry(ask, answer, facts)
@@ -116,7 +122,7 @@ class BudgetDriver:
                     asks[i], answers[i] = retry, r2
         out = step.outcome(asks, answers, facts, self.clock())
         await self._release(out.release)
-        return Admission(out, ref)
+        return Admission(out, ref, account=account)
 
     async def _ask(self, asks: list[step.Ask]) -> list[ReserveResult]:
         state = self.state
@@ -140,6 +146,10 @@ class BudgetDriver:
         log fields of the budget step."""
         if not admission.settled and self.state is not None:
             admission.settled = True
+            if self.history is not None and admission.account is not None and not failed \
+                    and not admission.outcome.refused:
+                self.history.served(admission.account, 0 if usage is None else
+                                    usage.total_input + usage.output_tokens)
             for h in admission.outcome.holds:
                 actual = step.charge(h, usage, failed=failed)
                 if h.reservation is not None:

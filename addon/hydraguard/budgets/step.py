@@ -17,17 +17,19 @@ shadow budgets that refused are only logged (``budget_shadow``).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..addresses import prefix
 from ..apis.errors import RateLimitInfo, ratelimit_headers
+from ..clusters.keys import cluster_key
 from ..facts import ClusterRef, Facts
 from .spec import Reservation, ReserveResult, WindowState
 
 if TYPE_CHECKING:
     from ..apis.usage import Usage
-    from ..policy.budget_model import BudgetDef
+    from ..policy.budget_model import BudgetDef, ProbationSpec
 
 __all__ = ["Ask", "Hold", "Outcome", "cap_retry", "charge", "charge_amount", "outcome", "plan",
            "reserve_amount"]
@@ -72,24 +74,62 @@ def output_allowance(b: BudgetDef, max_output: int | None) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Ask:
-    """One reservation to make: ``amount`` tokens of budget ``budget`` under state ``key``."""
+    """One reservation to make: ``amount`` tokens of budget ``budget`` under state ``key``.
+    ``group``: the keys reserved together in one backend call (the request's cluster; a
+    probation budget's network key is its own group, shared by many clusters)."""
 
     budget: BudgetDef
     key: str
     amount: int
     output: int  # the output allowance the amount was computed for
     capped: bool = False  # the cap_max_tokens retry
+    group: str | None = None
+    network: str | None = None  # the network key of a probation budget
 
 
-def plan(budgets: Sequence[BudgetDef], cluster: ClusterRef, facts: Facts) -> list[Ask]:
-    """The asks of every budget that applies to the request, in rules order."""
+_NETWORK_KINDS = (("residential_proxy", "ip.residential_proxy"),
+                  ("public_proxy", "ip.public_proxy"), ("tor_exit", "ip.tor_exit"),
+                  ("anonymous_vpn", "ip.anonymous_vpn"), ("proxy_asn", "ip.proxy_asn"),
+                  ("hosting", "ip.hosting"), ("hosting", "ip.hosting_asn"))
+
+
+def network_key(spec: ProbationSpec, facts: Facts) -> str:
+    """The key of the network a probation budget is shared by (its `key` attributes)."""
+    ip = facts.client_ip
+    attrs: dict[str, str | None] = {}
+    for name in spec.key:
+        if name == "network":
+            sig = facts.signals
+            attrs[name] = next((k for k, s in _NETWORK_KINDS if sig.get(s)), None)
+        elif name == "ip":  # an IPv6 exit that rotates inside its /64 is one exit
+            attrs[name] = None if ip is None else str(ip) if ip.version == 4 else prefix(ip)
+        elif name == "prefix":
+            attrs[name] = prefix(ip)
+        elif name == "asn":
+            asn = facts.geo.asn if facts.geo is not None else None
+            attrs[name] = str(asn) if asn is not None else None
+        elif name == "country":
+            attrs[name] = facts.geo.country if facts.geo is not None else None
+    return cluster_key(spec.key, attrs)
+
+
+def plan(budgets: Sequence[BudgetDef], cluster: ClusterRef, facts: Facts,
+         established: Callable[[ProbationSpec], bool] | None = None) -> list[Ask]:
+    """The asks of every budget that applies to the request, in rules order. A probation
+    budget applies only while ``established(spec)`` is false (no answer: not established)."""
     asks = []
     for b in budgets:
         if not b.applies(cluster.definition, facts):
             continue
         out = output_allowance(b, facts.max_output)
-        asks.append(Ask(b, f"{b.id}:{cluster.name}",
-                        reserve_amount(b, facts.input_tokens_est, out, facts.model), out))
+        amount = reserve_amount(b, facts.input_tokens_est, out, facts.model)
+        spec = b.probation
+        if spec is None:
+            asks.append(Ask(b, f"{b.id}:{cluster.name}", amount, out, group=cluster.name))
+        elif established is None or not established(spec):
+            net = network_key(spec, facts)
+            key = f"{b.id}:net:{net}"
+            asks.append(Ask(b, key, amount, out, group=key, network=net))
     return asks
 
 
@@ -100,7 +140,7 @@ def cap_retry(ask: Ask, answer: ReserveResult, facts: Facts) -> Ask | None:
             or b.cap_to is None or b.cap_to >= ask.output:
         return None
     return Ask(b, ask.key, reserve_amount(b, facts.input_tokens_est, b.cap_to, facts.model),
-               b.cap_to, capped=True)
+               b.cap_to, capped=True, group=ask.group, network=ask.network)
 
 
 def tightest(b: BudgetDef, windows: Sequence[WindowState], amount: int = 0
@@ -149,6 +189,10 @@ def _refusal_reason(ask: Ask, answer: ReserveResult, ws: WindowState | None) -> 
         return "token budget state is unavailable (fail-closed); try again shortly"
     if b.reason:
         return b.reason
+    if ask.network is not None and not answer.never_fits:
+        return (f"token budget {b.id!r} for accounts still on probation on this network "
+                f"({ask.network}) is spent for window {ws.name if ws else '?'}; retry in "
+                f"{math.ceil(answer.retry_after_s)}s")
     if answer.never_fits:
         return (f"request needs {ask.amount} tokens, more than token budget {b.id!r} allows "
                 f"per {ws.name if ws else 'window'} ({ws.limit if ws else '?'})")
@@ -175,6 +219,8 @@ def outcome(asks: Sequence[Ask], answers: Sequence[ReserveResult], facts: Facts,
             entry = {"id": b.id, "window": ws.name if ws else b.windows[0].name,
                      "limit": ws.limit if ws else b.windows[0].limit,
                      "reserved": ask.amount, "charged": None, "remaining": _floor(remaining)}
+            if ask.network is not None:
+                entry["probation"] = ask.network
             if b.shadow:
                 entry["shadow"] = True
             if r.degraded:
@@ -192,6 +238,8 @@ def outcome(asks: Sequence[Ask], answers: Sequence[ReserveResult], facts: Facts,
         entry = {"id": b.id, "window": ws.name if ws else None,
                  "limit": ws.limit if ws else None, "reserved": 0, "charged": 0,
                  "needed": ask.amount, "remaining": _floor(ws.remaining) if ws else None}
+        if ask.network is not None:
+            entry["probation"] = ask.network
         entries.append(entry)
         if b.shadow:
             entry["shadow"] = True

@@ -12,7 +12,7 @@ from urllib.parse import quote
 __all__ = ["CLUSTER_KEY_ATTRS", "cluster_id", "cluster_key"]
 
 CLUSTER_KEY_ATTRS = frozenset(
-    {"account", "ip", "prefix", "asn", "country", "ja4", "api", "model", "cluster"}
+    {"account", "ip", "prefix", "asn", "country", "ja4", "api", "model", "cluster", "network"}
 )
 _MAX_PART = 64
 _SAFE_PART = re.compile(r"[A-Za-z0-9._:/@+-]{1,64}")

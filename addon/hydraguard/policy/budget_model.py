@@ -20,6 +20,7 @@ __all__ = [
     "ClusterDef",
     "LinkConfig",
     "LinkRule",
+    "ProbationSpec",
     "StateConfig",
     "WindowSpec",
 ]
@@ -101,6 +102,22 @@ class ClusterDef:
 
 
 @dataclass(frozen=True, slots=True)
+class ProbationSpec:
+    """A probation budget: shared by the not-yet-established accounts of one network.
+
+    An account is established when it is in ``known`` or when every set threshold holds:
+    seen for ``min_age_s``, ``min_requests`` requests served, ``min_tokens`` tokens charged.
+    Until then its requests that match the budget's ``when`` also draw from the budget under
+    the key built from ``key`` (network attributes: ip, prefix, asn, country)."""
+
+    key: tuple[str, ...] = ("asn",)
+    min_age_s: float = 86_400.0
+    min_requests: int = 20
+    min_tokens: int = 0
+    known: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
 class BudgetDef:
     """One compiled budget."""
 
@@ -120,6 +137,7 @@ class BudgetDef:
     cap_to: int | None = None
     shadow: bool = False
     reason: str = ""
+    probation: ProbationSpec | None = None
     where: Where | None = field(default=None, compare=False)
 
     def multiplier(self, model: str | None) -> float:

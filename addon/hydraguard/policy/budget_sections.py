@@ -21,6 +21,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from .budget_model import (
@@ -33,6 +34,7 @@ from .budget_model import (
     WindowSpec,
 )
 from .conditions import ConditionSpec
+from .probation_section import PROBATION, compile_probation
 from .schema import (
     INVALID,
     Bool,
@@ -244,6 +246,8 @@ BUDGET = Struct(
         "reason": Field(Str(non_empty=False), default="",
                         doc="Message of the 429 (default: names budget, window, retry time).",
                         example="token budget exhausted"),
+        "probation": Field(PROBATION, default=None, doc=PROBATION.doc,
+                           example={"key": ["asn"], "min_age": 86400, "min_requests": 20}),
     },
 )
 
@@ -277,7 +281,8 @@ def _window(c: Checked, i: int, path: str, seen: dict[str, Where], errors: Error
 
 
 def compile_budgets(checked: dict[str, Any], errors: Errors, *,
-                    cluster_ids: Sequence[str] | None = None) -> BudgetsConfig | None:
+                    cluster_ids: Sequence[str] | None = None,
+                    base: Path | None = None) -> BudgetsConfig | None:
     """The compiled budget settings (None: no clusters and no budgets).
 
     An item of `clusters` or `budgets` may be INVALID (its schema error is recorded already):
@@ -390,5 +395,6 @@ def compile_budgets(checked: dict[str, Any], errors: Errors, *,
                             else b["max_output_reserve"]),
             on_exceed=b["on_exceed"], cap_to=b["cap_to"], shadow=b["shadow"],
             reason=b["reason"], where=b.where,
+            probation=compile_probation(b["probation"], path, errors, base),
         ))
     return BudgetsConfig(state, tuple(clusters), tuple(budgets))

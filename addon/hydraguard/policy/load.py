@@ -363,8 +363,10 @@ class _Assembler:
             indicators = compile_indicators(checked, errors, base)
         if checked["clusters"] is not INVALID and checked["budgets"] is not INVALID:
             state = checked["state"]
-            budgets = compile_budgets({**checked, "state": None if state is INVALID else state},
-                                      errors, cluster_ids=self.cluster_ids)
+            budgets = compile_budgets(
+                {**checked, "state": None if state is INVALID else state}, errors,
+                cluster_ids=self.cluster_ids,
+                base=self.section_base.get("budgets", Path(root.file).resolve().parent))
         if errors:
             raise PolicyError(errors)
         geo_base = self.section_base.get("geoip", Path(root.file).resolve().parent)
