@@ -263,7 +263,8 @@ async def test_lua_scripts_match_python_math(redis_prefix):
     url, prefix = redis_prefix
     clock = FakeClock(0.0)
     mem = MemoryBudgetState(clock=clock)
-    red = RedisBudgetState(url, prefix=prefix, timeout_ms=2000, on_error="closed", clock=clock)
+    red = RedisBudgetState(url, prefix=prefix, timeout_ms=2000, on_error="closed", clock=clock,
+                           reservation_ttl_s=10**7)  # memory holds do not expire
     ws = (WindowSpec("a", 100, 60.0), WindowSpec("b", 300, 600.0), WindowSpec("c", 37, 7.5))
     rng = random.Random(7)
     open_res: list[tuple[object, object]] = []

@@ -1,8 +1,9 @@
 """The budget driver: runs the pure budget step (budgets/step.py) against a state backend.
 
-The only awaits of the budget path live here: reserve before forwarding (one round for
-every budget that applies, a second for ``cap_max_tokens`` retries), release what a
-refusal does not keep, settle after the response (commit the real usage or release).
+The only awaits of the budget path live here: reserve before forwarding (one backend call
+for every budget that applies, a second for ``cap_max_tokens`` retries), release what a
+refusal does not keep, settle after the response (commit the real usage or release: one
+backend call for all holds).
 With a shared link store the linked cluster id is confirmed concurrently with the
 reservation: the reservation goes ahead at once under the best id known here, and is moved
 if the shared answer differs (a merge, or a replica that had not seen enough evidence).
@@ -10,7 +11,6 @@ if the shared answer differs (a merge, or a replica that had not seen enough evi
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from ..facts import ClusterRef, Facts
 from . import step
-from .spec import BudgetState, ReserveResult
+from .spec import BudgetState, Reservation, ReserveResult
 
 if TYPE_CHECKING:
     from ..apis.usage import Usage
@@ -107,32 +107,34 @@ class BudgetDriver:
         state = self.state
         assert state is not None
         asks = step.plan(self.budgets, ref, facts)
-        answers = await self._ask(asks)
+        answers = await self._ask(asks, ref.name)
         for i, (ask, answer) in enumerate(zip(asks, answers, strict=True)):
             retry = step.cap_retry(ask, answer, facts)
             if retry is not None:
-                r2 = await state.reserve(retry.key, retry.budget.windows, retry.amount)
+                r2 = await state.reserve(retry.key, retry.budget.windows, retry.amount,
+                                         group=ref.name)
                 if r2.ok:
                     asks[i], answers[i] = retry, r2
         out = step.outcome(asks, answers, facts, self.clock())
         await self._release(out.release)
         return Admission(out, ref)
 
-    async def _ask(self, asks: list[step.Ask]) -> list[ReserveResult]:
+    async def _ask(self, asks: list[step.Ask], group: str) -> list[ReserveResult]:
+        """Every budget of the request in one backend call: the keys of one cluster share a
+        group (on Redis: one hash slot, one script)."""
         state = self.state
         assert state is not None
-        if len(asks) == 1:
-            a = asks[0]
-            return [await state.reserve(a.key, a.budget.windows, a.amount)]
-        return list(await asyncio.gather(
-            *(state.reserve(a.key, a.budget.windows, a.amount) for a in asks)))
+        if not asks:
+            return []
+        return await state.reserve_many(
+            [(a.key, a.budget.windows, a.amount) for a in asks], group=group)
 
-    async def _release(self, reservations: Sequence[object]) -> None:
+    async def _release(self, reservations: Sequence[Reservation | None]) -> None:
         state = self.state
         assert state is not None
-        for r in reservations:
-            if r is not None:
-                await state.release(r)  # type: ignore[arg-type]
+        items = [(r, 0) for r in reservations if r is not None]
+        if items:
+            await state.settle_many(items)
 
     async def settle(self, admission: Admission, usage: Usage | None, *,
                      failed: bool) -> dict[str, object]:
@@ -140,11 +142,11 @@ class BudgetDriver:
         log fields of the budget step."""
         if not admission.settled and self.state is not None:
             admission.settled = True
+            items = []
             for h in admission.outcome.holds:
                 actual = step.charge(h, usage, failed=failed)
                 if h.reservation is not None:
-                    if actual == 0:
-                        await self.state.release(h.reservation)
-                    else:
-                        await self.state.commit(h.reservation, actual)
+                    items.append((h.reservation, actual))
+            if items:
+                await self.state.settle_many(items)
         return dict(admission.outcome.log)
