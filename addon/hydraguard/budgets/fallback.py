@@ -86,8 +86,9 @@ class LocalShare:
         return self.memory.settle_nowait(reservation, actual, now)
 
     def reset(self) -> None:
-        """Forget the local levels (a new outage starts from the shared levels last seen).
-        Open local reservations can still be settled (a no-op on the forgotten levels)."""
+        """Forget the local levels (Redis is back and is told what they spent, so the next
+        outage starts from the shared levels seen then). Open local reservations can still
+        be settled (their usage still goes to Redis)."""
         self.memory.forget_levels()
 
 

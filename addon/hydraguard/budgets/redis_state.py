@@ -186,7 +186,6 @@ class RedisBudgetState:
                 "probing from %gs", self.url, type(exc).__name__, exc, self._on_error,
                 f"local share 1/{self.local.replicas}" if self._on_error == "open"
                 else "refusing", self.breaker.backoff)
-            self.local.reset()
             self._spawn(self._probe())
 
     async def _probe(self) -> None:
@@ -206,6 +205,7 @@ class RedisBudgetState:
                 if self.breaker.probe_ok(time.monotonic()) == "recovered":
                     log.warning("budget state RECOVERED: redis %s healthy again (%d updates "
                                 "to send)", self.url, len(self.debts))
+                    self.local.reset()  # the next outage starts from the shared levels
                     self._spawn(self._flush())
         finally:
             self._probing = False
