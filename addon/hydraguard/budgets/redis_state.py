@@ -38,12 +38,9 @@ import asyncio
 import itertools
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Sequence
-from hashlib import blake2b
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -51,6 +48,7 @@ from redis.exceptions import RedisError
 from . import bucket, scripts
 from .breaker import Breaker
 from .fallback import Debts, LocalShare
+from .redis_keys import bucket_keys, redact_url, safe_part, script_args
 from .redis_scripts import LuaScript, ScriptRunner
 from .spec import Reservation, ReserveResult, WindowSpec, WindowState
 
@@ -60,38 +58,8 @@ LAYOUT_VERSION = 2  # of the Redis key layout (module doc); bump on any change o
 
 log = logging.getLogger("hydraguard.state")
 
-_SAFE_KEY = re.compile(r"[^{}\s]{1,200}")
 _PROBE = LuaScript("return 1")
 _Ask = tuple[str, Sequence[WindowSpec], int]
-
-
-def _safe(part: str) -> str:
-    """Key part without braces/whitespace (hash tag safety), bounded length."""
-    if _SAFE_KEY.fullmatch(part):
-        return part
-    return "#" + blake2b(part.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
-def _script_args(windows: Sequence[WindowSpec]) -> tuple[tuple[WindowSpec, ...], list[str]]:
-    """The validated windows and their window block (see ``scripts.py``): n, the 2n hash
-    fields, then ``limit, period`` per window."""
-    ws = bucket.check_request(windows, 0)
-    out = [str(len(ws))]
-    for w in ws:
-        out += (f"{w.name}:u", f"{w.name}:t")
-    for w in ws:
-        out += (str(w.limit), repr(float(w.period_s)))
-    return ws, out
 
 
 class _Unavailable(Exception):
@@ -124,7 +92,7 @@ class RedisBudgetState:
     ) -> None:
         if on_error not in ("open", "closed"):
             raise ValueError(f"on_error must be 'open' or 'closed', got {on_error!r}")
-        self._prefix = _safe(prefix)
+        self._prefix = safe_part(prefix)
         self._keyspace = f"{self._prefix}:v{LAYOUT_VERSION}"
         self._timeout_s = timeout_ms / 1000.0
         self._on_error = on_error
@@ -246,17 +214,13 @@ class RedisBudgetState:
 
     # -- keys ----------------------------------------------------------------------------
     def keys_of(self, key: str, group: str | None = None) -> tuple[str, str]:
-        """(bucket hash, hold index) of a budget key."""
-        if group is None:
-            base = f"{self._keyspace}:{{{_safe(key)}}}"
-        else:
-            base = f"{self._keyspace}:{{{_safe(group)}}}:{_safe(key)}"
-        return f"{base}:b", f"{base}:h"
+        """(bucket hash, hold index) of a budget key (``redis_keys.bucket_keys``)."""
+        return bucket_keys(self._keyspace, key, group)
 
     def _windows(self, windows: Sequence[WindowSpec]) -> tuple[tuple[WindowSpec, ...], list[str]]:
         """The windows as a tuple, validated once, and their window block (see
-        ``_script_args``), cached per window set (see ``bucket.by_identity``)."""
-        return bucket.by_identity(self._wargs, windows, _script_args)
+        ``redis_keys.script_args``), cached per window set (see ``bucket.by_identity``)."""
+        return bucket.by_identity(self._wargs, windows, script_args)
 
     def _fallback(self, key: str, windows: Sequence[WindowSpec], amount: int, now: float,
                   group: str | None) -> ReserveResult:
@@ -299,7 +263,8 @@ class RedisBudgetState:
         out = []
         for (key, ws, amount, kb, kx), r in zip(plans, res, strict=True):
             levels = tuple(float(u) for u in r[3:])
-            self.local.observe(key, levels, now)
+            if self._on_error == "open":
+                self.local.observe(key, levels, now)
             states = tuple(bucket.state_of(w, u) for w, u in zip(ws, levels, strict=True))
             if not int(r[0]):
                 out.append(ReserveResult(False, None, float(r[2]), states,
