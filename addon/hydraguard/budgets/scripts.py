@@ -110,7 +110,7 @@ local function load(kb, kx, p)
   b.next = p + 1 + 4 * n
   return b
 end
-local function store(b)
+local function store(b, min_ms)
   local args = {}
   local keep = 0
   local p = b.p
@@ -125,7 +125,9 @@ local function store(b)
     if k > keep then keep = k end
   end
   redis.call('HSET', b.kb, unpack(args))
-  extend(b.kb, math.ceil((keep + 1) * 1000))
+  local ms = math.ceil((keep + 1) * 1000)
+  if min_ms and min_ms > ms then ms = min_ms end
+  extend(b.kb, ms)
 end
 local function levels(b, out)
   for i = 1, b.n do out[#out + 1] = fmt(b.us[i]) end
@@ -167,10 +169,9 @@ for k = 1, m do
   if ok == 1 then
     retry = 0
     for i = 1, b.n do b.us[i] = b.us[i] + amount end
-    store(b)
     redis.call('HSET', kb, field, amount_s)
+    store(b, hold_ms)
     redis.call('ZADD', kx, expiry, rid)
-    extend(kb, hold_ms)
     extend(kx, hold_ms)
   elseif b.back > 0 then
     store(b)
@@ -192,8 +193,7 @@ for k = 1, m do
   local rid, actual = ARGV[p], tonumber(ARGV[p + 1])
   local n = tonumber(ARGV[p + 2])
   local nxt = p + 3 + 4 * n
-  local back = 0
-  if redis.call('EXISTS', kx) == 1 then back = reclaim(kb, kx) end
+  local back = reclaim(kb, kx)
   local delta, found = nil, 0
   if rid == '' then
     delta, found = actual, 1  -- a charge without a hold
