@@ -15,6 +15,11 @@ reserve latency comes from the driver-side timing: see ``--trace``).
 Overshoot is a property of the whole machine (2 shared cores here): run it on an otherwise
 idle machine and compare figures only from the same machine. ``--timeout-ms`` overrides the
 rules' ``state.timeout_ms`` (default: the shipped default).
+
+``--outage S``: a private ``redis-server`` instead, and bursts back to back for ``S + 20``
+seconds; Redis is stopped 4 s in and started again (empty) ``S`` seconds later. Prints the
+same figures plus the DOWN / RECOVERED lines per replica and how many requests were still
+answered without Redis after it was back (and until when).
 """
 
 from __future__ import annotations
@@ -24,16 +29,21 @@ import asyncio
 import contextlib
 import os
 import random
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
+import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import httpx
 import redis
 
-from hydraguard_dev.procs import proxy, upstream, wait_until
+from hydraguard_dev.procs import free_port, proxy, upstream, wait_until
 
 RULES = """
 version: 1
@@ -82,14 +92,17 @@ async def one(client: httpx.AsyncClient, url: str, path: str, headers: dict, bod
         return -1
 
 
-async def bursts(urls: list[str], key: str, burst: int, n_bursts: int, seed: int
-                 ) -> list[int]:
+async def bursts(urls: list[str], key: str, burst: int, n_bursts: int, seed: int,
+                 until: float | None = None) -> list[int]:
+    """``n_bursts`` bursts, or bursts back to back until ``until`` (time.monotonic)."""
     rng = random.Random(seed)
     limits = httpx.Limits(max_connections=burst * 2, max_keepalive_connections=burst * 2)
     statuses: list[int] = []
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         i = 0
-        for _ in range(n_bursts):
+        n = 0
+        while (n < n_bursts) if until is None else (time.monotonic() < until):
+            n += 1
             jobs = []
             for _ in range(burst):
                 path, headers, body = request(i, key, rng)
@@ -112,7 +125,70 @@ def summarise(records: list[dict], budget: int) -> dict:
             "ratio": served / budget, "degraded": len(degraded), "degraded_by": backends}
 
 
-def run_once(args: argparse.Namespace, url: str, round_no: int) -> dict:
+class Server:
+    """A private redis-server on a free port that can be stopped and started again."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise SystemExit("--outage needs redis-server on PATH")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.cmd = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                    "--appendonly", "no"]
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL)
+        c = redis.Redis(port=self.port, socket_timeout=0.2)
+        wait_until(lambda: c.ping(), 10.0, "redis-server")
+        c.close()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+def _ts(record: dict) -> float:
+    return datetime.fromisoformat(record["ts"].replace("Z", "+00:00")).timestamp()
+
+
+def run_outage(args: argparse.Namespace) -> None:
+    """Bursts while Redis goes away for ``args.outage`` seconds (see module doc)."""
+    srv = Server()
+    srv.start()
+    marks: dict[str, float] = {}
+
+    def outage() -> None:
+        time.sleep(4.0)
+        srv.stop()
+        marks["stopped"] = time.time()
+        time.sleep(args.outage)
+        srv.start()
+        marks["started"] = time.time()
+
+    try:
+        res = run_once(args, srv.url, 0, during=outage, seconds=args.outage + 20.0)
+    finally:
+        srv.stop()
+    records, procs_err = res.pop("records"), res.pop("stderr")
+    late = [r for r in records if r.get("state_degraded") and _ts(r) > marks["started"]]
+    tail = max((_ts(r) for r in late), default=marks["started"]) - marks["started"]
+    during = [r for r in records if marks["stopped"] <= _ts(r) <= marks["started"]]
+    print(f"outage {args.outage:g} s: served {res['served']} / budget {args.budget} = "
+          f"{res['ratio']:.3f} x; ok {res['ok']}/{res['requests']}; served during the outage "
+          f"{sum((r['input_tokens'] or 0) + (r['output_tokens'] or 0) for r in during if r['status'] == 200)}; "  # noqa: E501
+          f"degraded {res['degraded']} {res['degraded_by']}; after Redis was back: "
+          f"{len(late)} degraded, the last {tail:.1f} s after")
+    for i, err in enumerate(procs_err):
+        print(f"  replica {i}: DOWN lines {err.count('budget state DOWN')}, RECOVERED lines "
+              f"{err.count('budget state RECOVERED')}")
+
+
+def run_once(args: argparse.Namespace, url: str, round_no: int, during=None,
+             seconds: float | None = None) -> dict:
     prefix = f"hgover-{uuid.uuid4().hex[:8]}"
     extra = f"  timeout_ms: {args.timeout_ms}\n" if args.timeout_ms else ""
     if args.replicas_key:
@@ -123,8 +199,12 @@ def run_once(args: argparse.Namespace, url: str, round_no: int) -> dict:
         rules.write_text(rules_text)
         procs = [stack.enter_context(proxy(up.url, rules)) for _ in range(args.replicas)]
         key = "sk-bench-" + uuid.uuid4().hex
+        until = None
+        if during is not None:
+            threading.Thread(target=during, daemon=True).start()
+            until = time.monotonic() + (seconds or 0.0)
         statuses = asyncio.run(bursts([p.url for p in procs], key, args.burst, args.bursts,
-                                      seed=round_no))
+                                      seed=round_no, until=until))
         with contextlib.suppress(TimeoutError):  # a record can lag its response a little
             wait_until(lambda: sum(len(p.lines()) for p in procs) >= len(statuses), 10.0,
                        "every decision log record")
@@ -132,6 +212,8 @@ def run_once(args: argparse.Namespace, url: str, round_no: int) -> dict:
         res = summarise(records, args.budget)
         res["statuses"] = {s: statuses.count(s) for s in sorted(set(statuses))}
         res["down_lines"] = sum(p.stderr().count("budget state DOWN") for p in procs)
+        if during is not None:
+            res["records"], res["stderr"] = records, [p.stderr() for p in procs]
         with contextlib.suppress(redis.RedisError):
             c = redis.Redis.from_url(url)
             keys = list(c.scan_iter(match=f"{prefix}:*", count=1000))
@@ -151,8 +233,13 @@ def main() -> int:
     ap.add_argument("--replicas-key", action="store_true",
                     help="write `replicas: N` into the state section")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--outage", type=float, default=0.0,
+                    help="seconds of Redis outage (private redis-server; see module doc)")
     ap.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     args = ap.parse_args()
+    if args.outage:
+        run_outage(args)
+        return 0
     ratios = []
     for n in range(args.rounds):
         res = run_once(args, args.redis_url, n)

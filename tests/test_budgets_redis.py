@@ -322,6 +322,33 @@ async def test_recovers_when_redis_comes_back_and_sends_what_it_missed(caplog):
             await st.close()
 
 
+async def test_redis_restarted_empty_keeps_what_was_spent_before_the_outage():
+    """Redis restarts without its data: the usage served from the local share is charged
+    on top of the level this replica last saw, not on a fresh budget."""
+    w = WindowSpec("day", 1000, 86_400.0)
+    with redis_server() as srv:
+        st = RedisBudgetState(srv.url, prefix="hg", timeout_ms=500, on_error="open",
+                              down_backoff_s=0.1, clock=FakeClock(), replicas=2)
+        try:
+            r = await st.reserve("k", (w,), 300, group="g")
+            assert await st.commit(r.reservation, 300)
+            assert (await st.reserve("k", (w,), 0, group="g")).windows[0].remaining == 700
+            srv.stop()
+            down = await st.reserve("k", (w,), 100, group="g")
+            assert down.backend == "local" and down.windows[0].remaining == 500 - 150 - 100
+            assert await st.commit(down.reservation, 80)
+            srv.start()  # empty
+            await wait_healthy(st)
+            for _ in range(100):
+                if not len(st.debts):
+                    break
+                await asyncio.sleep(0.05)
+            left = await st.peek("k", (w,), group="g")
+            assert left[0].remaining == pytest.approx(1000 - 300 - 80)
+        finally:
+            await st.close()
+
+
 async def test_open_state_redis(redis_prefix):
     url, prefix = redis_prefix
     st = open_state(StateConfig(backend="redis", redis_url=url, prefix=prefix), FakeClock())

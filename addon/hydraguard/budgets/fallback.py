@@ -7,9 +7,10 @@
   ``last shared level / replicas`` (refilled since it was seen), so the replicas share
   what was *left* rather than a fresh budget each.
 - `Debts`: what Redis still has to be told once it answers again: the real usage of
-  requests served from the local share (charged to the shared bucket in full) and settles
-  of shared holds that failed (replayed). Bounded; beyond the bound the oldest entries are
-  dropped (counted in ``dropped``).
+  requests served from the local share (charged to the shared bucket in full, on top of
+  the level last seen there if Redis lost it) and settles of shared holds that failed
+  (replayed). Bounded; beyond the bound the oldest entries are dropped (counted in
+  ``dropped``).
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ class LocalShare:
     def observe(self, key: str, levels: tuple[float, ...], now: float) -> None:
         """The shared level per window of ``key`` after a shared operation at ``now``."""
         self._seen[key] = (now, levels)
+
+    def seen(self, key: str) -> tuple[float, tuple[float, ...]] | None:
+        """(when, level per window) of ``key`` last seen on the shared state."""
+        return self._seen.get(key)
 
     def reserve(self, key: str, windows: Sequence[WindowSpec], amount: int, now: float,
                 group: str | None = None) -> ReserveResult:

@@ -29,7 +29,8 @@
   from this replica's 1/``replicas`` share of the budget (``fallback.LocalShare``; marked
   degraded, backend ``"local"``), ``"closed"`` with a refusal (``retry_after_s =
   closed_retry_after_s``). What Redis missed meanwhile (usage served from the local share,
-  failed settles) is sent once it answers again (``fallback.Debts``).
+  on top of the levels last seen there if Redis lost them; failed settles) is sent once
+  it answers again (``fallback.Debts``).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class RedisBudgetState:
         url: str = "redis://127.0.0.1:6379/0",
         *,
         prefix: str = "hg",
-        timeout_ms: float = 1500,
+        timeout_ms: float = 2000,
         on_error: Literal["open", "closed"] = "open",
         clock: Callable[[], float] = time.time,
         reservation_ttl_s: float = 60.0,
@@ -121,8 +122,9 @@ class RedisBudgetState:
         self._settle_s = LuaScript(scripts.SETTLE)
         self._peek_s = LuaScript(scripts.PEEK)
         self._renew_s = LuaScript(scripts.RENEW)
+        self._charge_s = LuaScript(scripts.CHARGE)
         self.breaker = breaker or Breaker(backoff_s=down_backoff_s,
-                                          max_backoff_s=max(8.0, down_backoff_s))
+                                          max_backoff_s=max(2.0, 2 * down_backoff_s))
         self.local = LocalShare(replicas, clock, max_keys=max_keys)
         self.debts = Debts()
         # open shared holds: (reservation id, bucket key) -> (bucket key, hold index key);
@@ -354,11 +356,13 @@ class RedisBudgetState:
             while debts.charges and self.breaker.closed and not self._closed:
                 (key, group), (windows, tokens) = next(iter(debts.charges.items()))
                 del debts.charges[(key, group)]
-                kb, kx = self.keys_of(key, group)
-                args = [repr(float(self._clock())), self._ttl, "1", "", str(tokens),
-                        *self._windows(windows)[1]]
+                seen = self.local.seen(key)
+                floor = ["", *self._windows(windows)[1]]
+                if seen is not None and len(seen[1]) == len(windows):
+                    floor = [repr(seen[0]), *floor[1:], *map(repr, seen[1])]
+                args = [repr(float(self._clock())), self._ttl, str(tokens), *floor]
                 try:
-                    await self._run(self._settle_s, [kb, kx], args)
+                    await self._run(self._charge_s, list(self.keys_of(key, group)), args)
                 except _Unavailable:
                     debts.charge(key, group, windows, tokens)
                     return

@@ -34,9 +34,13 @@ work but formatting numbers.
   ``{ok, never_fits, retry, level per window}``.
 - SETTLE: ``ARGV[3]`` m, then per key: reservation id, actual, window block.  The hold's
   amount is replaced by ``actual``; an expired hold (a marker) is charged ``actual`` in
-  full; an empty id charges ``actual`` without a hold (usage the replica served from its
-  local share while Redis was down).  Answers 1 per key, or 0 when the hold was settled
-  before (or is unknown).
+  full.  Answers 1 per key, or 0 when the hold was settled before (or is unknown).
+- CHARGE (one budget key): ``ARGV[3]`` tokens, ``ARGV[4]`` when the floor levels were seen
+  (empty: no floor), the window block, then one floor level per window.  The bucket is
+  charged ``tokens``: usage a replica served from its local share while Redis was down.
+  When the bucket is gone (Redis restarted empty; it would otherwise be gone only once
+  full again) its levels first start from the floors (refilled since they were seen), so
+  what was spent before the outage is not forgotten.
 - PEEK: ``ARGV[3]`` m, then per key its window block; the level per window.
 - RENEW: ``ARGV[3:]`` reservation ids (one bucket key): those still held expire TTL from
   now; answers how many moved.
@@ -194,21 +198,15 @@ for k = 1, m do
   local n = tonumber(ARGV[p + 2])
   local nxt = p + 3 + 4 * n
   local back = reclaim(kb, kx)
-  local delta, found = nil, 0
-  if rid == '' then
-    delta, found = actual, 1  -- a charge without a hold
-  else
-    local held = redis.call('HGET', kb, 'r:' .. rid)
-    if held then
-      redis.call('HDEL', kb, 'r:' .. rid)
-      redis.call('ZREM', kx, rid)
-      delta, found = actual - tonumber(held), 1
-    elseif redis.call('HDEL', kb, 'x:' .. rid) == 1 then
-      redis.call('ZREM', kx, 'x:' .. rid)
-      delta, found = actual, 1  -- it expired and was given back: charge the usage in full
-    else
-      delta = 0  -- settled before, or unknown
-    end
+  local delta, found = 0, 0  -- settled before, or unknown: nothing to do
+  local held = redis.call('HGET', kb, 'r:' .. rid)
+  if held then
+    redis.call('HDEL', kb, 'r:' .. rid)
+    redis.call('ZREM', kx, rid)
+    delta, found = actual - tonumber(held), 1
+  elseif redis.call('HDEL', kb, 'x:' .. rid) == 1 then
+    redis.call('ZREM', kx, 'x:' .. rid)
+    delta, found = actual, 1  -- it expired and was given back: charge the usage in full
   end
   if (delta == 0 and back == 0) or (delta <= 0 and redis.call('EXISTS', kb) == 0) then
     out[k] = found
@@ -241,6 +239,25 @@ for k = 1, m do
   out[k] = levels(b, {})
 end
 return out
+"""
+)
+
+CHARGE = (
+    _COMMON
+    + """
+local tokens, seen = tonumber(ARGV[3]), tonumber(ARGV[4])
+local lost = redis.call('EXISTS', KEYS[1]) == 0
+local b = load(KEYS[1], KEYS[2], 5)
+if seen and lost then
+  for i = 1, b.n do
+    local f = tonumber(ARGV[b.next + i - 1])
+    if now > seen then f = f - (now - seen) * (b.lim[i] / b.per[i]) end
+    if b.us[i] < f then b.us[i] = f end
+  end
+end
+for i = 1, b.n do b.us[i] = b.us[i] + tokens end
+store(b)
+return 1
 """
 )
 

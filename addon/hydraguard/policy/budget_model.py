@@ -72,7 +72,7 @@ class StateConfig:
     redis_url: str | None = None
     redis_url_env: str = "REDIS_URL"
     prefix: str = "hg"
-    timeout_ms: float = 1500.0
+    timeout_ms: float = 2000.0
     on_error: str = "open"
     retry_after_s: float = 1.0
     max_keys: int = 100_000

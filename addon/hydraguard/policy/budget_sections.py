@@ -81,13 +81,14 @@ STATE = Struct(
             doc="Prefix of every Redis key (keys look like `<prefix>:{<cluster key>}:b`; the "
             "braces keep one cluster in one Redis Cluster hash slot).", example="hg"),
         "timeout_ms": Field(
-            Num(min=1, max=10000), default=1500,
+            Num(min=1, max=10000), default=2000,
             doc="Upper bound of every Redis operation, in milliseconds (waiting for a free "
             "connection included). A slow-but-up Redis must not count as down: under 64-way "
-            "bursts on a busy 2-core machine operations took up to ~0.7 s (p99 ~0.4 s), "
-            "mostly the replica's own event loop. The bound is what one request waits for a "
-            "dead Redis before its budget is answered per on_error; once the circuit breaker "
-            "opened (3 failures in a row) nothing waits.", example=1500),
+            "bursts on two replicas on a busy 2-core machine operations took up to 1.1 s "
+            "(p99 0.3-0.65 s), mostly the replica's own event loop. The bound is what a "
+            "request waits for an unresponsive Redis before its budget is answered per "
+            "on_error; once the circuit breaker opened (3 failures in a row) nothing waits, "
+            "and a refused connection fails at once.", example=2000),
         "on_error": Field(
             Str(choices=("open", "closed")), default="open",
             doc="Redis down or slow: open = each replica answers from its own share of every "
@@ -106,7 +107,8 @@ STATE = Struct(
         "retry_after": Field(
             Num(min=1, max=3600), default=1,
             doc="Seconds in retry-after of a fail-closed refusal; also the first back-off "
-            "before a down Redis is probed (doubling while probes fail, up to 8 s).",
+            "before a down Redis is probed (doubling while probes fail, up to twice that "
+            "and at least 2 s).",
             example=1),
         "max_keys": Field(
             Int(min=1, max=10_000_000), default=100_000,
