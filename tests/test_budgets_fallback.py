@@ -66,14 +66,14 @@ def test_local_share_is_one_nth_of_every_window():
 
 def test_local_share_starts_from_the_level_last_seen_on_redis():
     share = LocalShare(2, FakeClock())
-    share.observe("k", (80.0, 8000.0), now=1000.0)  # seen on Redis: 20 and 2001 left
+    share.observe("k", (M, D), (80.0, 8000.0), now=1000.0)  # seen on Redis: 20 and 2001 left
     r = share.reserve("k", (M, D), 5, now=1006.0)  # 6 s later: minute refilled by 10
     # local minute: 50 tokens, level 80 / 2 = 40 refilled by 6 s x 50/60 = 35, + 5
     assert r.ok and r.windows[0].remaining == pytest.approx(50 - 35 - 5)
     assert r.windows[1].remaining == pytest.approx(5000 - (4000 - 6 * 5000 / 86_400) - 5)
     assert not share.reserve("k", (M, D), 11, now=1006.0).ok
     share.reset()  # Redis back: the next outage starts from what Redis says then
-    share.observe("k", (0.0, 0.0), now=2000.0)
+    share.observe("k", (M, D), (0.0, 0.0), now=2000.0)
     assert share.reserve("k", (M, D), 50, now=2000.0).ok
 
 

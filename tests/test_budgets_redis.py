@@ -323,8 +323,9 @@ async def test_recovers_when_redis_comes_back_and_sends_what_it_missed(caplog):
 
 
 async def test_redis_restarted_empty_keeps_what_was_spent_before_the_outage():
-    """Redis restarts without its data: the usage served from the local share is charged
-    on top of the level this replica last saw, not on a fresh budget."""
+    """Redis restarts without its data: a bucket starts again from the level this replica
+    last saw (with the usage served from the local share on top), not from a fresh budget,
+    whether or not it was used during the outage."""
     w = WindowSpec("day", 1000, 86_400.0)
     with redis_server() as srv:
         st = RedisBudgetState(srv.url, prefix="hg", timeout_ms=500, on_error="open",
@@ -333,6 +334,8 @@ async def test_redis_restarted_empty_keeps_what_was_spent_before_the_outage():
             r = await st.reserve("k", (w,), 300, group="g")
             assert await st.commit(r.reservation, 300)
             assert (await st.reserve("k", (w,), 0, group="g")).windows[0].remaining == 700
+            r = await st.reserve("idle", (w,), 600, group="g")
+            assert await st.commit(r.reservation, 600)
             srv.stop()
             down = await st.reserve("k", (w,), 100, group="g")
             assert down.backend == "local" and down.windows[0].remaining == 500 - 150 - 100
@@ -345,6 +348,10 @@ async def test_redis_restarted_empty_keeps_what_was_spent_before_the_outage():
                 await asyncio.sleep(0.05)
             left = await st.peek("k", (w,), group="g")
             assert left[0].remaining == pytest.approx(1000 - 300 - 80)
+            # not used during the outage: its first reserve starts from the level seen
+            r = await st.reserve("idle", (w,), 500, group="g")
+            assert not r.ok and r.windows[0].remaining == pytest.approx(400)
+            assert (await st.reserve("idle", (w,), 400, group="g")).ok
         finally:
             await st.close()
 

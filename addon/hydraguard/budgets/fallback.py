@@ -7,10 +7,9 @@
   ``last shared level / replicas`` (refilled since it was seen), so the replicas share
   what was *left* rather than a fresh budget each.
 - `Debts`: what Redis still has to be told once it answers again: the real usage of
-  requests served from the local share (charged to the shared bucket in full, on top of
-  the level last seen there if Redis lost it) and settles of shared holds that failed
-  (replayed). Bounded; beyond the bound the oldest entries are dropped (counted in
-  ``dropped``).
+  requests served from the local share (charged to the shared bucket in full) and settles
+  of shared holds that failed (replayed). Bounded; beyond the bound the oldest entries are
+  dropped (counted in ``dropped``).
 """
 
 from __future__ import annotations
@@ -44,8 +43,9 @@ class LocalShare:
         # windows -> (scaled windows); scaled windows -> the windows they came from
         self._scaled: dict[int, tuple[object, tuple[WindowSpec, ...]]] = {}
         self._origin: dict[int, tuple[object, tuple[WindowSpec, ...]]] = {}
-        # budget key -> (when, level per window) last seen on the shared state
-        self._seen: LRUCache[str, tuple[float, tuple[float, ...]]] = LRUCache(max_keys)
+        # budget key -> (when, level per window, windows) last seen on the shared state
+        self._seen: LRUCache[str, tuple[float, tuple[float, ...], tuple[WindowSpec, ...]]] \
+            = LRUCache(max_keys)
 
     def scaled(self, windows: Sequence[WindowSpec]) -> tuple[WindowSpec, ...]:
         """The local windows of a budget's windows (cached per windows object)."""
@@ -63,19 +63,28 @@ class LocalShare:
             return hit[1]
         return tuple(WindowSpec(w.name, w.limit * self.replicas, w.period_s) for w in local)
 
-    def observe(self, key: str, levels: tuple[float, ...], now: float) -> None:
+    def observe(self, key: str, windows: tuple[WindowSpec, ...], levels: tuple[float, ...],
+                now: float) -> None:
         """The shared level per window of ``key`` after a shared operation at ``now``."""
-        self._seen[key] = (now, levels)
+        self._seen[key] = (now, levels, windows)
 
-    def seen(self, key: str) -> tuple[float, tuple[float, ...]] | None:
-        """(when, level per window) of ``key`` last seen on the shared state."""
-        return self._seen.get(key)
+    def seen(self, key: str, windows: Sequence[WindowSpec]
+             ) -> tuple[float, tuple[float, ...]] | None:
+        """(when, level per window) of ``key`` last seen on the shared state, if it was seen
+        with windows of the same names."""
+        hit = self._seen.get(key)
+        if hit is None:
+            return None
+        ts, levels, seen_ws = hit
+        if seen_ws is not windows and [w.name for w in seen_ws] != [w.name for w in windows]:
+            return None
+        return ts, levels
 
     def reserve(self, key: str, windows: Sequence[WindowSpec], amount: int, now: float,
                 group: str | None = None) -> ReserveResult:
         """Reserve from the local share; the answer is marked degraded, backend "local"."""
         local = self.scaled(windows)
-        seen = self._seen.get(key)
+        seen = self.seen(key, windows)
         if seen is not None:
             ts, levels = seen
             self.memory.raise_levels(key, local, [u / self.replicas for u in levels], ts, now)

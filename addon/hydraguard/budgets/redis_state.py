@@ -29,8 +29,9 @@
   from this replica's 1/``replicas`` share of the budget (``fallback.LocalShare``; marked
   degraded, backend ``"local"``), ``"closed"`` with a refusal (``retry_after_s =
   closed_retry_after_s``). What Redis missed meanwhile (usage served from the local share,
-  on top of the levels last seen there if Redis lost them; failed settles) is sent once
-  it answers again (``fallback.Debts``).
+  failed settles) is sent once it answers again (``fallback.Debts``). Every script that
+  may create a bucket carries the levels last seen for it, so a Redis that restarted
+  empty does not hand out the budget again (floors, ``scripts.py``).
 """
 
 from __future__ import annotations
@@ -224,6 +225,13 @@ class RedisBudgetState:
         ``redis_keys.script_args``), cached per window set (see ``bucket.by_identity``)."""
         return bucket.by_identity(self._wargs, windows, script_args)
 
+    def _floors(self, key: str, windows: Sequence[WindowSpec]) -> list[str]:
+        """The floors of ``key`` (``scripts.py``): the levels last seen here, if any."""
+        seen = self.local.seen(key, windows)
+        if seen is None:
+            return [""]
+        return [repr(seen[0]), *map(repr, seen[1])]
+
     def _fallback(self, key: str, windows: Sequence[WindowSpec], amount: int, now: float,
                   group: str | None) -> ReserveResult:
         if self._on_error == "open":
@@ -257,6 +265,7 @@ class RedisBudgetState:
             keys += (kb, kx)
             args.append(str(amount))
             args += wargs
+            args += self._floors(key, ws)
             plans.append((key, ws, amount, kb, kx))
         try:
             res = await self._run(self._reserve_s, keys, args)
@@ -265,8 +274,7 @@ class RedisBudgetState:
         out = []
         for (key, ws, amount, kb, kx), r in zip(plans, res, strict=True):
             levels = tuple(float(u) for u in r[3:])
-            if self._on_error == "open":
-                self.local.observe(key, levels, now)
+            self.local.observe(key, ws, levels, now)
             states = tuple(bucket.state_of(w, u) for w, u in zip(ws, levels, strict=True))
             if not int(r[0]):
                 out.append(ReserveResult(False, None, float(r[2]), states,
@@ -356,11 +364,8 @@ class RedisBudgetState:
             while debts.charges and self.breaker.closed and not self._closed:
                 (key, group), (windows, tokens) = next(iter(debts.charges.items()))
                 del debts.charges[(key, group)]
-                seen = self.local.seen(key)
-                floor = ["", *self._windows(windows)[1]]
-                if seen is not None and len(seen[1]) == len(windows):
-                    floor = [repr(seen[0]), *floor[1:], *map(repr, seen[1])]
-                args = [repr(float(self._clock())), self._ttl, str(tokens), *floor]
+                args = [repr(float(self._clock())), self._ttl, str(tokens),
+                        *self._windows(windows)[1], *self._floors(key, windows)]
                 try:
                     await self._run(self._charge_s, list(self.keys_of(key, group)), args)
                 except _Unavailable:

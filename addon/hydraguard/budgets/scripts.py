@@ -29,21 +29,23 @@ window blocks once per window set (see ``redis_state.py``), so the scripts do no
 work but formatting numbers.
 
 - RESERVE: ``ARGV[3]`` reservation id, ``ARGV[4]`` the number of budget keys m, then per
-  key its amount and window block.  Each key is answered on its own (a request's budgets
-  are independent answers; the step decides what a refusal releases):
+  key its amount, window block and *floors*.  Each key is answered on its own (a request's
+  budgets are independent answers; the step decides what a refusal releases):
   ``{ok, never_fits, retry, level per window}``.
 - SETTLE: ``ARGV[3]`` m, then per key: reservation id, actual, window block.  The hold's
   amount is replaced by ``actual``; an expired hold (a marker) is charged ``actual`` in
   full.  Answers 1 per key, or 0 when the hold was settled before (or is unknown).
-- CHARGE (one budget key): ``ARGV[3]`` tokens, ``ARGV[4]`` when the floor levels were seen
-  (empty: no floor), the window block, then one floor level per window.  The bucket is
-  charged ``tokens``: usage a replica served from its local share while Redis was down.
-  When the bucket is gone (Redis restarted empty; it would otherwise be gone only once
-  full again) its levels first start from the floors (refilled since they were seen), so
-  what was spent before the outage is not forgotten.
+- CHARGE (one budget key): ``ARGV[3]`` tokens, the window block and floors: usage a
+  replica served from its local share while Redis was down.
 - PEEK: ``ARGV[3]`` m, then per key its window block; the level per window.
 - RENEW: ``ARGV[3:]`` reservation ids (one bucket key): those still held expire TTL from
   now; answers how many moved.
+
+*Floors* are the levels a replica last saw for a key: when it was seen (empty: no floors),
+then one level per window.  A window with no state in Redis (it restarted empty, or lost
+the key) starts from its floor refilled since, so what was spent before is not forgotten.
+A window's state is otherwise gone only once its bucket is full again, when its floor has
+refilled to 0 too.
 """
 
 from __future__ import annotations
@@ -90,7 +92,8 @@ end
 -- a bucket: its window block at ARGV[p]; levels refilled to now, expired holds given back
 local function load(kb, kx, p)
   local n = tonumber(ARGV[p])
-  local b = {kb = kb, kx = kx, p = p, n = n, lim = {}, per = {}, us = {}, ts = {}}
+  local b = {kb = kb, kx = kx, p = p, n = n, lim = {}, per = {}, us = {}, ts = {},
+             absent = {}}
   local back = 0
   if kx then back = reclaim(kb, kx) end
   local h = redis.call('HMGET', kb, unpack(ARGV, p + 1, p + 2 * n))
@@ -99,6 +102,7 @@ local function load(kb, kx, p)
     local q = tonumber(ARGV[p + 2 * n + 2 * i])
     local u = tonumber(h[2 * i - 1]) or 0
     local t = tonumber(h[2 * i]) or now
+    b.absent[i] = not h[2 * i - 1]
     if now > t then
       u = u - (now - t) * (l / q)
       if u < 0 then u = 0 end
@@ -113,6 +117,24 @@ local function load(kb, kx, p)
   b.back = back
   b.next = p + 1 + 4 * n
   return b
+end
+-- raise the windows that have no state here (Redis restarted empty, or lost the key) to the
+-- floors ARGV[q + 1 .. q + n] seen at time ARGV[q] (no floors: ARGV[q] is empty), refilled
+-- since; returns the position after the floors and whether a level was raised
+local function floors(b, q)
+  if ARGV[q] == '' then return q + 1, false end
+  local seen, raised = tonumber(ARGV[q]), false
+  for i = 1, b.n do
+    if b.absent[i] then
+      local f = tonumber(ARGV[q + i])
+      if now > seen then f = f - (now - seen) * (b.lim[i] / b.per[i]) end
+      if f > b.us[i] then
+        b.us[i] = f
+        raised = true
+      end
+    end
+  end
+  return q + 1 + b.n, raised
 end
 local function store(b, min_ms)
   local args = {}
@@ -152,7 +174,8 @@ for k = 1, m do
   local amount_s = ARGV[p]
   local amount = tonumber(amount_s)
   local b = load(kb, kx, p + 1)
-  p = b.next
+  local raised
+  p, raised = floors(b, b.next)
   local ok, never, never_retry, retry = 1, 0, 0, 0
   for i = 1, b.n do
     if amount > b.lim[i] then
@@ -177,7 +200,7 @@ for k = 1, m do
     store(b, hold_ms)
     redis.call('ZADD', kx, expiry, rid)
     extend(kx, hold_ms)
-  elseif b.back > 0 then
+  elseif b.back > 0 or raised then
     store(b)
   end
   out[k] = levels(b, {ok, never, fmt(retry)})
@@ -245,16 +268,9 @@ return out
 CHARGE = (
     _COMMON
     + """
-local tokens, seen = tonumber(ARGV[3]), tonumber(ARGV[4])
-local lost = redis.call('EXISTS', KEYS[1]) == 0
-local b = load(KEYS[1], KEYS[2], 5)
-if seen and lost then
-  for i = 1, b.n do
-    local f = tonumber(ARGV[b.next + i - 1])
-    if now > seen then f = f - (now - seen) * (b.lim[i] / b.per[i]) end
-    if b.us[i] < f then b.us[i] = f end
-  end
-end
+local tokens = tonumber(ARGV[3])
+local b = load(KEYS[1], KEYS[2], 4)
+floors(b, b.next)
 for i = 1, b.n do b.us[i] = b.us[i] + tokens end
 store(b)
 return 1
