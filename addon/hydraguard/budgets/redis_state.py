@@ -3,17 +3,9 @@
 - Reserve/settle run as Lua scripts (``scripts.py``; EVALSHA through
   ``redis_scripts.ScriptRunner``, reloaded automatically after a Redis restart), so replicas
   never read-then-write. The budgets of one request are reserved in one script call.
-- Keys: per budget key a bucket hash ``…:b`` (window levels, and the amount of each open
-  hold) and a hold index ``…:h`` (hold expiries), named ``{prefix}:v2:{<group>}:<key>:b``
-  when the key belongs to a group (the budgets of one cluster: one hash slot, one script),
-  else ``{prefix}:v2:{<key>}:b``. ``v2`` is ``LAYOUT_VERSION``: every key (links included)
-  starts with ``{prefix}:v<LAYOUT_VERSION>:``. The rule: a change to what a key holds or how
-  it is named bumps the version; replicas of the old and the new layout then use disjoint
-  keys, so a rolling update never lets one replica misread the other's state (while both
-  run, each layout enforces its own budget levels: the old keys expire by their TTLs once
-  the last old replica is gone). The braces are a Redis Cluster hash tag. Every key carries
-  a TTL (see ``scripts.py``). Key parts containing braces/whitespace or longer than 200
-  chars are replaced by a hash.
+- Keys (``redis_keys.py``): per budget key a bucket hash and a hold index, under
+  ``{prefix}:v<LAYOUT_VERSION>:`` and the hash tag of the key's group (the budgets of one
+  cluster share one hash slot, so one script reserves them all).
 - Holds expire ``reservation_ttl_s`` after they were taken or last renewed; this replica
   renews its open holds every third of that, so the holds of a replica that dies are given
   back within ``reservation_ttl_s`` (reclaimed by the next script touching the bucket).
@@ -170,7 +162,7 @@ class RedisBudgetState:
                 try:
                     async with asyncio.timeout(self._timeout_s):
                         await self._runner.run(_PROBE, [], [])
-                except (RedisError, OSError, TimeoutError):
+                except Exception:
                     self.breaker.probe_failed(time.monotonic())
                     continue
                 if self.breaker.probe_ok(time.monotonic()) == "recovered":
@@ -319,8 +311,8 @@ class RedisBudgetState:
                 continue
             tag = res.group if res.group is not None else res.key
             shared.setdefault(tag, []).append((i, res, actual))
-        if self.debts.charges and self.breaker.closed and not self._flushing:
-            self._spawn(self._flush())
+        if len(self.debts) and self.breaker.closed and not self._flushing:
+            self._spawn(self._flush())  # e.g. after a single failed call
         if len(shared) == 1:
             for i, ok in await self._settle_group(next(iter(shared.values())), now):
                 out[i] = ok
@@ -339,14 +331,14 @@ class RedisBudgetState:
             keys += self.keys_of(res.key, res.group)
             args += (res.id, str(actual), *self._windows(res.windows)[1])
         try:
-            res = await self._run(self._settle_s, keys, args)
+            reply = await self._run(self._settle_s, keys, args)
         except _Unavailable:
             for _, r, actual in group:
                 self.debts.settle(r, actual)  # the hold stays (renewed) until sent
             return [(i, False) for i, _, _ in group]
         for _, r, _ in group:
             self._open.pop((r.id, self.keys_of(r.key, r.group)[0]), None)
-        return [(i, bool(int(x))) for (i, _, _), x in zip(group, res, strict=True)]
+        return [(i, bool(int(x))) for (i, _, _), x in zip(group, reply, strict=True)]
 
     async def _flush(self) -> None:
         """Send what Redis missed (see ``fallback.Debts``) while it answers."""
