@@ -131,6 +131,7 @@ class RedisBudgetState:
         self._rid_prefix = os.urandom(6).hex()
         self._rid_seq = itertools.count(1)
         self._wargs: dict[int, tuple[Any, tuple[tuple[WindowSpec, ...], list[str]]]] = {}
+        self._keycache: dict[tuple[str, str | None], tuple[str, str]] = {}
 
     # -- health --------------------------------------------------------------------------
     @property
@@ -209,8 +210,14 @@ class RedisBudgetState:
 
     # -- keys ----------------------------------------------------------------------------
     def keys_of(self, key: str, group: str | None = None) -> tuple[str, str]:
-        """(bucket hash, hold index) of a budget key (``redis_keys.bucket_keys``)."""
-        return bucket_keys(self._keyspace, key, group)
+        """(bucket hash, hold index) of a budget key (``redis_keys.bucket_keys``), cached."""
+        cache = self._keycache
+        hit = cache.get((key, group))
+        if hit is None:
+            if len(cache) >= 65_536:
+                cache.clear()
+            hit = cache[(key, group)] = bucket_keys(self._keyspace, key, group)
+        return hit
 
     def _windows(self, windows: Sequence[WindowSpec]) -> tuple[tuple[WindowSpec, ...], list[str]]:
         """The windows as a tuple, validated once, and their window block (see
@@ -219,10 +226,10 @@ class RedisBudgetState:
 
     def _floors(self, key: str, windows: Sequence[WindowSpec]) -> list[str]:
         """The floors of ``key`` (``scripts.py``): the levels last seen here, if any."""
-        seen = self.local.seen(key, windows)
+        seen = self.local.seen_raw(key, windows)
         if seen is None:
             return [""]
-        return [repr(seen[0]), *map(repr, seen[1])]
+        return [repr(seen[0]), *seen[1]]
 
     def _fallback(self, key: str, windows: Sequence[WindowSpec], amount: int, now: float,
                   group: str | None) -> ReserveResult:
@@ -265,9 +272,9 @@ class RedisBudgetState:
             return [self._fallback(k, ws, a, now, group) for k, ws, a, _, _ in plans]
         out = []
         for (key, ws, amount, kb, kx), r in zip(plans, res, strict=True):
-            levels = tuple(float(u) for u in r[3:])
-            self.local.observe(key, ws, levels, now)
-            states = tuple(bucket.state_of(w, u) for w, u in zip(ws, levels, strict=True))
+            raw = r[3:]
+            self.local.observe(key, ws, raw, now)
+            states = tuple(bucket.state_of(w, float(u)) for w, u in zip(ws, raw, strict=True))
             if not int(r[0]):
                 out.append(ReserveResult(False, None, float(r[2]), states,
                                          never_fits=bool(int(r[1]))))
@@ -329,15 +336,16 @@ class RedisBudgetState:
         args = [repr(float(now)), self._ttl, str(len(group))]
         for _, res, actual in group:
             keys += self.keys_of(res.key, res.group)
-            args += (res.id, str(actual), *self._windows(res.windows)[1])
+            args += (res.id, str(actual))
+            args += self._windows(res.windows)[1]
         try:
             reply = await self._run(self._settle_s, keys, args)
         except _Unavailable:
             for _, r, actual in group:
                 self.debts.settle(r, actual)  # the hold stays (renewed) until sent
             return [(i, False) for i, _, _ in group]
-        for _, r, _ in group:
-            self._open.pop((r.id, self.keys_of(r.key, r.group)[0]), None)
+        for j, (_, r, _) in enumerate(group):
+            self._open.pop((r.id, keys[2 * j]), None)
         return [(i, bool(int(x))) for (i, _, _), x in zip(group, reply, strict=True)]
 
     async def _flush(self) -> None:
