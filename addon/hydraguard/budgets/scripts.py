@@ -13,9 +13,9 @@ Redis for longer than the TTL) expire.  Every script that touches a bucket first
 its expired holds: their amounts are given back to every window (the level drops by the
 amount, never below 0) and each leaves a marker ``x:<id>`` for one more TTL, so a late
 settle of it (a replica cut off from Redis that long) charges the real usage in full, once.
-TTLs are only ever extended: the bucket hash and hold index live at least as long as the
-longest need (max(period, time to drain) + 1 s, and TTL + 1 s after a hold or marker was
-written).
+The bucket hash lives at least as long as its longest need (max(period, time to drain) +
+1 s, and TTL + 1 s after a hold or marker was written): its TTL is only ever extended.  The
+hold index expires TTL + 1 s after its last write (nothing in it is due later).
 
 Numbers cross the Lua boundary as strings formatted with ``%.17g`` (Redis would truncate
 Lua numbers returned as replies to integers).
@@ -85,7 +85,7 @@ local function reclaim(kb, kx)
   if #marks > 0 then
     redis.call('ZADD', kx, unpack(marks))
     extend(kb, hold_ms)
-    extend(kx, hold_ms)
+    redis.call('PEXPIRE', kx, hold_ms)
   end
   return total
 end
@@ -136,7 +136,7 @@ local function floors(b, q)
   end
   return q + 1 + b.n, raised
 end
-local function store(b, min_ms)
+local function store(b, min_ms, extra_field, extra_value)
   local args = {}
   local keep = 0
   local p = b.p
@@ -149,6 +149,10 @@ local function store(b, min_ms)
     local drain = b.us[i] / (b.lim[i] / b.per[i])
     if drain > k then k = drain end
     if k > keep then keep = k end
+  end
+  if extra_field then
+    args[#args + 1] = extra_field
+    args[#args + 1] = extra_value
   end
   redis.call('HSET', b.kb, unpack(args))
   local ms = math.ceil((keep + 1) * 1000)
@@ -196,10 +200,9 @@ for k = 1, m do
   if ok == 1 then
     retry = 0
     for i = 1, b.n do b.us[i] = b.us[i] + amount end
-    redis.call('HSET', kb, field, amount_s)
-    store(b, hold_ms)
+    store(b, hold_ms, field, amount_s)
     redis.call('ZADD', kx, expiry, rid)
-    extend(kx, hold_ms)
+    redis.call('PEXPIRE', kx, hold_ms)  -- nothing in it expires later than now + TTL
   elseif b.back > 0 or raised then
     store(b)
   end
@@ -290,7 +293,7 @@ end
 if #args == 0 then return 0 end
 local moved = redis.call('ZADD', kx, 'XX', 'CH', unpack(args))
 extend(kb, hold_ms)
-extend(kx, hold_ms)
+redis.call('PEXPIRE', kx, hold_ms)
 return moved
 """
 )
