@@ -5,12 +5,14 @@ Redis (a fresh key prefix), one account with a ``--budget`` token budget (one da
 weighted total), then sends ``--bursts`` bursts of ``--burst`` concurrent requests, spread
 round-robin over the replicas and mixing Anthropic Messages and OpenAI Chat, JSON and SSE.
 Prints the tokens served (input + output of every 200, from the decision logs) over the
-budget, the requests marked ``state_degraded`` and which backend answered them, and the p50 /
-p99 of the replicas' budget reserve step as the decision log does not carry it (so the
-reserve latency comes from the driver-side timing: see ``--trace``).
+budget, the requests marked ``state_degraded`` and which backend answered them
+(``state_backend``), and the replicas' ``budget state DOWN`` lines. The stand-in upstream
+uses each request's whole output allowance, so a request costs what it reserved (up to the
+input estimate).
 
     .venv/bin/python bench/bench_overshoot.py [--replicas 2] [--burst 64] [--bursts 8]
-        [--budget 20000] [--timeout-ms MS] [--redis-url URL] [--rounds 1]
+        [--budget 20000] [--timeout-ms MS] [--replicas-key] [--outage S] [--rounds 1]
+        [--redis-url URL]
 
 Overshoot is a property of the whole machine (2 shared cores here): run it on an otherwise
 idle machine and compare figures only from the same machine. ``--timeout-ms`` overrides the
@@ -231,7 +233,8 @@ def main() -> int:
     ap.add_argument("--budget", type=int, default=20_000)
     ap.add_argument("--timeout-ms", type=int, default=0)
     ap.add_argument("--replicas-key", action="store_true",
-                    help="write `replicas: N` into the state section")
+                    help="write `replicas: N` into the state section (rules of before that "
+                    "key existed reject it)")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--outage", type=float, default=0.0,
                     help="seconds of Redis outage (private redis-server; see module doc)")

@@ -257,8 +257,8 @@ async def test_operation_bounded_by_timeout_ms(caplog):
         clock=FakeClock(),
     )
     try:
-        for i in range(3):
-            assert st.healthy is (i < 3)
+        for _ in range(3):
+            assert st.healthy
             r = await st.reserve("k", (M,), 1)
             assert not r.ok and r.degraded
         assert not st.healthy
