@@ -38,7 +38,9 @@ async def make_state(request):
     def factory():
         if kind == "memory":
             return shared_mem, clock
-        st = RedisBudgetState(url, prefix=prefix, timeout_ms=1000, on_error="closed", clock=clock)
+        # holds outlive the fake clock's jumps (expiry has its own tests in test_budgets_redis)
+        st = RedisBudgetState(url, prefix=prefix, timeout_ms=1000, on_error="closed",
+                              clock=clock, reservation_ttl_s=10**7)
         created.append(st)
         return st, clock
 

@@ -57,13 +57,16 @@ async def test_overcharged_key_lives_until_drained():
     assert len(s) == 0
 
 
-async def test_pending_reservation_expiry_fails_safe():
+async def test_open_reservation_settles_however_long_the_response_takes():
+    """Memory holds die with their process, the only one that can settle them: no expiry
+    (a response may stream for longer than any TTL)."""
     clock = FakeClock()
-    s = MemoryBudgetState(max_keys=100, clock=clock, reservation_ttl_s=10.0)
+    s = MemoryBudgetState(max_keys=100, clock=clock)
     r = await s.reserve("k", (H,), 500)
-    clock.advance(11.0)
-    assert await s.commit(r.reservation, 0) is False  # too late: stays charged
-    assert (await s.peek("k", (H,)))[0].remaining == pytest.approx(500 + 11 * 1000 / 3600)
+    clock.advance(7200.0)
+    assert await s.commit(r.reservation, 100) is True
+    assert await s.commit(r.reservation, 100) is False
+    assert (await s.peek("k", (H,)))[0].remaining == pytest.approx(1000)  # drained by now
 
 
 async def test_max_pending_bound_drops_oldest_which_stays_charged():

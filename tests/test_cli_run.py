@@ -234,10 +234,11 @@ def test_state_backend_down_is_degraded(stub, tmp_path):
         "budgets: [{id: b, windows: [{per: day, tokens: 1000}]}]\n")
     with proxy(stub.url, rules) as gw:
         assert httpx.get(gw.url + "/__hydraguard/healthz").json() == {"status": "ok"}
-        r = httpx.post(gw.url + "/v1/messages", headers={"x-api-key": "k"}, timeout=10,
-                       json={"model": "m", "max_tokens": 5,
-                             "messages": [{"role": "user", "content": "x"}]})
-        assert r.status_code == 200  # fail open
+        for _ in range(3):  # the breaker opens after 3 failures in a row
+            r = httpx.post(gw.url + "/v1/messages", headers={"x-api-key": "k"}, timeout=10,
+                           json={"model": "m", "max_tokens": 5,
+                                 "messages": [{"role": "user", "content": "x"}]})
+            assert r.status_code == 200  # open: answered from this replica's local share
         assert httpx.get(gw.url + "/__hydraguard/healthz").json() == {"status": "degraded"}
         wait_until(lambda: gw.status()["status"] == "degraded", 10, "status file")
         rc, lines = health("--status", str(gw.status_path))

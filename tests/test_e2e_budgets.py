@@ -323,31 +323,38 @@ def test_concurrent_requests_across_replicas_never_overspend(replicas):
     assert charged <= 2000 + err
 
 
-def test_redis_down_fail_open_then_fail_closed(stub, tmp_path):
+def test_redis_down_local_share_then_fail_closed(stub, tmp_path):
     port = free_port()  # nothing listens here
     url = f"redis://127.0.0.1:{port}/0"
     rules = tmp_path / "down-open.yaml"
     rules.write_text(REDIS_RULES.format(url=url, prefix="hgdown", timeout=50, on_error="open"))
     with proxy(stub.url, rules) as p:
         c = ant(p, key())
-        for _ in range(3):
-            assert msg(c, "d-open", 7).usage.output_tokens == 7
-        recs = p.wait_lines(3)
-        assert [r["state_degraded"] for r in recs] == [True] * 3
-        assert [r["status"] for r in recs] == [200] * 3
+        for _ in range(4):  # the local share (replicas: 1) is the whole budget of 100
+            assert msg(c, "d-open", 20).usage.output_tokens == 20
+        with pytest.raises(anthropic.RateLimitError) as e:
+            msg(c, "d-open", 30)  # 80 spent: metered, not let through
+        assert e.value.response.headers["anthropic-ratelimit-tokens-remaining"] == "20"
+        recs = p.wait_lines(5)
+        assert [(r["state_degraded"], r["state_backend"]) for r in recs] == [
+            (True, "local")] * 5
+        assert [r["status"] for r in recs] == [200] * 4 + [429]
+        assert [r["budget"][0]["charged"] for r in recs] == [20] * 4 + [0]
         assert p.stderr().count("budget state DOWN") == 1
     rules = tmp_path / "down-closed.yaml"
     rules.write_text(REDIS_RULES.format(url=url, prefix="hgdown", timeout=50, on_error="closed"))
     with proxy(stub.url, rules) as p:
-        with pytest.raises(anthropic.RateLimitError) as e:
-            msg(ant(p, key()), "d-closed", 7)
-        assert e.value.response.headers["retry-after"] == "1"
-        assert "unavailable" in e.value.message
+        for _ in range(2):
+            with pytest.raises(anthropic.RateLimitError) as e:
+                msg(ant(p, key()), "d-closed", 7)
+            assert e.value.response.headers["retry-after"] == "1"
+            assert "unavailable" in e.value.message
         with pytest.raises(openai.RateLimitError):
             oai(p, key()).chat.completions.create(
                 model="d-closed", max_tokens=5, messages=[{"role": "user", "content": "x"}])
-        rec = p.wait_lines(2)[-1]
-        assert rec["state_degraded"] is True and rec["status"] == 429
+        rec = p.wait_lines(3)[-1]
+        assert (rec["state_degraded"], rec["state_backend"], rec["status"]) == (
+            True, "none", 429)
         assert p.stderr().count("budget state DOWN") == 1
 
 

@@ -386,19 +386,23 @@ def test_redis_down_fail_open_and_closed(caplog):
   - id: b
     windows: [{per: day, tokens: 1000}]
 """, state=f"state: {{backend: redis, redis_url: 'redis://127.0.0.1:{port}/0', "
-            f"timeout_ms: 100, on_error: {on_error}, retry_after: 2}}\n")
+            f"timeout_ms: 100, on_error: {on_error}, retry_after: 2, replicas: 4}}\n")
 
         async def go(m=m, refused=refused):
-            a = await admit(m, facts())
-            assert a.refused is refused and a.degraded
-            assert a.log["state_degraded"] is True
-            if refused:
-                assert a.retry_after_s == 2.0 and a.reason.startswith(
-                    "token budget state is unavailable (fail-closed)")
-            else:
-                assert a.log["budget"][0]["degraded"] is True
-                out = await m.settle(a, Usage(5, 5), failed=False)
-                assert out["budget"][0]["charged"] == 10
+            for _ in range(4):  # the third failure in a row opens the breaker
+                a = await admit(m, facts())
+                assert a.refused is refused and a.degraded
+                assert a.log["state_degraded"] is True
+                if refused:
+                    assert a.log["state_backend"] == "none"
+                    assert a.retry_after_s == 2.0 and a.reason.startswith(
+                        "token budget state is unavailable (fail-closed)")
+                else:  # this replica's quarter: 250 tokens, 150 reserved, 10 charged
+                    assert a.log["state_backend"] == "local"
+                    assert a.log["budget"][0]["degraded"] is True
+                    assert a.log["budget"][0]["limit"] == 250
+                    out = await m.settle(a, Usage(5, 5), failed=False)
+                    assert out["budget"][0]["charged"] == 10
             await m.close()
 
         run(go())

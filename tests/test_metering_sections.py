@@ -73,11 +73,15 @@ def test_no_sections_means_no_budgets():
     assert parse_policy("rules: []\n", "r.yaml").budgets is None
 
 
-def test_shipped_rules_have_generous_memory_budget():
+def test_shipped_rules_probation_then_cluster_budgets():
     b = load_policy("rules/default.yaml").budgets
     assert b.state.backend == "memory"
     assert [c.id for c in b.clusters] == ["account"]
-    assert b.budgets[0].windows[0] == WindowSpec("minute", 2_000_000, 60.0)
+    assert [(x.id, x.probation is not None) for x in b.budgets] == [
+        ("probation-proxy-networks", True), ("probation-hosting", True),
+        ("cluster-tokens", False)]
+    assert (b.budgets[0].probation.key, b.budgets[1].probation.key) == (("network",), ("asn",))
+    assert b.budgets[2].windows[0] == WindowSpec("minute", 60_000, 60.0)
 
 
 def test_schema_errors_with_positions_and_hints():

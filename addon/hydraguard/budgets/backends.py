@@ -40,9 +40,10 @@ def open_state(cfg: StateConfig, clock: Callable[[], float]) -> BudgetState:
         return RedisBudgetState(
             redis_url(cfg), prefix=cfg.prefix, timeout_ms=cfg.timeout_ms,
             on_error=cfg.on_error, clock=clock, reservation_ttl_s=cfg.reservation_ttl_s,
-            down_backoff_s=cfg.retry_after_s, closed_retry_after_s=cfg.retry_after_s,
-            max_connections=cfg.max_connections)
-    return MemoryBudgetState(cfg.max_keys, clock, reservation_ttl_s=cfg.reservation_ttl_s)
+            replicas=cfg.replicas, down_backoff_s=cfg.retry_after_s,
+            closed_retry_after_s=cfg.retry_after_s, max_connections=cfg.max_connections,
+            max_keys=cfg.max_keys)
+    return MemoryBudgetState(cfg.max_keys, clock)
 
 
 @dataclass(slots=True)

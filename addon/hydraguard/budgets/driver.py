@@ -1,8 +1,9 @@
 """The budget driver: runs the pure budget step (budgets/step.py) against a state backend.
 
-The only awaits of the budget path live here: reserve before forwarding (one round for
-every budget that applies, a second for ``cap_max_tokens`` retries), release what a
-refusal does not keep, settle after the response (commit the real usage or release).
+The only awaits of the budget path live here: reserve before forwarding (one backend call
+for every budget that applies, a second for ``cap_max_tokens`` retries), release what a
+refusal does not keep, settle after the response (commit the real usage or release: one
+backend call for all holds).
 With a shared link store the linked cluster id is confirmed concurrently with the
 reservation: the reservation goes ahead at once under the best id known here, and is moved
 if the shared answer differs (a merge, or a replica that had not seen enough evidence).
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 from ..facts import ClusterRef, Facts
 from . import step
 from .history import AccountHistory
-from .spec import BudgetState, ReserveResult
+from .spec import BudgetState, Reservation, ReserveResult
 
 if TYPE_CHECKING:
     from ..apis.usage import Usage
@@ -117,7 +118,8 @@ class BudgetDriver:
         for i, (ask, answer) in enumerate(zip(asks, answers, strict=True)):
             retry = step.cap_retry(ask, answer, facts)
             if retry is not None:
-                r2 = await state.reserve(retry.key, retry.budget.windows, retry.amount)
+                r2 = await state.reserve(retry.key, retry.budget.windows, retry.amount,
+                                         group=retry.group)
                 if r2.ok:
                     asks[i], answers[i] = retry, r2
         out = step.outcome(asks, answers, facts, self.clock())
@@ -125,20 +127,37 @@ class BudgetDriver:
         return Admission(out, ref, account=account)
 
     async def _ask(self, asks: list[step.Ask]) -> list[ReserveResult]:
+        """The budgets of one group (one cluster; a probation budget's network) in one backend
+        call (on Redis: one hash slot, one script); the groups of a request concurrently."""
         state = self.state
         assert state is not None
-        if len(asks) == 1:
-            a = asks[0]
-            return [await state.reserve(a.key, a.budget.windows, a.amount)]
-        return list(await asyncio.gather(
-            *(state.reserve(a.key, a.budget.windows, a.amount) for a in asks)))
+        if not asks:
+            return []
+        groups: dict[str | None, list[int]] = {}
+        for i, a in enumerate(asks):
+            groups.setdefault(a.group, []).append(i)
 
-    async def _release(self, reservations: Sequence[object]) -> None:
+        async def one(idx: list[int], group: str | None) -> list[ReserveResult]:
+            return await state.reserve_many(
+                [(asks[i].key, asks[i].budget.windows, asks[i].amount) for i in idx],
+                group=group)
+
+        if len(groups) == 1:
+            (group, idx), = groups.items()
+            return await one(idx, group)
+        parts = await asyncio.gather(*(one(idx, g) for g, idx in groups.items()))
+        out: list[ReserveResult | None] = [None] * len(asks)
+        for idx, got in zip(groups.values(), parts, strict=True):
+            for i, r in zip(idx, got, strict=True):
+                out[i] = r
+        return out  # type: ignore[return-value]
+
+    async def _release(self, reservations: Sequence[Reservation | None]) -> None:
         state = self.state
         assert state is not None
-        for r in reservations:
-            if r is not None:
-                await state.release(r)  # type: ignore[arg-type]
+        items = [(r, 0) for r in reservations if r is not None]
+        if items:
+            await state.settle_many(items)
 
     async def settle(self, admission: Admission, usage: Usage | None, *,
                      failed: bool) -> dict[str, object]:
@@ -150,11 +169,11 @@ class BudgetDriver:
                     and not admission.outcome.refused:
                 self.history.served(admission.account, 0 if usage is None else
                                     usage.total_input + usage.output_tokens)
+            items = []
             for h in admission.outcome.holds:
                 actual = step.charge(h, usage, failed=failed)
                 if h.reservation is not None:
-                    if actual == 0:
-                        await self.state.release(h.reservation)
-                    else:
-                        await self.state.commit(h.reservation, actual)
+                    items.append((h.reservation, actual))
+            if items:
+                await self.state.settle_many(items)
         return dict(admission.outcome.log)

@@ -1,7 +1,10 @@
 """In-process budget state (one proxy replica).
 
 Bounded by ``max_keys`` cluster keys, a ``cachetools.LRUCache`` (least recently used
-evicted first), and ``max_pending`` open reservations (oldest dropped first).  A key is
+evicted first), and ``max_pending`` open reservations (oldest dropped first; a dropped
+reservation stays charged: fails safe).  Open reservations do not expire by time: they
+live as long as the process that holds them, which is the only one that can settle them
+(holds of a replica that dies are a Redis matter: see ``scripts.py``).  A key is
 also dead once all its windows have refilled completely (at least the longest window period
 after the last write): it then reads as absent and is dropped when next touched or evicted.
 An evicted key starts again with full buckets (lenient by design: eviction only happens
@@ -58,9 +61,8 @@ class MemoryBudgetState:
 
     :param max_keys: cluster keys kept (LRU beyond that).
     :param clock: seconds; defaults to ``time.monotonic``.  ``now`` arguments must use it.
-    :param max_pending: open reservations kept; :param reservation_ttl_s: how long an open
-        reservation can still be committed/released.  A reservation dropped by either bound
-        stays charged (fails safe: the budget is never over-spent because of it).
+    :param max_pending: open reservations kept.  A reservation dropped by the bound stays
+        charged (fails safe: the budget is never over-spent because of it).
     """
 
     def __init__(
@@ -69,19 +71,17 @@ class MemoryBudgetState:
         clock: Callable[[], float] = time.monotonic,
         *,
         max_pending: int = 100_000,
-        reservation_ttl_s: float = 3600.0,
     ) -> None:
         if max_keys < 1 or max_pending < 1:
             raise ValueError("max_keys and max_pending must be >= 1")
         self.max_keys = max_keys
         self.max_pending = max_pending
-        self.reservation_ttl_s = reservation_ttl_s
         self._clock = clock
         self._keys: LRUCache[str, _KeyState] = LRUCache(maxsize=max_keys)
-        # reservation id -> (reservation, expires); a dict in creation order, the oldest
-        # dropped beyond max_pending (FIFO is what a pending map needs; a cachetools cache
-        # costs ~1 µs more per reserve+settle for LRU order nobody uses)
-        self._pending: dict[str, tuple[Reservation, float]] = {}
+        # reservation id -> reservation; a dict in creation order, the oldest dropped beyond
+        # max_pending (FIFO is what a pending map needs; a cachetools cache costs ~1 µs more
+        # per reserve+settle for LRU order nobody uses)
+        self._pending: dict[str, Reservation] = {}
         self._ids = itertools.count(1)
         self._id_prefix = f"m{id(self):x}-"
         self._plans: dict[int, tuple[Any, tuple[tuple[WindowSpec, ...], _Plan]]] = {}
@@ -96,14 +96,35 @@ class MemoryBudgetState:
         return len(self._pending)
 
     def purge_expired(self, now: float | None = None) -> None:
-        """Drop every expired key and reservation (O(n); otherwise they go when touched or
-        evicted)."""
+        """Drop every expired key (O(n); otherwise they go when touched or evicted)."""
         if now is None:
             now = self._clock()
         for k in [k for k, st in self._keys.items() if st.expires <= now]:
             del self._keys[k]
-        for rid in [r for r, (_, exp) in self._pending.items() if exp <= now]:
-            del self._pending[rid]
+
+    def forget_levels(self) -> None:
+        """Drop every key's levels (open reservations stay, their settles change nothing
+        that is gone)."""
+        self._keys.clear()
+
+    def owns(self, reservation: Reservation) -> bool:
+        """Whether ``reservation`` was made here (settled or not)."""
+        return reservation.id.startswith(self._id_prefix)
+
+    def raise_levels(self, key: str, windows: Sequence[WindowSpec], levels: Sequence[float],
+                     ts: float, now: float | None = None) -> None:
+        """Raise the level of each window of ``key`` to at least ``levels`` (as observed at
+        ``ts``, refilled to ``now``); levels already higher stay."""
+        _, plan = self._plan(windows)
+        if now is None:
+            now = self._clock()
+        st = self._get(key, now)
+        cells = self._cells(st, plan, now)
+        for (_name, _limit, rate, _period), cell, u in zip(plan, cells, levels, strict=True):
+            seeded = bucket.refill(u, ts, now, rate)[0]
+            if seeded > cell[0]:
+                cell[0] = seeded
+        self._store(key, st, plan, cells, now)
 
     # -- internals ---------------------------------------------------------------------
     def _plan(self, windows: Sequence[WindowSpec]) -> tuple[tuple[WindowSpec, ...], _Plan]:
@@ -154,11 +175,25 @@ class MemoryBudgetState:
         windows: Sequence[WindowSpec],
         amount: int,
         now: float | None = None,
+        *,
+        group: str | None = None,
     ) -> ReserveResult:
-        return self.reserve_nowait(key, windows, amount, now)
+        return self.reserve_nowait(key, windows, amount, now, group=group)
+
+    async def reserve_many(
+        self,
+        asks: Sequence[tuple[str, Sequence[WindowSpec], int]],
+        now: float | None = None,
+        *,
+        group: str | None = None,
+    ) -> list[ReserveResult]:
+        if now is None:
+            now = self._clock()
+        return [self.reserve_nowait(k, w, a, now, group=group) for k, w, a in asks]
 
     def reserve_nowait(
-        self, key: str, windows: Sequence[WindowSpec], amount: int, now: float | None = None
+        self, key: str, windows: Sequence[WindowSpec], amount: int, now: float | None = None,
+        *, group: str | None = None,
     ) -> ReserveResult:
         """Synchronous ``reserve`` (atomic by construction)."""
         if amount < 0:
@@ -183,9 +218,9 @@ class MemoryBudgetState:
             cell[0] += amount
         self._store(key, st, plan, cells, now)
         rid = f"{self._id_prefix}{next(self._ids)}"
-        res = Reservation(rid, key, ws, amount, now)
+        res = Reservation(rid, key, ws, amount, now, group)
         pending = self._pending
-        pending[rid] = (res, now + self.reservation_ttl_s)
+        pending[rid] = res
         if len(pending) > self.max_pending:
             del pending[next(iter(pending))]  # the oldest open reservation
         return ReserveResult(True, res, 0.0, _states(plan, cells))
@@ -196,17 +231,21 @@ class MemoryBudgetState:
     async def release(self, reservation: Reservation, now: float | None = None) -> bool:
         return self.settle_nowait(reservation, 0, now)
 
+    async def settle_many(
+        self, items: Sequence[tuple[Reservation, int]], now: float | None = None
+    ) -> list[bool]:
+        return [self.settle_nowait(r, a, now) for r, a in items]
+
     def settle_nowait(
         self, reservation: Reservation, actual: int, now: float | None = None
     ) -> bool:
         """Replace the reserved amount by ``actual`` (0 = release).  True if applied, False if
-        the reservation was already settled (or expired)."""
+        the reservation was already settled (or dropped by ``max_pending``)."""
         if actual < 0:
             raise ValueError(f"actual must be >= 0, got {actual!r}")
         if now is None:
             now = self._clock()
-        entry = self._pending.pop(reservation.id, None)
-        if entry is None or entry[1] <= now:
+        if self._pending.pop(reservation.id, None) is None:
             return False
         delta = actual - reservation.amount
         if delta == 0:
@@ -224,7 +263,8 @@ class MemoryBudgetState:
         return True
 
     async def peek(
-        self, key: str, windows: Sequence[WindowSpec], now: float | None = None
+        self, key: str, windows: Sequence[WindowSpec], now: float | None = None, *,
+        group: str | None = None,
     ) -> tuple[WindowState, ...]:
         _, plan = self._plan(windows)
         if now is None:

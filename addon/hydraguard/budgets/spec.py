@@ -7,6 +7,7 @@ same clock).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -50,6 +51,7 @@ class Reservation:
     windows: tuple[WindowSpec, ...]
     amount: int
     created_at: float
+    group: str | None = None  # keys of one group share one Redis hash slot (see reserve)
 
 
 @dataclass(slots=True)
@@ -62,7 +64,10 @@ class ReserveResult:
       the amount (assuming no other traffic); for ``never_fits`` the longest period of the
       windows whose limit is below the amount.
     - ``never_fits``: the amount exceeds the limit of some window; it can never succeed.
-    - ``degraded``: the state backend was unavailable; the answer follows ``on_error``.
+    - ``degraded``: the shared state backend was unavailable; the answer follows
+      ``on_error``: ``backend`` then names who answered: ``"local"`` (this replica's share
+      of the budget, kept in memory: the answer is a real budget answer) or ``"none"``
+      (fail-closed refusal).
     """
 
     ok: bool
@@ -71,11 +76,18 @@ class ReserveResult:
     windows: tuple[WindowState, ...]
     never_fits: bool = False
     degraded: bool = False
+    backend: str = ""
 
 
 @runtime_checkable
 class BudgetState(Protocol):
-    """Backend protocol.  ``now=None`` means "ask the backend's clock"."""
+    """Backend protocol.  ``now=None`` means "ask the backend's clock".
+
+    ``group``: keys reserved together (the budgets of one cluster) name the same group, so
+    a shared backend can keep them in one place and reserve them in one step.
+    ``reserve_many`` answers each ``(key, windows, amount)`` on its own, in order (one
+    reservation id for all); ``settle_many`` commits each ``(reservation, actual)``
+    (``actual`` 0 releases)."""
 
     async def reserve(
         self,
@@ -83,7 +95,17 @@ class BudgetState(Protocol):
         windows: tuple[WindowSpec, ...] | list[WindowSpec],
         amount: int,
         now: float | None = None,
+        *,
+        group: str | None = None,
     ) -> ReserveResult: ...
+
+    async def reserve_many(
+        self,
+        asks: Sequence[tuple[str, Sequence[WindowSpec], int]],
+        now: float | None = None,
+        *,
+        group: str | None = None,
+    ) -> list[ReserveResult]: ...
 
     async def commit(
         self, reservation: Reservation, actual: int, now: float | None = None
@@ -91,11 +113,17 @@ class BudgetState(Protocol):
 
     async def release(self, reservation: Reservation, now: float | None = None) -> bool: ...
 
+    async def settle_many(
+        self, items: Sequence[tuple[Reservation, int]], now: float | None = None
+    ) -> list[bool]: ...
+
     async def peek(
         self,
         key: str,
         windows: tuple[WindowSpec, ...] | list[WindowSpec],
         now: float | None = None,
+        *,
+        group: str | None = None,
     ) -> tuple[WindowState, ...]: ...
 
     async def close(self) -> None: ...

@@ -136,7 +136,7 @@ def plan(budgets: Sequence[BudgetDef], cluster: ClusterRef, facts: Facts,
 def cap_retry(ask: Ask, answer: ReserveResult, facts: Facts) -> Ask | None:
     """The capped ask to try when ``ask`` was refused and its budget may cap the output."""
     b = ask.budget
-    if answer.ok or answer.degraded or b.shadow or b.on_exceed != "cap_max_tokens" \
+    if answer.ok or _unavailable(answer) or b.shadow or b.on_exceed != "cap_max_tokens" \
             or b.cap_to is None or b.cap_to >= ask.output:
         return None
     return Ask(b, ask.key, reserve_amount(b, facts.input_tokens_est, b.cap_to, facts.model),
@@ -183,9 +183,15 @@ class Outcome:
     degraded: bool = False  # the state backend was unavailable
 
 
+def _unavailable(answer: ReserveResult) -> bool:
+    """The state could not answer (a fail-closed refusal), as opposed to a fallback that
+    answered from its own budget share (backend "local")."""
+    return answer.degraded and answer.backend != "local"
+
+
 def _refusal_reason(ask: Ask, answer: ReserveResult, ws: WindowState | None) -> str:
     b = ask.budget
-    if answer.degraded:
+    if _unavailable(answer):
         return "token budget state is unavailable (fail-closed); try again shortly"
     if b.reason:
         return b.reason
@@ -208,11 +214,13 @@ def outcome(asks: Sequence[Ask], answers: Sequence[ReserveResult], facts: Facts,
     entries: list[dict[str, Any]] = []
     shadow_hits: list[dict[str, Any]] = []
     cap: int | None = None
+    backends: set[str] = set()
     binding: tuple[WindowState, float] | None = None  # (window state, remaining)
     for i, (ask, r) in enumerate(zip(asks, answers, strict=True)):
         b = ask.budget
         if r.degraded:
             out.degraded = True
+            backends.add(r.backend or "none")
         if r.ok:
             ws, _ = tightest(b, r.windows)
             remaining = ws.remaining if ws is not None else float(b.windows[0].limit)
@@ -274,6 +282,7 @@ def outcome(asks: Sequence[Ask], answers: Sequence[ReserveResult], facts: Facts,
         out.log["budget_shadow"] = shadow_hits
     if out.degraded:
         out.log["state_degraded"] = True
+        out.log["state_backend"] = "local" if "local" in backends else "none"
     return out
 
 

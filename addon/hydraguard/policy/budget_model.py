@@ -73,12 +73,13 @@ class StateConfig:
     redis_url: str | None = None
     redis_url_env: str = "REDIS_URL"
     prefix: str = "hg"
-    timeout_ms: float = 50.0
+    timeout_ms: float = 2000.0
     on_error: str = "open"
     retry_after_s: float = 1.0
     max_keys: int = 100_000
-    reservation_ttl_s: float = 3600.0
+    reservation_ttl_s: float = 60.0
     max_connections: int = 64
+    replicas: int = 1
 
 
 @dataclass(frozen=True, slots=True)

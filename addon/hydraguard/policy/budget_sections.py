@@ -85,29 +85,51 @@ STATE = Struct(
             doc="Prefix of every Redis key (keys look like `<prefix>:{<cluster key>}:b`; the "
             "braces keep one cluster in one Redis Cluster hash slot).", example="hg"),
         "timeout_ms": Field(
-            Num(min=1, max=10000), default=50,
-            doc="Upper bound of every Redis operation, in milliseconds.", example=50),
+            Num(min=1, max=10000), default=2000,
+            doc="Upper bound of every Redis operation, in milliseconds (waiting for a free "
+            "connection included). A slow-but-up Redis must not count as down: under 64-way "
+            "bursts on two replicas on a busy 2-core machine operations took up to 1.1 s "
+            "(p99 0.3-0.65 s), mostly the replica's own event loop. The bound is what a "
+            "request waits for an unresponsive Redis before its budget is answered per "
+            "on_error; once the circuit breaker opened (3 failures in a row) nothing waits, "
+            "and a refused connection fails at once.", example=2000),
         "on_error": Field(
             Str(choices=("open", "closed")), default="open",
-            doc="Redis down or slow: open = let requests through unmetered (logged as "
-            "state_degraded), closed = answer 429 with retry-after. One log line per state "
-            "change; recovery is automatic.", example="open"),
+            doc="Redis down or slow: open = each replica answers from its own share of every "
+            "budget (1/replicas of each window, in memory, starting from the level last "
+            "seen on Redis; logged as state_degraded with state_backend: local), closed = "
+            "answer 429 with retry-after (state_backend: none). A circuit breaker decides "
+            "when Redis is down (3 failures in a row) and up again (3 probes in a row); one "
+            "warning each. Usage served meanwhile is charged to Redis once it is back.",
+            example="open"),
+        "replicas": Field(
+            Int(min=1, max=10_000), default=1,
+            doc="redis backend: how many replicas share the budgets. While Redis is down "
+            "each replica may spend 1/replicas of every budget (on_error: open), so "
+            "together they stay within it. Set it to the number of replicas you run.",
+            example=2),
         "retry_after": Field(
             Num(min=1, max=3600), default=1,
-            doc="Seconds in retry-after of a fail-closed refusal; also how long Redis is "
-            "skipped after a failure before it is tried again.", example=1),
+            doc="Seconds in retry-after of a fail-closed refusal; also the first back-off "
+            "before a down Redis is probed (doubling while probes fail, up to twice that "
+            "and at least 2 s).",
+            example=1),
         "max_keys": Field(
             Int(min=1, max=10_000_000), default=100_000,
-            doc="memory backend: cluster keys kept (least recently used dropped first).",
+            doc="memory backend: cluster keys kept (least recently used dropped first); redis "
+            "backend: the same bound for the local share used while Redis is down.",
             example=100000),
         "max_connections": Field(
             Int(min=1, max=10_000), default=64,
             doc="redis backend: connections per replica, i.e. budget operations in flight at "
             "once; more wait for a free connection within timeout_ms.", example=64),
         "reservation_ttl": Field(
-            Num(min=10, max=86400), default=3600,
-            doc="Seconds an open reservation (a response still streaming) may still be "
-            "settled; after that it stays charged.", example=3600),
+            Num(min=10, max=86400), default=60,
+            doc="redis backend: seconds after which the tokens held for a request (reserved "
+            "before forwarding, settled after the response) are given back if the replica "
+            "holding them stopped renewing them (it died, or lost Redis that long). A live "
+            "replica renews its holds every third of this, so long streams keep theirs.",
+            example=60),
     },
 )
 
@@ -302,6 +324,7 @@ def compile_budgets(checked: dict[str, Any], errors: Errors, *,
         prefix=s["prefix"], timeout_ms=float(s["timeout_ms"]), on_error=s["on_error"],
         retry_after_s=float(s["retry_after"]), max_keys=s["max_keys"],
         reservation_ttl_s=float(s["reservation_ttl"]), max_connections=s["max_connections"],
+        replicas=s["replicas"],
     )
     clusters: list[ClusterDef] = []
     cseen: dict[str, Where] = {}
