@@ -266,12 +266,32 @@ def cmd_replay(a: argparse.Namespace) -> int:
     except OSError as e:
         print(f"hydraguard replay: {e}", file=sys.stderr)
         return 2
-    with fh:
-        rep = replay(fh, policy, examples=a.examples, relookup_geo=a.relookup_geo)
-    if a.json:
-        print(json.dumps(as_json(rep), indent=2))
-    else:
-        print(render(rep, a.log, ", ".join(a.rules)))
+    sim = None
+    if a.budgets:
+        from .authoring.replay_budgets import BudgetReplay, render_clusters
+
+        sim = BudgetReplay(policy)
+    try:
+        with fh:
+            rep = replay(fh, policy, examples=a.examples, relookup_geo=a.relookup_geo,
+                         budgets=sim)
+        if a.json:
+            out = as_json(rep)
+            if sim is not None:
+                out["clusters"] = [
+                    {"cluster": k, "accounts": len(r.accounts), "requests": r.requests,
+                     "refused_before": r.refused_before, "refused_after": r.refused_after,
+                     "tokens_before": r.tokens_before, "tokens_after": r.tokens_after,
+                     "old_clusters": len(r.old_clusters)} for k, r in sim.top(a.top)]
+                out["budget_refusals"] = dict(sim.by_budget)
+            print(json.dumps(out, indent=2))
+        else:
+            print(render(rep, a.log, ", ".join(a.rules)))
+            if sim is not None:
+                print("\n".join(render_clusters(sim.top(a.top), sim.by_budget)))
+    finally:
+        if sim is not None:
+            sim.close()
     return 0
 
 
@@ -349,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--examples", type=int, default=3, help="examples per change (default 3)")
     rp.add_argument("--relookup-geo", action="store_true",
                     help="look client IPs up in the new rules' GeoIP databases")
+    rp.add_argument("--budgets", action="store_true",
+                    help="also re-run linking, probation and budgets (in-memory, log order)")
+    rp.add_argument("--top", type=int, default=10, help="clusters shown with --budgets")
     rp.add_argument("--json", action="store_true")
     rp.set_defaults(func=cmd_replay)
     h = sub.add_parser("hash-key", help="print the account hash of an API key ('-': stdin)")
