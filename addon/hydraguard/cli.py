@@ -1,4 +1,5 @@
-"""Command line: `hydraguard run | health | demo | check | explain | test | replay | hash-key`.
+"""Command line: `hydraguard run | health | demo | check | explain | test | replay | report |
+hash-key`.
 
 Every configuration error exits with status 2 and says what is wrong in one line (invalid
 rules: one line per error, with file:line:column)."""
@@ -295,6 +296,27 @@ def cmd_replay(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(a: argparse.Namespace) -> int:
+    """Write an HTML report about decision logs (rotated files included)."""
+    try:
+        from .report import write_report
+        res = write_report(a.logs, a.output, rotated=not a.no_rotated, top=a.top,
+                           title=a.title)
+    except ImportError as e:  # matplotlib is the `report` extra
+        print(f"hydraguard report: {e}: install the report extra "
+              "(pip install 'hydraguard[report]')", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"hydraguard report: {e}", file=sys.stderr)
+        return 2
+    ag = res.aggregate
+    bad = f", {ag.malformed:,} malformed line(s) skipped" if ag.malformed else ""
+    where = "stdout" if res.output == "-" else res.output
+    print(f"hydraguard report: {ag.records:,} decision(s) from {len(res.sources)} file(s)"
+          f"{bad} -> {where}", file=sys.stderr)
+    return 0
+
+
 def cmd_hash_key(a: argparse.Namespace) -> int:
     from .identity import account_id
     from .pipeline import DEMO_SECRET
@@ -374,6 +396,18 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--top", type=int, default=10, help="clusters shown with --budgets")
     rp.add_argument("--json", action="store_true")
     rp.set_defaults(func=cmd_replay)
+    rep = sub.add_parser("report", help="one self-contained HTML page (charts, tables) about "
+                         "decision logs")
+    rep.add_argument("logs", nargs="+", help="decision log(s); each is read with its rotated "
+                     "files LOG.N ... LOG.1 (.gz too), oldest first; '-': stdin")
+    rep.add_argument("-o", "--output", default="report.html",
+                     help="the HTML file to write (default report.html; '-': stdout)")
+    rep.add_argument("--no-rotated", action="store_true",
+                     help="read only the files named, not their rotated siblings")
+    rep.add_argument("--top", type=int, default=20, help="rows per chart and table "
+                     "(default 20)")
+    rep.add_argument("--title", help="page title (default 'hydraguard decisions')")
+    rep.set_defaults(func=cmd_report)
     h = sub.add_parser("hash-key", help="print the account hash of an API key ('-': stdin)")
     h.add_argument("key")
     h.add_argument("--secret-env", default="HYDRAGUARD_ACCOUNT_SECRET")
