@@ -65,12 +65,12 @@ def test_exact_numbers(log: Path) -> None:
 def test_time_buckets_by_action(log: Path) -> None:
     a, _ = aggregate_logs([str(log)])
     tb = a.over_time
-    assert tb.width == 10 and tb.series == ["allow", "throttle", "deny"]
+    assert tb.width == 10 and tb.series == ["allow", "throttle", "deny", "deny (shadow)"]
     rows = tb.rows()
     assert len(rows) == 60 and rows[0][0] == T0 and rows[-1][0] == T0 + 590
     nonempty = {int(t - T0): c for t, c in rows if c}
     assert nonempty == {**{60 * i: {"allow": 1} for i in range(10) if i != 5},
-                        300: {"allow": 1, "deny": 1}, 100: {"throttle": 2},
+                        300: {"allow": 1, "deny (shadow)": 1}, 100: {"throttle": 2},
                         200: {"deny": 3}, 590: {"allow": 1}}
 
 

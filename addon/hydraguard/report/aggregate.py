@@ -222,7 +222,8 @@ class Aggregate:
         else:
             self.first = ts if self.first is None else min(self.first, ts)
             self.last = ts if self.last is None else max(self.last, ts)
-            self.over_time.add(ts, clip_key(r.action))
+            shadow = r.action != "allow" and not r.refused  # logged, let through
+            self.over_time.add(ts, clip_key(r.action) + (" (shadow)" if shadow else ""))
         self.actions.add(r.action)
         self.statuses.add(r.status)
         if r.refused:

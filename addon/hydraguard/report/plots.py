@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-ACTION_COLOURS = {"allow": "#4c9a6a", "deny": "#c0392b", "throttle": "#e08e0b"}
+ACTION_COLOURS = {"allow": "#4c9a6a", "deny": "#c0392b", "throttle": "#e08e0b",
+                  "deny (shadow)": "#e6a59e", "throttle (shadow)": "#f3cf8f"}
 OTHER_COLOURS = ["#5b7db1", "#8e6bb5", "#6b8e23", "#b5651d", "#2f8f9d", "#a0522d", "#708090",
                  "#c71585", "#556b2f"]
 RC = {"text.parse_math": False, "font.size": 9, "axes.titlesize": 10,
@@ -125,6 +126,9 @@ def paired_bars(items: Sequence[tuple[str, float, float]], names: tuple[str, str
                 label=names[1], color=OTHER_COLOURS[1])
         ax.set_yticks(ys, [_label(k) for k, _, _ in items])
         ax.set_xlabel(xlabel)
+        from matplotlib import ticker
+
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
         ax.legend(loc="lower right", fontsize=8)
         ax.grid(axis="x", alpha=0.3)
         return _png(fig)
@@ -156,7 +160,8 @@ def utilisation(items: Sequence[tuple[str, Sequence[int]]]) -> bytes:
         ax.set_xlim(0, 100)
         ax.set_xlabel("% of the budget's requests, by how full its tightest window was after "
                       "them")
-        ax.legend(loc="lower right", fontsize=8, ncols=4)
+        ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=8, ncols=4,
+                  frameon=False)
         return _png(fig)
 
 
