@@ -95,6 +95,10 @@ def cmd_run(a: argparse.Namespace) -> int:
     args, rc = _preflight(a, a.rules or str(DEFAULT_RULES))
     if rc:
         return rc
+    if a.web is not None:  # mitmweb instead of mitmdump
+        from .runner import run_web
+
+        return run_web(a.web, args, len(a.mitm_args))
     from .runner import run_mitmdump
 
     return run_mitmdump(args)
@@ -296,27 +300,6 @@ def cmd_replay(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_report(a: argparse.Namespace) -> int:
-    """Write an HTML report about decision logs (rotated files included)."""
-    try:
-        from .report import write_report
-        res = write_report(a.logs, a.output, rotated=not a.no_rotated, top=a.top,
-                           title=a.title)
-    except ImportError as e:  # matplotlib is the `report` extra
-        print(f"hydraguard report: {e}: install the report extra "
-              "(pip install 'hydraguard[report]')", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"hydraguard report: {e}", file=sys.stderr)
-        return 2
-    ag = res.aggregate
-    bad = f", {ag.malformed:,} malformed line(s) skipped" if ag.malformed else ""
-    where = "stdout" if res.output == "-" else res.output
-    print(f"hydraguard report: {ag.records:,} decision(s) from {len(res.sources)} file(s)"
-          f"{bad} -> {where}", file=sys.stderr)
-    return 0
-
-
 def cmd_hash_key(a: argparse.Namespace) -> int:
     from .identity import account_id
     from .pipeline import DEMO_SECRET
@@ -347,6 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--status", help="status file for `hydraguard health` (default "
                    "<temp dir>/hydraguard-<port>.status.json; 'off': none)")
     r.add_argument("--certs", help="PEM file with certificate and key: listen with TLS")
+    r.add_argument("--web", nargs="?", const="127.0.0.1:8081", metavar="[HOST:]PORT",
+                   help="run mitmweb instead of mitmdump: its UI lists each flow with its "
+                   "decision, refusals marked, API keys masked (default 127.0.0.1:8081; a "
+                   "port alone listens on 127.0.0.1); the UI address with its token is "
+                   "printed on stderr")
     r.add_argument("mitm_args", nargs="*", help="extra mitmdump arguments after --")
     r.set_defaults(func=cmd_run)
     hl = sub.add_parser("health", help="status of a running proxy (rules version, last "
@@ -396,18 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--top", type=int, default=10, help="clusters shown with --budgets")
     rp.add_argument("--json", action="store_true")
     rp.set_defaults(func=cmd_replay)
-    rep = sub.add_parser("report", help="one self-contained HTML page (charts, tables) about "
-                         "decision logs")
-    rep.add_argument("logs", nargs="+", help="decision log(s); each is read with its rotated "
-                     "files LOG.N ... LOG.1 (.gz too), oldest first; '-': stdin")
-    rep.add_argument("-o", "--output", default="report.html",
-                     help="the HTML file to write (default report.html; '-': stdout)")
-    rep.add_argument("--no-rotated", action="store_true",
-                     help="read only the files named, not their rotated siblings")
-    rep.add_argument("--top", type=int, default=20, help="rows per chart and table "
-                     "(default 20)")
-    rep.add_argument("--title", help="page title (default 'hydraguard decisions')")
-    rep.set_defaults(func=cmd_report)
+    from .report.command import add_parser as add_report
+
+    add_report(sub)
     h = sub.add_parser("hash-key", help="print the account hash of an API key ('-': stdin)")
     h.add_argument("key")
     h.add_argument("--secret-env", default="HYDRAGUARD_ACCOUNT_SECRET")
