@@ -183,6 +183,7 @@ class Aggregate:
         self.cluster_names = Distinct(1024)
         self.tokens = 0.0
         self.degraded = 0
+        self.error_lines = 0
 
     # -- input --------------------------------------------------------------------------
     def add_line(self, data: bytes | None, source: str = "-", number: int = 0) -> None:
@@ -238,6 +239,7 @@ class Aggregate:
         for h in dict.fromkeys(hits):
             self.shadow_rules.add(h)
         if r.error:
+            self.error_lines += 1
             self.errors.add(r.error)
         if r.degraded:
             self.degraded += 1

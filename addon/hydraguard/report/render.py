@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from . import plots
 from .aggregate import Aggregate
-from .sketch import TimeBuckets
+from .sketch import Entry, TimeBuckets
 
 SECRET = re.compile(r"(?i)\b(?:sk|rk|pk)-[a-z0-9_\-]{6,}|\bbearer\s+[^\s,;\"']+|"
                     r"\bAIza[0-9a-z_\-]{20,}")
@@ -45,6 +45,11 @@ def esc(text: object) -> str:
 def num(n: float, exact: bool = True) -> str:
     """An integer count with thousands separators (``≈`` when estimated)."""
     return f"{'' if exact else '≈'}{round(n):,}"
+
+
+def low(e: Entry) -> str:
+    """A top-K count: exact, or ``≥`` its guaranteed part when the key was once evicted."""
+    return num(e.weight) if not e.err else f"≥ {num(e.low)}"
 
 
 def when(ts: float | None) -> str:
@@ -97,7 +102,7 @@ def section_summary(a: Aggregate, sources: Sequence[str]) -> str:
         ("distinct client addresses", num(a.client_ips.count(), a.client_ips.exact)),
         ("distinct clusters", num(a.cluster_names.count(), a.cluster_names.exact)),
         ("budget state degraded (Redis down)", num(a.degraded)),
-        ("upstream or flow errors", num(sum(e.weight for _, e in a.errors.top()))),
+        ("upstream or flow errors", num(a.error_lines)),
         ("malformed lines skipped", num(a.malformed)),
         ("records without a readable time", num(a.no_time)),
         ("first decision", when(a.first)), ("last decision", when(a.last)),
@@ -138,8 +143,8 @@ def section_refusals(a: Aggregate, n: int) -> str:
                               + [k for k, _ in a.shadow_rules.top(n)]))[:n]
     if not keys:
         return _empty("no refusals and no shadow hits")
-    get_r = {k: e.weight for k, e in a.refused_rules.top()}
-    get_s = {k: e.weight for k, e in a.shadow_rules.top()}
+    get_r = {k: e.low for k, e in a.refused_rules.top()}
+    get_s = {k: e.low for k, e in a.shadow_rules.top()}
     items = sorted(((scrub(k), get_r.get(k, 0), get_s.get(k, 0)) for k in keys),
                    key=lambda t: (-t[1], -t[2], t[0]))
     img = _plot("refusals-by-rule", lambda: plots.paired_bars(
@@ -150,8 +155,8 @@ def section_refusals(a: Aggregate, n: int) -> str:
 
 
 def section_geo(a: Aggregate, n: int) -> str:
-    countries = [(scrub(k), e.weight) for k, e in a.countries.top(n)]
-    subs = [(scrub(k), e.weight) for k, e in a.subdivisions.top(n)]
+    countries = [(scrub(k), e.low) for k, e in a.countries.top(n)]
+    subs = [(scrub(k), e.low) for k, e in a.subdivisions.top(n)]
     if not countries:
         return _empty("no refusals")
     groups = [("refused requests by country", countries)]
@@ -160,9 +165,9 @@ def section_geo(a: Aggregate, n: int) -> str:
     img = _plot("refused-geo", lambda: plots.hbars(groups, xlabel="refused requests"),
                 "refused countries and subdivisions")
     t1 = _table("refused-countries", ["country", "refused"],
-                [[esc(k), num(v)] for k, v in countries])
+                [[esc(k), low(e)] for k, e in a.countries.top(n)])
     t2 = _table("refused-subdivisions", ["subdivision", "refused"],
-                [[esc(k), num(v)] for k, v in subs]) if subs else ""
+                [[esc(k), low(e)] for k, e in a.subdivisions.top(n)]) if subs else ""
     return img + t1 + t2
 
 
@@ -170,8 +175,8 @@ def section_clusters(a: Aggregate, n: int) -> str:
     top = [(k, c) for k, c in a.clusters.top(n)]
     if not top:
         return _empty("no decision names a cluster")
-    items = [(scrub(k), c.weight) for k, c in top]
-    notes = [[f"{num(c.members.count(), c.members.exact)} member"
+    items = [(scrub(k), c.low) for k, c in top]
+    notes = [[f"{'≥ ' if c.err else ''}{num(c.members.count(), c.members.exact)} member"
               f"{'s' if c.members.count() != 1 else ''}" for _, c in top]]
     return _plot("top-clusters", lambda: plots.hbars(
         [("top clusters by tokens", items)], xlabel="tokens (input + output)",
@@ -184,10 +189,11 @@ def section_largest(a: Aggregate, n: int) -> str:
         return _empty("no decision names a cluster")
     rows = []
     for k, c in top:
-        tokens = num(c.weight) + (f" (≥ {num(c.weight - c.err)})" if c.err else "")
-        rows.append([esc(k), tokens, num(c.requests), num(c.refused),
-                     num(c.members.count(), c.members.exact), num(c.ips.count(), c.ips.exact),
-                     when(c.first), when(c.last)])
+        tokens = low(c) + (f" (≤ {num(c.weight)})" if c.err else "")
+        since = "≥ " if c.err else ""  # counted since it came back into the table
+        rows.append([esc(k), tokens, since + num(c.requests), since + num(c.refused),
+                     since + num(c.members.count(), c.members.exact),
+                     since + num(c.ips.count(), c.ips.exact), when(c.first), when(c.last)])
     return _table("largest-clusters", ["cluster", "tokens", "requests", "refused",
                                        "members (accounts)", "client addresses", "first seen",
                                        "last seen"], rows)
@@ -218,10 +224,10 @@ def section_signals(a: Aggregate, n: int) -> str:
     top = a.signals.top(n)
     if not top:
         return _empty("no signals in the log")
-    items = [(scrub(k), 100 * e.weight / a.records) for k, e in top]
+    items = [(scrub(k), 100 * e.low / a.records) for k, e in top]
     img = _plot("signals", lambda: plots.hbars([("signals set, % of decisions", items)],
                                                xlabel="% of decisions"), "signal frequencies")
-    rows = [[esc(k), num(e.weight), pct(e.weight, a.records)] for k, e in top]
+    rows = [[esc(k), low(e), pct(e.low, a.records)] for k, e in top]
     return img + _table("signals", ["signal", "decisions", "share"], rows)
 
 
@@ -231,9 +237,10 @@ def section_notes(a: Aggregate) -> str:
                     ("countries", a.countries), ("subdivisions", a.subdivisions),
                     ("signals", a.signals), ("budgets", a.budgets)):
         if not t.exact:
-            notes.append(f"{name}: more distinct values than the report tracks; counts of "
-                         f"the ones shown may be high by at most {num(t.floor)} "
-                         f"(the table's lower bounds say by how much)")
+            notes.append(f"{name}: more distinct values than the report tracks (it keeps "
+                         f"the heaviest); a count marked ≥ is what is certain, the truth may "
+                         f"be up to {num(t.floor)} more, and the ranking is by that certain "
+                         f"part")
     if not a.accounts.exact or not a.client_ips.exact or not a.cluster_names.exact:
         notes.append("distinct counts marked ≈ are estimates (K-minimum-values, about 6 % "
                      "error)")

@@ -32,6 +32,11 @@ class Entry:
     weight: float = 0.0
     err: float = 0.0
 
+    @property
+    def low(self) -> float:
+        """The guaranteed part of the weight (``weight - err``): the truth is at least this."""
+        return self.weight - self.err
+
 
 class TopK[E: Entry]:
     """The heaviest keys by weight, holding at most ``2 * cap`` entries.
@@ -79,8 +84,10 @@ class TopK[E: Entry]:
         return self.evicted == 0
 
     def top(self, n: int | None = None) -> list[tuple[str, E]]:
-        """The ``n`` heaviest (all when None), heaviest first, ties by key."""
-        ranked = sorted(self.items.items(), key=lambda kv: (-kv[1].weight, kv[0]))
+        """The ``n`` heaviest (all when None) by guaranteed weight (``low``), then by weight,
+        then by key. While `exact`, that is simply by weight."""
+        ranked = sorted(self.items.items(),
+                        key=lambda kv: (-kv[1].low, -kv[1].weight, kv[0]))
         return ranked if n is None else ranked[:n]
 
     def total(self) -> float:
