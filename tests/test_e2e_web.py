@@ -246,3 +246,21 @@ def test_mitmdump_does_not_load_the_ui_addon() -> None:
         out = subprocess.run([sys.executable, "-c", code.format(pre=pre, path=str(script))],
                              capture_output=True, text=True, check=True, timeout=60)
         assert out.stdout.strip() == repr(names)
+
+
+def test_web_port_in_use_is_a_config_error(stub) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = subprocess.run(
+            [sys.executable, "-m", "hydraguard", "run", "--upstream", stub.url,
+             "--listen", str(free_port()), "--status", "off", "--web", str(port)],
+            capture_output=True, text=True, timeout=120, cwd=ROOT,
+            env={"HYDRAGUARD_ACCOUNT_SECRET": "t", "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"hydraguard: cannot listen on 127.0.0.1:{port}: the address is already in use by "
+        "another process (stop it, or choose another port with --web)")
