@@ -1,4 +1,5 @@
-"""Command line: `hydraguard run | health | demo | check | explain | test | replay | hash-key`.
+"""Command line: `hydraguard run | health | demo | check | explain | test | replay | report |
+hash-key`.
 
 Every configuration error exits with status 2 and says what is wrong in one line (invalid
 rules: one line per error, with file:line:column)."""
@@ -94,6 +95,10 @@ def cmd_run(a: argparse.Namespace) -> int:
     args, rc = _preflight(a, a.rules or str(DEFAULT_RULES))
     if rc:
         return rc
+    if a.web is not None:  # mitmweb instead of mitmdump
+        from .runner import run_web
+
+        return run_web(a.web, args, len(a.mitm_args))
     from .runner import run_mitmdump
 
     return run_mitmdump(args)
@@ -325,6 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--status", help="status file for `hydraguard health` (default "
                    "<temp dir>/hydraguard-<port>.status.json; 'off': none)")
     r.add_argument("--certs", help="PEM file with certificate and key: listen with TLS")
+    r.add_argument("--web", nargs="?", const="127.0.0.1:8081", metavar="[HOST:]PORT",
+                   help="run mitmweb instead of mitmdump: its UI lists each flow with its "
+                   "decision, refusals marked, API keys masked (default 127.0.0.1:8081; a "
+                   "port alone listens on 127.0.0.1); the UI address with its token is "
+                   "printed on stderr")
     r.add_argument("mitm_args", nargs="*", help="extra mitmdump arguments after --")
     r.set_defaults(func=cmd_run)
     hl = sub.add_parser("health", help="status of a running proxy (rules version, last "
@@ -374,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--top", type=int, default=10, help="clusters shown with --budgets")
     rp.add_argument("--json", action="store_true")
     rp.set_defaults(func=cmd_replay)
+    from .report.command import add_parser as add_report
+
+    add_report(sub)
     h = sub.add_parser("hash-key", help="print the account hash of an API key ('-': stdin)")
     h.add_argument("key")
     h.add_argument("--secret-env", default="HYDRAGUARD_ACCOUNT_SECRET")
