@@ -12,6 +12,7 @@ import redis
 
 from hydraguard.budgets import MemoryBudgetState, RedisBudgetState, WindowSpec
 from hydraguard.budgets.backends import open_state
+from hydraguard.budgets.redis_state import LAYOUT_VERSION as V
 from hydraguard.policy.budget_model import StateConfig
 
 try:
@@ -60,7 +61,7 @@ async def test_key_layout_hash_tag_and_ttls(redis_prefix):
         r = await st.reserve("account=a1|model=x", (M, D), 10)
         assert r.ok
         keys = keys_with_prefix(url, prefix)
-        base = f"{prefix}:v1:{{account=a1|model=x}}:"
+        base = f"{prefix}:v{V}:{{account=a1|model=x}}:"
         assert keys == sorted([f"{base}b", f"{base}r:{r.reservation.id}"])
         c = redis.Redis.from_url(url, decode_responses=True)
         try:
@@ -71,9 +72,9 @@ async def test_key_layout_hash_tag_and_ttls(redis_prefix):
             assert not c.exists(f"{base}r:{r.reservation.id}")
             # minute window only: TTL >= period, and follows an overcharge while it drains
             r = await st.reserve("solo", (M,), 10)
-            assert 60_000 <= c.pttl(f"{prefix}:v1:{{solo}}:b") <= 61_000
+            assert 60_000 <= c.pttl(f"{prefix}:v{V}:{{solo}}:b") <= 61_000
             assert await st.commit(r.reservation, 150)  # level 150 in a 100/60 s bucket
-            assert 90_000 <= c.pttl(f"{prefix}:v1:{{solo}}:b") <= 91_000  # 90 s to drain, +1 s
+            assert 90_000 <= c.pttl(f"{prefix}:v{V}:{{solo}}:b") <= 91_000  # 90 s to drain, +1 s
             # a later, smaller need never shortens the TTL
             r = await st.reserve("account=a1|model=x", (M,), 1)
             assert c.pttl(f"{base}b") > 86_000_000
