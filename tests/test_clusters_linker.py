@@ -205,6 +205,40 @@ def test_unflagged_networks_need_more_evidence():
     assert lk.cluster_size("f0") == 1
 
 
+def test_worked_example_of_the_rules_readme():
+    """The table in rules/README.md (Hydra linking), pair by pair, with the default weights
+    (the third account is there so every value has min_accounts 3)."""
+    def pair(events, **kw):
+        clock = FakeClock()
+        lk = linker(clock, window_s=7200.0, **kw)
+        for dt, acct, ev, fl in events:
+            clock.advance(dt)
+            lk.observe(acct, ev, flagged=fl)
+        return round(lk.pair_score("A", "B"), 3), lk.cluster_of("B") == lk.cluster_of("A")
+
+    def trio(ev, fl=True, dt=5):
+        return [(dt, a, ev, fl) for a in ("C", "A", "B")]
+
+    x, y = {"ip": "203.0.113.7"}, {"ip": "198.51.100.9"}
+    t = {"template": "T"}
+    assert pair(trio(x)) == (0.7, False)
+    assert pair(trio({**x, **t})) == (1.4, True)
+    assert pair(trio(x) + trio(y)) == (1.4, True)
+    assert pair(trio(x) + [(3600, "C", y, True), (5, "A", y, True), (5, "B", y, True)]) == \
+        (0.7, False)
+    n24 = {"ip": None, "prefix": "203.0.113.0/24", "template": "T"}
+    assert pair([(5, a, {**n24, "ip": f"203.0.113.{i}"}, True)
+                 for i, a in enumerate(("C", "A", "B"))]) == (1.0, True)
+    home = [(5, "C", {"ip": "203.0.113.7", "prefix": "203.0.113.0/24", "asn": "64500"}, True),
+            (5, "A", {"ip": "203.0.113.7", "prefix": "203.0.113.0/24", "asn": "64500"}, True),
+            (5, "B", {"ip": "203.0.113.99", "prefix": "203.0.113.0/24", "asn": "64500"}, False)]
+    assert pair(home) == (0.15, False)
+    office = {"ip": "62.80.0.9", "tls_ua": "t13d|UA", "template": "tool"}
+    assert pair(trio(office, fl=False)) == (0.95, False)
+    busy = [(1, f"n{i}", x, True) for i in range(597)] + trio({**x, **t})
+    assert pair(busy) == (0.855, False)
+
+
 def _facts(ip: str) -> Facts:
     return Facts(request_id="r", method="POST", path="/v1/messages", peer_ip=None,
                  client_ip=ipaddress.ip_address(ip), account="a")

@@ -316,6 +316,16 @@ class ClusterLinker:
         self._epoch(self._clock() if now is None else now)
         return self._uf.size.get(self._uf.find(account), 1)
 
+    def pair_score(self, a: str, b: str, now: float | None = None) -> float:
+        """The current pair score of two accounts (0 when they share nothing counted)."""
+        now = self._clock() if now is None else now
+        key = (a, b) if a < b else (b, a)
+        p = self._pairs.get(key) or self._pairs_prev.get(key)
+        if p is None:
+            return 0.0
+        horizon = now - self.window_s
+        return sum(q[0] + q[1] for q in p.parts.values() if q[2] >= horizon)
+
     def why(self, account: str) -> Why | None:
         """The pair that linked ``account`` in the current union-find (None: unknown)."""
         return self._uf.why.get(account)

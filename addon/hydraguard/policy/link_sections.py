@@ -75,15 +75,16 @@ LINK = Struct(
             example=100000),
         "threshold": Field(
             Num(min=0.01, max=1000), default=1.0,
-            doc="Two accounts are linked when their pair score reaches this: the sum over "
-            "evidence kinds of what they share (see evidence weights). Linking is transitive: "
-            "a cluster is every account reachable through such pairs.", example=1.0),
+            doc="Two accounts are linked when their pair score reaches this: the sum of what "
+            "they share (see the evidence weights). Linking is transitive: a cluster is every "
+            "account reachable through such pairs.", example=1.0),
         "multi_exit": Field(
             Num(min=0, max=86400), default=600,
-            doc="Seconds: two different values of one kind (two exits, two templates) add up "
-            "only when the pair shared both within this time of each other (an operator "
-            "rotating through exits); otherwise the kind counts its strongest value. At most "
-            "two values of a kind count.", example=600),
+            doc="Seconds: a second, different value of one group (the network: exit, /24, "
+            "ASN; a TLS stack; a template) adds to a pair only when both accounts used it "
+            "within this time of each other and of the pair's previous credit (an operator "
+            "rotating accounts through exits); otherwise the group counts its strongest "
+            "value. At most two values of a group count.", example=600),
         "candidates": Field(
             Int(min=1, max=64), default=8,
             doc="An account new to a value is scored with that value's most recent accounts "
