@@ -424,3 +424,37 @@ def test_check_shows_build_date_and_warns_when_stale(capsys, tmp_path):
     assert (rc, out) == (0, [
         f"{r}: ok — 0 rules, 0 clusters, 0 budgets; geoip location {db} (geoip2-city, built "
         f"{built}, verified)"])
+
+
+def test_explain_shows_the_link_evidence_of_a_request(capsys):
+    rc, out = run(capsys, "explain", "--rules", "rules/default.yaml", "--ip", "198.51.100.65",
+                  "--key", "sk-test", "--model", "claude-x")
+    assert rc == 0
+    assert "link      not linked; this request's evidence (flagged network), weight per " \
+        "shared value: ip 0.7, prefix 0.3, asn 0.3; threshold 1" in out
+
+
+async def test_explain_shows_why_a_linked_account_is_linked():
+    """Three accounts through one hosting exit (flagged) with one prompt template: the third
+    request links them; explain says by which pair and evidence."""
+    from hydraguard.authoring import explain
+    from hydraguard.authoring.evaluate import Evaluator, RequestSpec
+    from hydraguard.policy import load_policy
+
+    ev = Evaluator(load_policy(ROOT / "rules" / "default.yaml"), clock=lambda: 1000.0)
+    prompt = "Explain step by step, as an expert would, why the answer to this is 42"
+    accounts = []
+    try:
+        for i in range(3):
+            got = await ev.evaluate(RequestSpec(ip="198.51.100.65", key=f"sk-{i}",
+                                                prompt=prompt))
+            accounts.append(got.facts.account)
+    finally:
+        await ev.aclose()
+    via = accounts[1]  # the most recent account on the exit and template
+    assert f"link      linked: cluster of 3 accounts; pair score 1.4 >= 1 from ip x1, " \
+        f"template x1 (flagged networks), via account {via}, 0.0 s ago" in \
+        explain.render(got).splitlines()
+    assert explain.as_json(got)["link"] == {"members": 3, "score": 1.4, "flagged": True,
+                                            "kinds": {"ip": 1, "template": 1}, "via": via,
+                                            "age_s": 0.0}

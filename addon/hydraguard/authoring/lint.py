@@ -92,12 +92,10 @@ def _flag_warnings(c: Any, link: Any, known: frozenset[str]) -> list[str]:
     names = list(FLAGGED_SIGNALS) if names is None else names
     out, any_set = [], False
     for name in names:
-        if name.endswith("*"):
-            hit = any(k.startswith(name[:-1]) for k in known)
-        else:
-            hit = name in known
+        glob = name.endswith("*")
+        hit = any(k.startswith(name[:-1]) for k in known) if glob else name in known
         any_set |= hit
-        if not hit and link["flagged_signals"] is not None and not name.endswith("*"):
+        if not hit and link["flagged_signals"] is not None and not glob:
             out.append(f"{where}: warning: cluster {c['id']!r}: flagged signal {name!r} is "
                        f"never set under these rules{did_you_mean(name, sorted(known))}")
     if not any_set and names:

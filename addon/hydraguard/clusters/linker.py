@@ -9,17 +9,19 @@ A request brings evidence values by kind: its exit (``ip``; an IPv6 address as i
 ``prefix`` (/24), ``asn``, ``tls_ua`` (JA4 + User-Agent), ``template`` (prompt template id),
 and whether its network is *flagged* (residential proxy, hosting, VPN, Tor, listed, ...).
 For every value the linker keeps the accounts seen with it in the window (last time, flag).
-When an account is seen with a value for the first time in the current epoch (see below) and
-the value has ``min_accounts`` <= n <= ``max_accounts`` accounts, the account is scored with
-*candidates*: the value's ``candidates`` most recent other accounts and the account's own
-earlier partners that were seen with the value too. Each candidate pair gets the value's
+A request whose values are all known to the account in the current epoch (see below) costs
+a few dict updates. A value new to it, with ``min_accounts`` <= n <= ``max_accounts``
+accounts, is *scored*: the candidates are the ``candidates`` most recent other accounts of
+each scored value and the account's earlier partners; those already in its cluster are
+dropped; each other candidate is credited for every scored value it shares (the most specific
+network value only: an exit, its /24 and its ASN describe one place), worth the value's
 weight (clusters/scoring.py: flagged weight when both came through flagged networks, times
-rarity); network kinds are nested, so a candidate already credited for the exit in this
-request is not credited again for its /24 or ASN. A pair already in one cluster is skipped.
-When a pair score reaches ``threshold`` the two accounts are united. One shared value never
-links (weights stay below the threshold): an office NAT, a SaaS's cloud IPs, a popular tool's
-template or a proxy exit's neighbours alone link nobody; a flagged exit plus a template, or two
-exits used within minutes of each other, do.
+rarity). Candidates are taken strongest first, so the first link usually makes the rest
+already-linked; new pair scores are made for the ``candidates`` strongest only. When a pair
+score reaches ``threshold`` the two accounts are united. One shared value never links
+(weights stay below the threshold): an office NAT, a SaaS's cloud IPs, a popular tool's
+template or a proxy exit's neighbours alone link nobody; a flagged exit plus a template, or
+two exits used within minutes of each other, do.
 
 Epochs
 ------
@@ -62,12 +64,13 @@ DEFAULT_LINK_RULES: tuple[LinkRule, ...] = tuple(LinkRule(k) for k in KINDS)
 
 
 class _UnionFind:
-    __slots__ = ("parent", "size", "why")
+    __slots__ = ("clusters", "parent", "size", "why")
 
     def __init__(self) -> None:
         self.parent: dict[str, str] = {}
         self.size: dict[str, int] = {}
         self.why: OrderedDict[str, Why] = OrderedDict()
+        self.clusters = 0  # roots of more than one account
 
     def find(self, x: str) -> str:
         parent = self.parent
@@ -119,6 +122,7 @@ class ClusterLinker:
         self._partners_prev: dict[str, list[str]] = {}
         self.epochs = 0
         self.links = 0
+        self._held = 0  # accounts held by all evidence values together
 
     # -- epochs and union-find -------------------------------------------------------------
     def _epoch(self, now: float) -> None:
@@ -144,7 +148,9 @@ class ClusterLinker:
             parent, size = uf.parent, uf.size
             parent.setdefault(ra, ra)
             parent[rb] = ra
-            size[ra] = size.get(ra, 1) + size.pop(rb, 1)
+            sa, sb = size.get(ra, 1), size.pop(rb, 1)
+            size[ra] = sa + sb
+            uf.clusters += 1 - (sa > 1) - (sb > 1)
         w = uf.why
         for x, rec in ((a, why), (b, why_b)):
             if x not in w:
@@ -217,15 +223,17 @@ class ClusterLinker:
             if members is None:
                 members = values[vkey] = OrderedDict()
                 if len(values) > self.max_evidence:
-                    values.popitem(last=False)
+                    self._held -= len(values.popitem(last=False)[1])
             else:
                 values.move_to_end(vkey)
             prev = members.get(account)
             members[account] = (now, flagged)
             members.move_to_end(account)
             cap = rule.max_accounts + 1
+            held = len(members)
             while len(members) > cap or next(iter(members.values()))[0] < horizon:
                 members.popitem(last=False)
+            self._held += len(members) - held + (prev is None)
             if prev is not None and prev[0] >= epoch_start:
                 continue  # scored in this epoch already
             n = len(members)
@@ -338,15 +346,15 @@ class ClusterLinker:
         return link_info(size, uf.why.get(account), now) if size > 1 else None
 
     def stats(self) -> dict[str, int]:
-        """Sizes of every bounded structure (for health output and tests)."""
+        """Sizes of every bounded structure (for the status file and tests; O(1))."""
         return {
             "nodes": len(self._nodes),
             "evidence": len(self._values),
-            "evidence_members": sum(len(m) for m in self._values.values()),
+            "evidence_members": self._held,
             "pairs": len(self._pairs) + len(self._pairs_prev),
             "partners": len(self._partners) + len(self._partners_prev),
             "parent": len(self._uf.parent) + len(self._next.parent),
-            "clusters": sum(1 for s in self._uf.size.values() if s > 1),
+            "clusters": self._uf.clusters,
             "why": len(self._uf.why) + len(self._next.why),
             "links": self.links,
             "epochs": self.epochs,

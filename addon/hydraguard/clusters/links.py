@@ -44,6 +44,10 @@ class LinkStore(Protocol):
         """What it was built for: a reload keeps a store whose settings did not change."""
         ...
 
+    def stats(self) -> dict[str, object]:
+        """Sizes of its bounded structures (the status file), cheap to compute."""
+        ...
+
 
 class MemoryLinks:
     """Linking in this process only."""
@@ -61,3 +65,6 @@ class MemoryLinks:
 
     def link_info(self, account: str) -> dict[str, object] | None:
         return self.linker.link_info(account)
+
+    def stats(self) -> dict[str, object]:
+        return {"backend": "memory", **self.linker.stats()}

@@ -84,6 +84,10 @@ class RedisLinks:
     def settings(self) -> LinkSettings:
         return self.config
 
+    def stats(self) -> dict[str, object]:
+        return {"backend": "redis", "shared_answers": len(self._last),
+                "local": self.local.linker.stats()}
+
     def last_answer(self, account: str) -> str | None:
         """The cluster id answered for `account`'s previous request on this replica."""
         got = self._last.get(account)
