@@ -6,6 +6,7 @@ cluster resolution return values that gather.py assigns).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -19,11 +20,13 @@ from .addresses import IPAddress
 class ClusterRef:
     """Which budget cluster a request belongs to: the cluster definition's id, the key built
     from its attributes (see clusters/keys.py) and those attribute values, so the budget step
-    can re-key it when the shared linking answers another cluster id."""
+    can re-key it when the shared linking answers another cluster id. ``link`` (not part of
+    its identity) says why a linked account is in its cluster: the decision log's ``link``."""
 
     definition: str
     key: str
     attrs: tuple[tuple[str, str | None], ...]
+    link: Mapping[str, Any] | None = field(default=None, compare=False)
 
     @property
     def name(self) -> str:

@@ -361,6 +361,8 @@ class Gateway:
             rec["signals"] = f.signals
         if f.cluster is not None:
             rec["cluster"] = f.cluster
+            if f.cluster_ref is not None and f.cluster_ref.link:
+                rec["link"] = dict(f.cluster_ref.link)
         if ex.admission is not None and ex.admission.refused:
             rec["stage"] = "budget"  # decided by the budget step, not by a rule (for replay)
         if self.policy_digest:
