@@ -36,6 +36,8 @@ def decide(facts: Facts, policy: Policy) -> Decision:
     s = policy.settings
     if facts.api is None and s.non_model_paths == "deny":
         return refusals.non_model_path()
+    if facts.override == "deny":
+        return refusals.by_override()
     if facts.body_error is not None and facts.api is not None and s.bad_body == "deny":
         return refusals.bad_body(facts.body_error)
     first_shadow: tuple[Rule, str, str | None] | None = None

@@ -25,6 +25,7 @@ from .identity import account_id, api_key_from
 if TYPE_CHECKING:
     from .clusters.resolve import ClusterResolver
     from .geo import GeoDatabases
+    from .overrides import MemoryOverrides
     from .pipeline import RequestView
     from .policy import Policy
     from .signals.collect import SignalCollector
@@ -74,7 +75,9 @@ class Gatherer:
     """Builds the facts of a request from a RequestView and the gateway's adapters."""
 
     def __init__(self, policy: Policy, secret: bytes, geo: GeoDatabases | None,
-                 signals: SignalCollector, clusters: ClusterResolver) -> None:
+                 signals: SignalCollector, clusters: ClusterResolver,
+                 overrides: MemoryOverrides | None = None) -> None:
+        """`overrides`: operators' allow / deny of accounts (admin listener)."""
         s = policy.settings
         self.secret = secret
         self.max_body_bytes = s.max_body_bytes
@@ -82,6 +85,7 @@ class Gatherer:
         self.geo = geo
         self.signals = signals
         self.clusters = clusters
+        self.overrides = overrides
 
     def gather(self, req: RequestView, extra_signals: Mapping[str, Any] | None = None
                ) -> tuple[Facts, bytes | None]:
@@ -104,6 +108,8 @@ class Gatherer:
                 req.path, req.headers),
             user_agent=(req.headers("user-agent") or "")[:200],
         )
+        if self.overrides is not None and facts.account is not None:
+            facts.override = self.overrides.lookup(facts.account)
         if self.geo is not None and client is not None:
             facts.geo = self.geo.lookup(client)
             if facts.geo.country_mismatch:
@@ -194,5 +200,6 @@ def facts_from_log(rec: dict[str, Any]) -> tuple[Facts, bool]:
         max_output=rec.get("max_output"), input_tokens_est=int(rec.get("input_tokens_est") or 0),
         body_error=rec.get("body_error"), geo=geo_from_log(rec.get("geo")),
         signals=dict(rec.get("signals") or {}), cluster=rec.get("cluster"),
+        override=rec.get("override"),
     )
     return f, t1 or t2

@@ -10,9 +10,12 @@ as its answer while Redis is unavailable. Both are chosen in one factory
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .linker import ClusterLinker, LinkRule
+
+if TYPE_CHECKING:
+    from .view import MemoryLinkView
 
 Evidence = Mapping[str, str | None]  # kind ("ip", "prefix", "tls_ua", "template") -> value
 LinkSettings = tuple[float, int, tuple[LinkRule, ...]]  # window_s, max_nodes, rules
@@ -50,3 +53,9 @@ class MemoryLinks:
 
     def confirm(self, account: str, evidence: Evidence) -> None:
         return None
+
+    def view(self) -> MemoryLinkView:
+        """Read-only view for the admin listener (clusters/view.py)."""
+        from .view import MemoryLinkView
+
+        return MemoryLinkView(self.linker)

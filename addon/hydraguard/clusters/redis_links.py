@@ -32,6 +32,7 @@ import asyncio
 import math
 from collections.abc import Callable, Mapping, Sequence
 from hashlib import blake2b
+from typing import TYPE_CHECKING
 
 from cachetools import LRUCache
 
@@ -39,6 +40,9 @@ from ..budgets.redis_state import RedisBudgetState, StateUnavailable
 from .keys import cluster_id
 from .linker import LinkRule
 from .links import Evidence, LinkSettings, MemoryLinks
+
+if TYPE_CHECKING:
+    from .view import RedisLinkView
 
 LINK = """
 local parent, cur, prev = KEYS[1], KEYS[2], KEYS[3]
@@ -133,6 +137,12 @@ class RedisLinks:
     @property
     def settings(self) -> LinkSettings:
         return self.local.settings
+
+    def view(self) -> RedisLinkView:
+        """Read-only view of the shared linking for the admin listener (clusters/view.py)."""
+        from .view import RedisLinkView
+
+        return RedisLinkView(self)
 
     def last_answer(self, account: str) -> str | None:
         """The cluster id answered for `account`'s previous request on this replica."""
