@@ -79,21 +79,20 @@ def _preflight(a: argparse.Namespace, rules: str) -> tuple[list[str], int]:
         if a.certs and not os.path.isfile(a.certs):
             raise ConfigError(f"--certs {a.certs}: no such file")
         check_port(host, port)
+        admin = None
+        if a.admin:
+            from .admin.listener import DEFAULT_TOKEN_ENV, check_admin
+
+            admin = check_admin(a.admin, (host, port), os.environ.get(DEFAULT_TOKEN_ENV))
+            check_port(*admin)
     except ConfigError as e:
         print(f"hydraguard: {e}", file=sys.stderr)
         return [], 2
     for w in geo_notes:  # only once the configuration is known to be usable
         print(f"hydraguard: WARNING: {w}", file=sys.stderr)
     extra = ["--set", f"body_size_limit={policy.settings.max_body_bytes * 2}"]
-    if a.admin:
-        from .admin.listener import DEFAULT_TOKEN_ENV, check_admin
-
-        try:
-            ahost, aport = check_admin(a.admin, (host, port), os.environ.get(DEFAULT_TOKEN_ENV))
-            check_port(ahost, aport)
-        except ConfigError as e:
-            print(f"hydraguard: {e}", file=sys.stderr)
-            return [], 2
+    if admin is not None:
+        ahost, aport = admin
         extra += ["--set", f"hydraguard_admin=[{ahost}]:{aport}" if ":" in ahost
                   else f"hydraguard_admin={ahost}:{aport}"]
     if a.certs:

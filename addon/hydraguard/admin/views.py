@@ -102,11 +102,13 @@ async def top_doc(gw: Gateway, n: int) -> dict[str, Any]:
 
 
 async def find_cluster(gw: Gateway, cid: str) -> tuple[str, Any, list[str]] | None:
-    """(definition, view, members) of a linked cluster."""
+    """(definition, view, members) of a linked cluster of two or more accounts that an
+    operator did not detach."""
     for definition, view, _shared in _views(gw):
         members = await view.members(cid)
         if members is not None:
-            return definition, view, _live(gw, members)
+            live = _live(gw, members)  # split or unlinked down to one: no cluster left
+            return (definition, view, live) if len(live) > 1 else None
     return None
 
 
