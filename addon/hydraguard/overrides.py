@@ -138,16 +138,16 @@ class MemoryOverrides:
 
 _PUT = """
 local h, z, v = KEYS[1], KEYS[2], KEYS[3]
-local now, field, until, max = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[4]), tonumber(ARGV[5])
+local now, field, expiry, max = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[4]), tonumber(ARGV[5])
 local old = redis.call('ZRANGEBYSCORE', z, '-inf', now)
 for _, f in ipairs(old) do redis.call('HDEL', h, f) end
 if #old > 0 then redis.call('ZREMRANGEBYSCORE', z, '-inf', now) end
-if until > 0 then
+if expiry > 0 then
   if redis.call('HEXISTS', h, field) == 0 and redis.call('HLEN', h) >= max then
     return -1
   end
   redis.call('HSET', h, field, ARGV[3])
-  redis.call('ZADD', z, until, field)
+  redis.call('ZADD', z, expiry, field)
 else
   if redis.call('HDEL', h, field) == 0 then return 0 end
   redis.call('ZREM', z, field)

@@ -272,6 +272,16 @@ class RedisLinkView:
                 out[a] = float(v)
         return out
 
+    def _known(self, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """The values behind (kind, digest) pairs that this replica's own linking saw."""
+        out: dict[tuple[str, str], str] = {}
+        for kind, v in list(self.links.local.linker._evidence):
+            if len(out) == len(wanted):
+                break
+            if (kind, d := _digest(v)) in wanted:
+                out[(kind, d)] = v
+        return out
+
     async def top(self, limit: int = 1000) -> list[LinkedCluster]:
         async with asyncio.timeout(TIMEOUT_S):
             now = self.links.state.now()
@@ -316,7 +326,7 @@ class RedisLinkView:
                 pipe.zrangebyscore(f"{self.links._tag}:e:{kind}:{digest}", lo, "+inf",
                                    withscores=True)
             got = await pipe.execute() if keys else []
-            known = {(k, _digest(v)): v for (k, v) in list(self.links.local.linker._evidence)}
+            known = self._known({(k, d) for k, d, _ in keys})
             out = []
             for (kind, digest, n), scored in zip(keys, got, strict=True):
                 times = [float(s) for _, s in scored] or [math.nan]
@@ -331,10 +341,8 @@ class RedisLinkView:
             comps, parent = await self._comps(now)
             root = self._finder(parent)(account)
             size = len(comps.get(root, ())) or 1
-            local = self.links.local.linker
-            known = {(k, _digest(v)): v for (k, v), ev in list(local._evidence.items())
-                     if account in ev.members}
             ev, cut = await self._evidence(now, account)
+            known = self._known({(k, d) for k, d, (_, score) in ev if score is not None})
             recs = []
             for kind, digest, (count, score) in ev:
                 if score is None or count == 0:
