@@ -210,6 +210,7 @@ class Clusters(Base):
         except ValueError:
             raise tornado.web.HTTPError(400, "top must be a number") from None
         gw = self.gw()
+        await self.sync(gw)
         self.send(200, await views.top_doc(gw, max(1, min(n, MAX_TOP))))
 
 
