@@ -153,8 +153,8 @@ def test_metrics_from_records_bounded_labels():
     m.observe({**base, "geo": {"found": False, "error": "location lookup failed: x; "
                                "asn lookup failed: y"}, "signals": {"headers.proxy": True,
                                                                     "made.up": 1}}, None)
-    m.observe({**base, "status": None, "upstream_status": None, "enforced": False,
-               "error": "connection refused"}, None)
+    m.observe({**base, "status": 502, "upstream_status": None, "enforced": True,
+               "upstream_failure": "unreachable", "error": "connection refused"}, "upstream")
     m.observe({**base, "status": 200, "upstream_status": 200, "error": "stream cut"}, None)
     m.observe({**base, "status": 429, "upstream_status": 429}, None)
     m.observe({**base, "action": "deny", "rule": "admin_deny", "override": "deny",
@@ -171,8 +171,8 @@ def test_metrics_from_records_bounded_labels():
     assert v("hydraguard_signals_total", signal="headers.proxy") == 1
     assert v("hydraguard_signals_total", signal="other") == 1  # not in the catalogue
     assert {k: v("hydraguard_upstream_errors_total", kind=k) for k in
-            ("connection", "interrupted", "http_429", "http_5xx")} == {
-        "connection": 1, "interrupted": 1, "http_429": 1, "http_5xx": None}
+            ("unreachable", "interrupted", "http_429", "http_5xx")} == {
+        "unreachable": 1, "interrupted": 1, "http_429": 1, "http_5xx": None}
     assert v("hydraguard_refusals_total", kind="permission") == 1
     assert v("hydraguard_override_requests_total", override="deny") == 1
     assert v("hydraguard_requests_total", api="openai.chat", action="allow", rule="default",

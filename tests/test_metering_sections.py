@@ -81,7 +81,7 @@ def test_shipped_rules_probation_then_cluster_budgets():
         ("probation-proxy-networks", True), ("probation-hosting", True),
         ("cluster-tokens", False)]
     assert (b.budgets[0].probation.key, b.budgets[1].probation.key) == (("network",), ("asn",))
-    assert b.budgets[2].windows[0] == WindowSpec("minute", 60_000, 60.0)
+    assert b.budgets[2].windows[0] == WindowSpec("minute", 200_000, 60.0)
 
 
 def test_schema_errors_with_positions_and_hints():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mitmproxy import connection, exceptions, http, tls
 
-from . import status
+from . import status, upstream
 from .admin.listener import DEFAULT_TOKEN_ENV, AdminListener, check_admin
 from .decision_log import iso_time
 from .geo import GeoDatabaseError
@@ -30,6 +30,7 @@ log = logging.getLogger("hydraguard")
 DEFAULT_RULES = Path(__file__).resolve().parents[2] / "rules" / "default.yaml"
 KEY = "hydraguard"
 GW = "hydraguard_gw"  # the Gateway (policy snapshot) a flow was decided with
+WATCH = "hydraguard_watch"  # the flow's upstream.UpstreamWatch (connect / read deadlines)
 ARRIVED = "hydraguard_arrived"  # when the request began to arrive (epoch seconds)
 RETIRE_AFTER_S = 300.0  # a replaced gateway's own resources are closed after this long
 FILES_CHECK_S = 0.5  # the GeoIP / list refresher wakes this often (files: own intervals)
@@ -43,16 +44,30 @@ def _request_id(flow: http.HTTPFlow) -> str:
 def _view(flow: http.HTTPFlow, request_id: str) -> RequestView:
     req = flow.request
     joined: dict[str, str] = {}  # one pass over the raw fields; lookups are then O(1)
+    repeated: dict[str, list[str]] = {}  # every line of the headers sent more than once
     for k, v in req.headers.fields:
         name = k.decode("latin-1").lower()
         value = v.decode("utf-8", "surrogateescape")
-        joined[name] = f"{joined[name]}, {value}" if name in joined else value
+        if name in joined:
+            if name not in repeated:
+                repeated[name] = [joined[name]]
+            repeated[name].append(value)
+            joined[name] = f"{joined[name]}, {value}"
+        else:
+            joined[name] = value
+
+    def values(name: str) -> list[str]:
+        got = repeated.get(name)
+        if got is not None:
+            return got
+        return [joined[name]] if name in joined else []
+
     peer = flow.client_conn.peername[0] if flow.client_conn.peername else None
     return RequestView(
         method=req.method, path=req.path, peer=peer, headers=joined.get,
         body=req.raw_content or b"", content_encoding=joined.get("content-encoding", ""),
         request_id=request_id, header_names=frozenset(joined),
-        arrived=flow.metadata.get(ARRIVED) or req.timestamp_start,
+        arrived=flow.metadata.get(ARRIVED) or req.timestamp_start, header_values=values,
     )
 
 
@@ -68,6 +83,19 @@ def _announce_geo(gw: Gateway) -> None:
 def _respond(flow: http.HTTPFlow, code: int, body: bytes, headers: dict[str, str]) -> None:
     flow.response = http.Response.make(code, body, headers)
     flow.metadata["hydraguard_answered"] = True
+
+
+def _metered(feed: Callable[[bytes], bytes | None], progress: Callable[[], None] | None
+             ) -> Callable[[bytes], bytes | list]:
+    """The stream callable of a metered response. mitmproxy sends a b"" data chunk as
+    "0\r\n\r\n" (the chunked terminator) to an HTTP/1.1 client; an empty list sends nothing."""
+    if progress is None:
+        return lambda chunk: feed(chunk) or []
+
+    def stream(chunk: bytes) -> bytes | list:
+        progress()  # the upstream is not silent (read timeout)
+        return feed(chunk) or []
+    return stream
 
 
 def _hostport(host: str, port: int) -> str:
@@ -93,6 +121,7 @@ class HydraGuard:
         self.admin: AdminListener | None = None
 
     def load(self, loader) -> None:
+        upstream.install()  # provider-format answers for upstream failures
         loader.add_option("hydraguard_rules", str, "", "hydraguard rules YAML (empty: shipped "
                           "rules/default.yaml); a folder, or several paths joined by ','")
         loader.add_option("hydraguard_reload_ms", int, 1000, "Milliseconds between checks of "
@@ -337,11 +366,23 @@ class HydraGuard:
         if ex.decision.enforced:
             _respond(flow, *gw.denial(ex))
             return
+        for name, how in ex.header_edits:  # settings.extra_credentials: strip
+            lines = flow.request.headers.get_all(name)
+            flow.request.headers.set_all(name, lines[:1] if how == "first" else [])
         if ex.body is not None:
             flow.request.headers.pop("content-encoding", None)
             flow.request.content = ex.body  # also fixes content-length
         if ex.facts.stream:
             flow.request.headers["accept-encoding"] = "identity"  # meter plain SSE bytes
+        s = gw.policy.settings
+        flow.metadata[WATCH] = upstream.UpstreamWatch(
+            flow, s.upstream_connect_timeout, s.upstream_read_timeout, self._abort_upstream)
+
+    @staticmethod
+    def _abort_upstream(flow: http.HTTPFlow, phase: str) -> bool:
+        from mitmproxy import ctx
+
+        return upstream.abort_upstream(ctx.master.addons.get("proxyserver"), flow, phase)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         ex: Exchange | None = flow.metadata.get(KEY)
@@ -350,20 +391,24 @@ class HydraGuard:
             return
         resp = flow.response
         assert resp is not None
+        watch: upstream.UpstreamWatch | None = flow.metadata.get(WATCH)
+        if watch is not None:
+            watch.progress()
         if ex.admission is not None and ex.admission.headers:
             resp.headers.update(ex.admission.headers)  # the cluster's budget, provider style
         if "text/event-stream" in resp.headers.get("content-type", ""):
             meter = gw.stream_meter(ex)
             if meter is not None:
-                # mitmproxy sends a b"" data chunk as "0\r\n\r\n" (the chunked terminator)
-                # to an HTTP/1.1 client; an empty list sends nothing.
-                resp.stream = lambda chunk, feed=meter.feed: feed(chunk) or []
+                resp.stream = _metered(meter.feed, watch.progress if watch else None)
 
     async def response(self, flow: http.HTTPFlow) -> None:
         ex: Exchange | None = flow.metadata.get(KEY)
         gw: Gateway | None = flow.metadata.get(GW)
         if ex is None or gw is None:
             return
+        watch = flow.metadata.pop(WATCH, None)
+        if watch is not None:
+            watch.stop()
         resp = flow.response
         assert resp is not None
         body = None if ex.meter is not None else resp.get_content(strict=False)
@@ -375,9 +420,24 @@ class HydraGuard:
         gw: Gateway | None = flow.metadata.get(GW) or self.gateway
         if gw is None or flow.metadata.get("hydraguard_health"):
             return
+        watch = flow.metadata.pop(WATCH, None)
+        if watch is not None:
+            watch.stop()
         msg = flow.error.msg if flow.error else "flow error"
         if ex is None:  # failed before the request hook (e.g. body over mitmproxy's limit)
             ex = gw.failed_early(_view(flow, _request_id(flow)), msg)
+        failure = None if flow.metadata.get("hydraguard_answered") else \
+            upstream.failure_of(flow)
+        if failure is not None:
+            if watch is not None and failure.endswith("_timeout"):
+                secs = watch.connect_s if failure == "connect_timeout" else watch.read_s
+                msg = f"upstream {failure.replace('_', ' ')} after {secs:g}s ({msg})"
+            if not upstream.headers_sent(flow):  # else the stream just ends
+                code, body, headers = gw.upstream_failed(ex, failure)
+                upstream.answer(flow, code, body, headers)
+                await gw.finish(ex, status=code, error=msg, answered_by_proxy=True)
+                return
+            ex.extra["upstream_failure"] = failure
         code = flow.response.status_code if flow.response else None
         await gw.finish(ex, status=code, error=msg)
 

@@ -1,5 +1,5 @@
 """Command line: `hydraguard run | health | clusters | demo | check | explain | test | replay |
-hash-key`.
+report | hash-key`.
 
 Every configuration error exits with status 2 and says what is wrong in one line (invalid
 rules: one line per error, with file:line:column)."""
@@ -105,6 +105,10 @@ def cmd_run(a: argparse.Namespace) -> int:
     args, rc = _preflight(a, a.rules or str(DEFAULT_RULES))
     if rc:
         return rc
+    if a.web is not None:  # mitmweb instead of mitmdump
+        from .runner import run_web
+
+        return run_web(a.web, args, len(a.mitm_args))
     from .runner import run_mitmdump
 
     return run_mitmdump(args)
@@ -289,12 +293,32 @@ def cmd_replay(a: argparse.Namespace) -> int:
     except OSError as e:
         print(f"hydraguard replay: {e}", file=sys.stderr)
         return 2
-    with fh:
-        rep = replay(fh, policy, examples=a.examples, relookup_geo=a.relookup_geo)
-    if a.json:
-        print(json.dumps(as_json(rep), indent=2))
-    else:
-        print(render(rep, a.log, ", ".join(a.rules)))
+    sim = None
+    if a.budgets:
+        from .authoring.replay_budgets import BudgetReplay, render_clusters
+
+        sim = BudgetReplay(policy)
+    try:
+        with fh:
+            rep = replay(fh, policy, examples=a.examples, relookup_geo=a.relookup_geo,
+                         budgets=sim)
+        if a.json:
+            out = as_json(rep)
+            if sim is not None:
+                out["clusters"] = [
+                    {"cluster": k, "accounts": len(r.accounts), "requests": r.requests,
+                     "refused_before": r.refused_before, "refused_after": r.refused_after,
+                     "tokens_before": r.tokens_before, "tokens_after": r.tokens_after,
+                     "old_clusters": len(r.old_clusters)} for k, r in sim.top(a.top)]
+                out["budget_refusals"] = dict(sim.by_budget)
+            print(json.dumps(out, indent=2))
+        else:
+            print(render(rep, a.log, ", ".join(a.rules)))
+            if sim is not None:
+                print("\n".join(render_clusters(sim.top(a.top), sim.by_budget)))
+    finally:
+        if sim is not None:
+            sim.close()
     return 0
 
 
@@ -330,6 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--certs", help="PEM file with certificate and key: listen with TLS")
     r.add_argument("--admin", help="admin listener (metrics, clusters, overrides): PORT "
                    "(127.0.0.1) or HOST:PORT; beyond loopback only with $HYDRAGUARD_ADMIN_TOKEN")
+    r.add_argument("--web", nargs="?", const="127.0.0.1:8081", metavar="[HOST:]PORT",
+                   help="run mitmweb instead of mitmdump: its UI lists each flow with its "
+                   "decision, refusals marked, API keys masked (default 127.0.0.1:8081; a "
+                   "port alone listens on 127.0.0.1); the UI address with its token is "
+                   "printed on stderr")
     r.add_argument("mitm_args", nargs="*", help="extra mitmdump arguments after --")
     r.set_defaults(func=cmd_run)
     hl = sub.add_parser("health", help="status of a running proxy (rules version, last "
@@ -381,8 +410,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--examples", type=int, default=3, help="examples per change (default 3)")
     rp.add_argument("--relookup-geo", action="store_true",
                     help="look client IPs up in the new rules' GeoIP databases")
+    rp.add_argument("--budgets", action="store_true",
+                    help="also re-run linking, probation and budgets (in-memory, log order)")
+    rp.add_argument("--top", type=int, default=10, help="clusters shown with --budgets")
     rp.add_argument("--json", action="store_true")
     rp.set_defaults(func=cmd_replay)
+    from .report.command import add_parser as add_report
+
+    add_report(sub)
     h = sub.add_parser("hash-key", help="print the account hash of an API key ('-': stdin)")
     h.add_argument("key")
     h.add_argument("--secret-env", default="HYDRAGUARD_ACCOUNT_SECRET")

@@ -38,6 +38,8 @@ def decide(facts: Facts, policy: Policy) -> Decision:
         return refusals.non_model_path()
     if facts.override == "deny":
         return refusals.by_override()
+    if facts.credential_problem is not None and s.extra_credentials == "refuse":
+        return refusals.credential_conflict(facts.credential_problem)
     if facts.body_error is not None and facts.api is not None and s.bad_body == "deny":
         return refusals.bad_body(facts.body_error)
     first_shadow: tuple[Rule, str, str | None] | None = None

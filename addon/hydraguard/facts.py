@@ -56,6 +56,7 @@ class Facts:
     max_output: int | None = None
     input_tokens_est: int = 0
     body_error: str | None = None
+    credential_problem: str | None = None  # identity.Credential.problem (never the key)
     user_agent: str = ""
     geo: GeoInfo | None = None  # when GeoIP is configured
     signals: dict[str, Any] = field(default_factory=dict)

@@ -20,7 +20,7 @@ from .addresses import IPAddress, parse_ip
 from .clientip import ClientIpResolver
 from .facts import ClusterRef, Facts
 from .geo import GeoInfo
-from .identity import account_id, api_key_from
+from .identity import account_id, credential, values_of
 
 if TYPE_CHECKING:
     from .clusters.resolve import ClusterResolver
@@ -92,26 +92,32 @@ class Gatherer:
         """(facts, decoded body of a model call or None). `extra_signals` (authoring tools)
         are added before the cluster is resolved, as if an indicator had set them."""
         peer = _ip(req.peer)
-        client, source = self.resolver.resolve(peer, req.headers)
+        caller = self.resolver.examine(peer, req.headers)
         api = apis.api_for_path(req.method, req.path)
-        key = api_key_from(req.headers)
+        provider = apis.provider_of(api) if api else apis.provider_for_request(
+            req.path, req.header_names or ())
+        cred = credential(provider, req.header_values or values_of(req.headers))
         facts = Facts(
             request_id=req.request_id,
             method=req.method,
             path=req.path.split("?", 1)[0],
             peer_ip=peer,
-            client_ip=client,
-            client_ip_source=source,
-            account=account_id(self.secret, key) if key else None,
+            client_ip=caller.ip,
+            client_ip_source=caller.source,
+            account=account_id(self.secret, cred.key) if cred.key else None,
             api=api,
-            provider=apis.provider_of(api) if api else apis.provider_for_request(
-                req.path, req.headers),
+            provider=provider,
             user_agent=(req.headers("user-agent") or "")[:200],
+            credential_problem=cred.problem,
         )
+        if caller.conflict:
+            facts.signals["headers.forwarding_conflict"] = True
+        if cred.problem:
+            facts.signals["headers.credential_conflict"] = True
         if self.overrides is not None and facts.account is not None:
             facts.override = self.overrides.lookup(facts.account)
-        if self.geo is not None and client is not None:
-            facts.geo = self.geo.lookup(client)
+        if self.geo is not None and caller.ip is not None:
+            facts.geo = self.geo.lookup(caller.ip)
             if facts.geo.country_mismatch:
                 facts.signals["geo.country_mismatch"] = True
         parsed = body = None
@@ -202,4 +208,6 @@ def facts_from_log(rec: dict[str, Any]) -> tuple[Facts, bool]:
         signals=dict(rec.get("signals") or {}), cluster=rec.get("cluster"),
         override=rec.get("override"),
     )
+    if f.signals.get("headers.credential_conflict"):
+        f.credential_problem = "conflicting credentials"
     return f, t1 or t2

@@ -79,7 +79,8 @@ class Metrics:
                              registry=r)
         self.upstream_errors = Counter(
             "hydraguard_upstream_errors", "Upstream failures: http_5xx, http_429 (answered "
-            "by the upstream), connection (no response), interrupted (response cut)",
+            "by the upstream); unreachable, failed, connect_timeout, read_timeout (answered "
+            "by the proxy); interrupted (a response cut short)",
             ["kind"], registry=r)
         self.overridden = Counter("hydraguard_override_requests", "Requests of accounts an "
                                   "operator allowed or denied", ["override"], registry=r)
@@ -188,12 +189,16 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+UPSTREAM_FAILURES = frozenset({"unreachable", "failed", "connect_timeout", "read_timeout"})
+
+
 def _upstream_error(rec: dict[str, Any]) -> str | None:
+    failure = rec.get("upstream_failure")
+    if failure:  # answered by the proxy for a failed or silent upstream (upstream.py)
+        return failure if failure in UPSTREAM_FAILURES else "other"
     up = rec.get("upstream_status")
     if rec.get("error"):
-        if rec.get("status") is None:
-            return None if rec.get("enforced") else "connection"
-        return "interrupted"
+        return None if rec.get("status") is None else "interrupted"
     if up is None:
         return None
     if up >= 500:

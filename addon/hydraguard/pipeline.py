@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import apis, refusals
+from . import apis, identity, refusals
 from .budgets.backends import open_backends
 from .budgets.driver import Admission, BudgetDriver
 from .clusters.resolve import ClusterResolver
@@ -48,6 +48,8 @@ class RequestView:
     tls_ja4: str | None = None  # JA4 of the client's TLS ClientHello, when it spoke TLS to us
     header_names: frozenset[str] | None = None  # lower-cased names of the headers present
     arrived: float | None = None  # when the request began to arrive (clock time; None: now)
+    # every line of a header, in order ([] when absent); None: `headers` values count as one
+    header_values: Callable[[str], list[str]] | None = None
 
 
 @dataclass(slots=True)
@@ -63,6 +65,7 @@ class Exchange:
     hide_usage: bool = False
     admission: Admission | None = None
     request_body: bytes | None = None  # the decoded request body (for an output cap rewrite)
+    header_edits: tuple[tuple[str, str], ...] = ()  # identity.strip_edits, applied on forward
     logged: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -216,6 +219,11 @@ class Gateway:
         else:
             decision = decide(facts, self.policy)
         ex = Exchange(facts, decision, started, 0, request_body=body)
+        if not decision.enforced and facts.credential_problem is not None and \
+                self.policy.settings.extra_credentials == "strip":
+            values = req.header_values or identity.values_of(req.headers)
+            ex.header_edits = identity.strip_edits(
+                identity.credential(facts.provider, values), values)
         if not decision.enforced and facts.api is not None:
             if body is not None and req.content_encoding.strip().lower() not in (
                     "", "identity"):
@@ -241,7 +249,9 @@ class Gateway:
         started = self._arrival(req)
         t0 = time.perf_counter_ns()
         facts = self.gatherer.gather(RequestView(req.method, req.path, req.peer, req.headers,
-                                                 request_id=req.request_id))[0]
+                                                 request_id=req.request_id,
+                                                 header_names=req.header_names,
+                                                 header_values=req.header_values))[0]
         if "body_size_limit" in message:
             set_body_too_large(facts)
             decision = refusals.body_too_large(self.policy.settings.max_body_bytes)
@@ -260,6 +270,14 @@ class Gateway:
         if ex.admission is not None and ex.admission.refused:
             headers.update(ex.admission.headers)
         return status, body, headers
+
+    def upstream_failed(self, ex: Exchange, failure: str) -> tuple[int, bytes, dict[str, str]]:
+        """The provider-format answer for a forwarded request whose upstream failed
+        (`failure`: see upstream.failure_of); the log line gets `upstream_failure`."""
+        ex.extra["upstream_failure"] = failure
+        d, f = refusals.upstream_failure(failure), ex.facts
+        return apis.error_response(f.api, f.provider, d.kind or "upstream", d.reason,
+                                   request_id=f.request_id)
 
     async def admit(self, ex: Exchange) -> None:
         """The budget step, after the rules allowed the request: reserve tokens, or turn the

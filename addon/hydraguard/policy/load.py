@@ -12,7 +12,7 @@ from .budget_sections import compile_budgets
 from .conditions import ConditionSpec
 from .indicator_sections import SECTIONS as INDICATOR_SECTIONS
 from .indicator_sections import compile_indicators
-from .model import ACTIONS, DENY_KINDS, GeoSettings, LogSettings, Policy, Rule, Settings
+from .model import ACTIONS, DENY_KINDS, GeoSettings, Policy, Rule
 from .regions import GEOIP, REGION, compile_region
 from .schema import (
     INVALID,
@@ -22,7 +22,6 @@ from .schema import (
     Field,
     Int,
     ListOf,
-    Network,
     Num,
     PolicyIssue,
     Str,
@@ -30,53 +29,8 @@ from .schema import (
     _type_name,
     did_you_mean,
 )
+from .settings_sections import LOG, SETTINGS, compile_log, compile_settings
 from .yamlpos import Where, YamlError, load_located
-
-SETTINGS = Struct(
-    doc="How the proxy finds the caller and treats odd requests.",
-    fields={
-        "trusted_proxies": Field(
-            ListOf(Network()), default=(),
-            doc="CIDRs of proxies/load balancers whose forwarding headers are believed. "
-            "The header chain is walked right to left, skipping trusted hops.",
-            example=["10.0.0.0/8", "127.0.0.1/32"],
-        ),
-        "client_ip_headers": Field(
-            ListOf(Str(choices=("forwarded", "x-forwarded-for")), min_len=1),
-            default=("forwarded", "x-forwarded-for"),
-            doc="Forwarding headers consulted (first present wins), only from trusted peers.",
-        ),
-        "account_secret_env": Field(
-            Str(), default="HYDRAGUARD_ACCOUNT_SECRET",
-            doc="Environment variable holding the HMAC secret that turns API keys into "
-            "account hashes. Every replica must share it.",
-        ),
-        "non_model_paths": Field(
-            Str(choices=("pass", "deny")), default="pass",
-            doc="What to do with requests that are not model calls (logged either way).",
-        ),
-        "max_body_bytes": Field(
-            Int(min=1024, max=1 << 30), default=16 * 1024 * 1024,
-            doc="Largest request body accepted (after decompression); larger gets 413.",
-        ),
-        "bad_body": Field(
-            Str(choices=("deny", "pass")), default="deny",
-            doc="Model call whose body is not valid JSON: answer 400 (deny) or forward (pass).",
-        ),
-    },
-)
-
-LOG = Struct(
-    doc="The decision log: one JSON line per request.",
-    fields={
-        "path": Field(Str(), default="-", doc="File to append to, or '-' for stdout."),
-        "max_bytes": Field(Int(min=0), default=100 * 1024 * 1024,
-                           doc="Rotate the file at this size (0: never)."),
-        "backups": Field(Int(min=0, max=100), default=5, doc="Rotated files kept."),
-        "truncate_ip": Field(Bool(), default=False,
-                             doc="Log client IPs truncated to /24 (IPv4) and /64 (IPv6)."),
-    },
-)
 
 RULE = Struct(
     doc="An access rule. Rules are evaluated in order; the first enforcing match decides.",
@@ -137,26 +91,6 @@ class PolicyError(Exception):
     def __init__(self, issues: list[PolicyIssue]) -> None:
         self.issues = sorted(issues)
         super().__init__("\n".join(str(i) for i in self.issues))
-
-
-def _settings(c: dict[str, Any] | None) -> Settings:
-    if c is None:
-        return Settings()
-    return Settings(
-        trusted_proxies=tuple(c["trusted_proxies"]),
-        client_ip_headers=tuple(c["client_ip_headers"]),
-        account_secret_env=c["account_secret_env"],
-        non_model_paths=c["non_model_paths"],
-        max_body_bytes=c["max_body_bytes"],
-        bad_body=c["bad_body"],
-    )
-
-
-def _log(c: dict[str, Any] | None) -> LogSettings:
-    if c is None:
-        return LogSettings()
-    return LogSettings(path=c["path"], max_bytes=c["max_bytes"], backups=c["backups"],
-                       truncate_ip=c["truncate_ip"])
 
 
 def _rule(c: Any) -> Rule:
@@ -371,8 +305,8 @@ class _Assembler:
             raise PolicyError(errors)
         geo_base = self.section_base.get("geoip", Path(root.file).resolve().parent)
         return Policy(
-            settings=_settings(checked["settings"]),
-            log=_log(checked["log"]),
+            settings=compile_settings(checked["settings"]),
+            log=compile_log(checked["log"]),
             rules=rules,
             geoip=_geoip(checked["geoip"], geo_base),
             indicators=indicators,
