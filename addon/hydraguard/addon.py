@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 import weakref
@@ -14,12 +15,15 @@ from pathlib import Path
 from mitmproxy import connection, exceptions, http, tls
 
 from . import status, upstream
+from .admin.listener import DEFAULT_TOKEN_ENV, AdminListener, check_admin
 from .decision_log import iso_time
 from .geo import GeoDatabaseError
 from .geo.notices import geo_lines, geo_warnings, not_shown_yet
+from .metrics import Metrics
 from .pipeline import HEALTH_PATH, Exchange, Gateway, RequestView
 from .policy import PolicyError, load_policy
 from .reload import RulesWatcher, next_gateway
+from .startup import ConfigError
 
 log = logging.getLogger("hydraguard")
 
@@ -113,6 +117,8 @@ class HydraGuard:
         self.status_path: str | None = None
         self._status_extra: dict[str, object] = {}
         self._status_last: tuple[dict, float] | None = None  # (document, monotonic time)
+        self.metrics = Metrics(lambda: (self.gateway, self.watcher))
+        self.admin: AdminListener | None = None
 
     def load(self, loader) -> None:
         upstream.install()  # provider-format answers for upstream failures
@@ -127,6 +133,14 @@ class HydraGuard:
                           "(empty: <temp dir>/hydraguard-<port>.status.json; 'off': none)")
         loader.add_option("hydraguard_log", str, "", "Decision log path ('-' for stdout); "
                           "overrides the rules file's log.path")
+        loader.add_option("hydraguard_admin", str, "", "Admin listener (metrics, clusters, "
+                          "overrides): PORT (loopback) or HOST:PORT; empty: none")
+        loader.add_option("hydraguard_admin_token_env", str, DEFAULT_TOKEN_ENV, "Environment "
+                          "variable holding the admin listener's bearer token (unset: none "
+                          "needed, loopback only)")
+        loader.add_option("hydraguard_admin_audit", str, "", "Audit log of admin changes "
+                          "(empty: admin-audit.jsonl beside the decision log, stderr when "
+                          "the decision log is stdout)")
         loader.add_option("hydraguard_stdout_clean", bool, True, "Send mitmproxy's own log "
                           "lines to stderr so stdout carries only decision lines")
 
@@ -139,6 +153,8 @@ class HydraGuard:
                     h.file = sys.stderr  # mitmproxy's TermLog handler
         if self.watcher is not None:
             self.watcher.settle_s = ctx.options.hydraguard_reload_settle_ms / 1000
+        if "hydraguard_admin" in updated or "hydraguard_admin_token_env" in updated:
+            self._configure_admin(ctx)
         if not updated & {"hydraguard_rules", "hydraguard_log"} and self.gateway is not None:
             return
         path = ctx.options.hydraguard_rules or str(DEFAULT_RULES)
@@ -156,11 +172,31 @@ class HydraGuard:
         self.watcher = RulesWatcher(paths, policy,
                                     settle_s=ctx.options.hydraguard_reload_settle_ms / 1000)
         self.gateway.policy_digest = self.watcher.digest
+        if self.admin is not None:
+            self.metrics.attach(self.gateway)
         if old is not None:
             old.close()
         log.info("hydraguard: loaded %d rule(s) from %s (%s)", len(policy.rules), path,
                  self.gateway.policy_digest)
         _announce_geo(self.gateway)
+
+    def _configure_admin(self, ctx) -> None:
+        """Check `hydraguard_admin` (never the proxy port; beyond loopback only with a
+        token); the listener starts in `running`."""
+        value = ctx.options.hydraguard_admin
+        if self.admin is not None and self.admin.server is not None:
+            return  # started: changing it needs a restart
+        if not value:
+            self.admin = None
+            return
+        token = os.environ.get(ctx.options.hydraguard_admin_token_env or "") or None
+        try:
+            host, port = check_admin(value, (ctx.options.listen_host,
+                                             ctx.options.listen_port or 8080), token)
+        except ConfigError as e:
+            raise exceptions.OptionsError(f"hydraguard: {e}") from e
+        self.admin = AdminListener(host, port, token, ctx.options.hydraguard_admin_audit or None,
+                                   self.metrics)
 
     # -- hot reload ---------------------------------------------------------------------
     def running(self) -> None:
@@ -176,6 +212,17 @@ class HydraGuard:
                 lambda: FILES_CHECK_S, self.refresh_files, "refreshing GeoIP / list files"))
         if self._status_task is None:
             self._start_status(ctx)
+        if self.admin is not None and self.admin.server is None:
+            if self.gateway is not None:
+                self.metrics.attach(self.gateway)
+            self.admin.start(lambda: self.gateway, self._status_doc)
+
+    def _status_doc(self) -> dict:
+        """The status document in force (what the status file holds)."""
+        gw = self.gateway
+        if gw is None:
+            return {}
+        return status.snapshot(gw, self.watcher, **self._status_extra)
 
     def _start_status(self, ctx) -> None:
         """Print the startup line; write the status file now and on every change."""
@@ -257,6 +304,8 @@ class HydraGuard:
         if new is None or self.watcher is not w or self.gateway is not old:
             return False
         self.gateway = new  # one assignment: each request sees the old or the new snapshot
+        if self.admin is not None:
+            self.metrics.attach(new)
         if new.geo is not old.geo:
             _announce_geo(new)
         loop = asyncio.get_running_loop()
@@ -272,6 +321,8 @@ class HydraGuard:
                 task.cancel()
         for h in self._retired:
             h.cancel()
+        if self.admin is not None:
+            self.admin.stop()
         if self.gateway is not None:
             self.gateway.close()
 

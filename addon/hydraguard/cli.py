@@ -1,5 +1,5 @@
-"""Command line: `hydraguard run | health | demo | check | explain | test | replay | report |
-hash-key`.
+"""Command line: `hydraguard run | health | clusters | demo | check | explain | test | replay |
+report | hash-key`.
 
 Every configuration error exits with status 2 and says what is wrong in one line (invalid
 rules: one line per error, with file:line:column)."""
@@ -79,12 +79,22 @@ def _preflight(a: argparse.Namespace, rules: str) -> tuple[list[str], int]:
         if a.certs and not os.path.isfile(a.certs):
             raise ConfigError(f"--certs {a.certs}: no such file")
         check_port(host, port)
+        admin = None
+        if a.admin:
+            from .admin.listener import DEFAULT_TOKEN_ENV, check_admin
+
+            admin = check_admin(a.admin, (host, port), os.environ.get(DEFAULT_TOKEN_ENV))
+            check_port(*admin)
     except ConfigError as e:
         print(f"hydraguard: {e}", file=sys.stderr)
         return [], 2
     for w in geo_notes:  # only once the configuration is known to be usable
         print(f"hydraguard: WARNING: {w}", file=sys.stderr)
     extra = ["--set", f"body_size_limit={policy.settings.max_body_bytes * 2}"]
+    if admin is not None:
+        ahost, aport = admin
+        extra += ["--set", f"hydraguard_admin=[{ahost}]:{aport}" if ":" in ahost
+                  else f"hydraguard_admin={ahost}:{aport}"]
     if a.certs:
         extra += ["--certs", f"*={a.certs}"]
     return mitmdump_args(upstream, rules, (host, port), log_path=a.log,
@@ -124,6 +134,18 @@ def cmd_health(a: argparse.Namespace) -> int:
     else:
         print("\n".join(lines))
     return rc
+
+
+def cmd_clusters(a: argparse.Namespace) -> int:
+    """Print a running proxy's linked clusters (its admin listener's GET /clusters)."""
+    from .admin.client import AdminClientError, show_clusters
+
+    try:
+        print(show_clusters(a.admin, a.top, as_json=a.json))
+    except AdminClientError as e:
+        print(f"hydraguard clusters: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _check_geo(policy: object) -> list[str] | None:
@@ -330,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--status", help="status file for `hydraguard health` (default "
                    "<temp dir>/hydraguard-<port>.status.json; 'off': none)")
     r.add_argument("--certs", help="PEM file with certificate and key: listen with TLS")
+    r.add_argument("--admin", help="admin listener (metrics, clusters, overrides): PORT "
+                   "(127.0.0.1) or HOST:PORT; beyond loopback only with $HYDRAGUARD_ADMIN_TOKEN")
     r.add_argument("--web", nargs="?", const="127.0.0.1:8081", metavar="[HOST:]PORT",
                    help="run mitmweb instead of mitmdump: its UI lists each flow with its "
                    "decision, refusals marked, API keys masked (default 127.0.0.1:8081; a "
@@ -345,6 +369,13 @@ def build_parser() -> argparse.ArgumentParser:
     hl.add_argument("--status", help="the status file (as given to `hydraguard run --status`)")
     hl.add_argument("--json", action="store_true", help="the status document as JSON")
     hl.set_defaults(func=cmd_health)
+    cl = sub.add_parser("clusters", help="linked clusters of a running proxy, by tokens "
+                        "charged (its admin listener; token from $HYDRAGUARD_ADMIN_TOKEN)")
+    cl.add_argument("--admin", default="http://127.0.0.1:9901", help="the admin listener's "
+                    "URL (default http://127.0.0.1:9901)")
+    cl.add_argument("--top", type=int, default=20, help="how many clusters (default 20)")
+    cl.add_argument("--json", action="store_true", help="the document as JSON")
+    cl.set_defaults(func=cmd_clusters)
     c = sub.add_parser("check", help="validate rules files/folders; summary; exit 1 on errors")
     c.add_argument("paths", nargs="+", help="rules files or folders (each checked on its own)")
     c.add_argument("--strict", action="store_true", help="warnings count as errors (exit 1)")

@@ -65,3 +65,4 @@ class Facts:
     signals: dict[str, Any] = field(default_factory=dict)
     cluster: str | None = None  # ClusterRef.name (also set from a log line by replay)
     cluster_ref: ClusterRef | None = None
+    override: str | None = None  # an operator's "allow" / "deny" of the account (overrides.py)

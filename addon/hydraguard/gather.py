@@ -25,6 +25,7 @@ from .identity import account_id, credential, values_of
 if TYPE_CHECKING:
     from .clusters.resolve import ClusterResolver
     from .geo import GeoDatabases
+    from .overrides import MemoryOverrides
     from .pipeline import RequestView
     from .policy import Policy
     from .signals.collect import SignalCollector
@@ -74,7 +75,9 @@ class Gatherer:
     """Builds the facts of a request from a RequestView and the gateway's adapters."""
 
     def __init__(self, policy: Policy, secret: bytes, geo: GeoDatabases | None,
-                 signals: SignalCollector, clusters: ClusterResolver) -> None:
+                 signals: SignalCollector, clusters: ClusterResolver,
+                 overrides: MemoryOverrides | None = None) -> None:
+        """`overrides`: operators' allow / deny of accounts (admin listener)."""
         s = policy.settings
         self.secret = secret
         self.max_body_bytes = s.max_body_bytes
@@ -82,6 +85,7 @@ class Gatherer:
         self.geo = geo
         self.signals = signals
         self.clusters = clusters
+        self.overrides = overrides
 
     def gather(self, req: RequestView, extra_signals: Mapping[str, Any] | None = None
                ) -> tuple[Facts, bytes | None]:
@@ -110,6 +114,8 @@ class Gatherer:
             facts.signals["headers.forwarding_conflict"] = True
         if cred.problem:
             facts.signals["headers.credential_conflict"] = True
+        if self.overrides is not None and facts.account is not None:
+            facts.override = self.overrides.lookup(facts.account)
         if self.geo is not None and caller.ip is not None:
             facts.geo = self.geo.lookup(caller.ip)
             if facts.geo.country_mismatch:
@@ -200,6 +206,7 @@ def facts_from_log(rec: dict[str, Any]) -> tuple[Facts, bool]:
         max_output=rec.get("max_output"), input_tokens_est=int(rec.get("input_tokens_est") or 0),
         body_error=rec.get("body_error"), geo=geo_from_log(rec.get("geo")),
         signals=dict(rec.get("signals") or {}), cluster=rec.get("cluster"),
+        override=rec.get("override"),
     )
     if f.signals.get("headers.credential_conflict"):
         f.credential_problem = "conflicting credentials"

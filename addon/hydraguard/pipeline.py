@@ -6,6 +6,7 @@ The mitmproxy addon (addon.py) and the offline tools (explain, replay, tests) bo
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -22,6 +23,7 @@ from .decision_log import DecisionLog, iso_time, truncate_ip
 from .facts import Facts
 from .gather import Gatherer, set_body_too_large, set_cluster, set_incomplete
 from .geo import GeoDatabases
+from .overrides import OverriddenLinks, open_overrides
 from .policy import Policy
 from .signals.collect import SignalCollector
 
@@ -124,8 +126,15 @@ class Gateway:
                                        auto_reload=not files_in_background)
         self.backends = open_backends(policy.budgets, clock,
                                       previous=reuse.backends if reuse is not None else None)
+        # operators' allow / deny / detach (admin listener); the metrics observer (set by the
+        # addon when it serves /metrics): both carried over to successors
+        self.overrides = open_overrides(
+            self.backends.state, reuse.overrides if reuse is not None else None)
+        self.metrics: Any = reuse.metrics if reuse is not None else None
         b = policy.budgets
-        self.clusters = ClusterResolver(b.clusters if b is not None else (), self.backends.links)
+        self.clusters = ClusterResolver(b.clusters if b is not None else (), {
+            cid: OverriddenLinks(store, self.overrides, functools.partial(self._linked, cid))
+            for cid, store in self.backends.links.items()})
         self.budgets = BudgetDriver(b.budgets if b is not None else (), self.backends.state,
                                     self.clusters, clock, self.backends.history)
         if reuse is not None:
@@ -133,7 +142,8 @@ class Gateway:
             reuse.shared.add("signals")
             if self.backends.state is not None and self.backends.state is reuse.backends.state:
                 reuse.shared.add("backends")
-        self.gatherer = Gatherer(policy, self.secret, self.geo, self.signals, self.clusters)
+        self.gatherer = Gatherer(policy, self.secret, self.geo, self.signals, self.clusters,
+                                 self.overrides)
         lp = log_path if log_path else policy.log.path
         if reuse is not None and (reuse.log.path, reuse.log.max_bytes, reuse.log.backups) == (
                 lp, policy.log.max_bytes, policy.log.backups):
@@ -141,6 +151,11 @@ class Gateway:
             reuse.shared.add("log")
         else:
             self.log = DecisionLog(lp, policy.log.max_bytes, policy.log.backups)
+
+    def _linked(self, definition: str) -> None:
+        """An account was answered a linked cluster it was not in before (metrics)."""
+        if self.metrics is not None:
+            self.metrics.linked(definition)
 
     def successor(self, policy: Policy, geo: GeoDatabases | object | None = OPEN) -> Gateway:
         """A gateway for new rules that keeps what still applies (see `reuse`). The caller
@@ -266,7 +281,10 @@ class Gateway:
 
     async def admit(self, ex: Exchange) -> None:
         """The budget step, after the rules allowed the request: reserve tokens, or turn the
-        decision into a provider-format 429; may cap the request's output tokens."""
+        decision into a provider-format 429; may cap the request's output tokens. An account
+        an operator allowed skips this step (overrides.py)."""
+        if ex.facts.override == "allow":
+            return
         adm = await self.budgets.admit(ex.facts)
         ex.admission = adm
         if adm.cluster is not None and adm.cluster != ex.facts.cluster_ref:
@@ -316,6 +334,9 @@ class Gateway:
                 log.exception("hydraguard: settling budgets failed")
                 record["budget_error"] = str(e)
         self.log.write(record)
+        if self.metrics is not None:
+            d = ex.decision
+            self.metrics.observe(record, d.kind if d.enforced else None)
         return record
 
     def record(self, ex: Exchange, *, status: int | None, usage: Any, usage_source: str | None,
@@ -363,6 +384,8 @@ class Gateway:
             rec["cluster"] = f.cluster
             if f.cluster_ref is not None and f.cluster_ref.link:
                 rec["link"] = dict(f.cluster_ref.link)
+        if f.override is not None:
+            rec["override"] = f.override
         if ex.admission is not None and ex.admission.refused:
             rec["stage"] = "budget"  # decided by the budget step, not by a rule (for replay)
         if self.policy_digest:

@@ -1,6 +1,6 @@
-"""Every refusal the proxy makes, one builder each: by a rule, by a budget, for a body over
-the cap, for an incomplete or malformed request, for conflicting credentials, for a path that
-is not served, and for an upstream that failed or went silent.
+"""Every refusal the proxy makes, one builder each: by a rule, by a budget, by an operator's
+deny, for a body over the cap, for an incomplete or malformed request, for conflicting
+credentials, for a path that is not served, and for an upstream that failed or went silent.
 
 The provider-format response for a refusal is built from the Decision by
 `apis.error_response`; this module only decides its rule id, kind, reason and retry time.
@@ -55,6 +55,12 @@ def credential_conflict(problem: str) -> Decision:
 def incomplete_request(message: str) -> Decision:
     """A request that failed before it could be decided (client went away mid-upload)."""
     return Decision("deny", "incomplete_request", message, kind="invalid_request")
+
+
+def by_override() -> Decision:
+    """An account an operator denied through the admin listener (overrides.py)."""
+    return Decision("deny", "admin_deny", "this account is blocked by the operator",
+                    kind="permission")
 
 
 def by_budget(rule: str, reason: str, kind: str, retry_after_s: float | None,

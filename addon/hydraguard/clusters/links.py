@@ -10,10 +10,13 @@ as its answer while Redis is unavailable. Both are chosen in one factory
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..policy.budget_model import LinkConfig
 from .linker import ClusterLinker
+
+if TYPE_CHECKING:
+    from .view import MemoryLinkView
 
 # kind ("ip", "prefix", "asn", "tls_ua", "template") -> value
 Evidence = Mapping[str, str | None]
@@ -68,3 +71,9 @@ class MemoryLinks:
 
     def stats(self) -> dict[str, object]:
         return {"backend": "memory", **self.linker.stats()}
+
+    def view(self) -> MemoryLinkView:
+        """Read-only view for the admin listener (clusters/view.py)."""
+        from .view import MemoryLinkView
+
+        return MemoryLinkView(self.linker)

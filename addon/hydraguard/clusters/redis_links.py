@@ -31,6 +31,7 @@ import asyncio
 import math
 from collections.abc import Callable, Mapping
 from hashlib import blake2b
+from typing import TYPE_CHECKING
 
 from cachetools import LRUCache
 
@@ -40,6 +41,9 @@ from .keys import cluster_id
 from .link_script import LINK
 from .links import Evidence, LinkSettings, MemoryLinks
 from .scoring import KINDS, Why, decode_why, link_info
+
+if TYPE_CHECKING:
+    from .view import RedisLinkView
 
 
 class RedisLinks:
@@ -87,6 +91,12 @@ class RedisLinks:
     def stats(self) -> dict[str, object]:
         return {"backend": "redis", "shared_answers": len(self._last),
                 "local": self.local.linker.stats()}
+
+    def view(self) -> RedisLinkView:
+        """Read-only view of the shared linking for the admin listener (clusters/view.py)."""
+        from .view import RedisLinkView
+
+        return RedisLinkView(self)
 
     def last_answer(self, account: str) -> str | None:
         """The cluster id answered for `account`'s previous request on this replica."""
