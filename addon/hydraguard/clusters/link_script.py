@@ -6,7 +6,7 @@ step and with the same floating-point arithmetic, on Redis structures:
 1. record the account with each evidence value (scored again only when new to it in this
    epoch); 2. candidates: the scored values' most recent accounts, then its partners;
 3. drop those linked already, rank the rest by what they share (the most specific network
-   value only); 4. credit the pairs (new pairs for the strongest ``candidates`` only), unite
+   value only); 4. credit the pairs of the ``candidates`` strongest, unite
    where a pair reaches the threshold, in this epoch's and the next epoch's union-find.
 
 KEYS  1 parent hash of epoch e (answers now)     2 parent hash of epoch e+1
@@ -332,24 +332,25 @@ if #scored > 0 then
     if x[1] ~= y[1] then return x[1] < y[1] end
     return x[2] < y[2]
   end)
-  -- 4. credit the pairs (new ones for the K strongest only) and link
+  -- 4. credit the pairs of the K strongest and link
   local keys = {}
   for _, e in ipairs(ranked) do keys[#keys + 1] = pair_key(acct, e[3]) end
   local got = hmget2(qcur, qprev, keys)
-  local fresh, npairs = K, nil
+  local left, npairs = K, nil
   for _, e in ipairs(ranked) do
     local c, credits = e[3], e[4]
+    if left == 0 then break end
     if root_next(c) ~= me then
+      left = left - 1
       local key = pair_key(acct, c)
       local v, pr = got[key], nil
       if v then
         pr = parse(v)
-      elseif fresh > 0 then
+      else
         if npairs == nil then npairs = redis.call('HLEN', qcur) end
         if npairs < max_pairs then
           pr = parse(nil)
           npairs = npairs + 1
-          fresh = fresh - 1
           fetch_partners({c})
           add_partner(acct, c)
           add_partner(c, acct)

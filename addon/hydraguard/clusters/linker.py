@@ -13,11 +13,11 @@ A request whose values are all known to the account in the current epoch (see be
 a few dict updates. A value new to it, with ``min_accounts`` <= n <= ``max_accounts``
 accounts, is *scored*: the candidates are the ``candidates`` most recent other accounts of
 each scored value and the account's earlier partners; those already in its cluster are
-dropped; each other candidate is credited for every scored value it shares (the most specific
-network value only: an exit, its /24 and its ASN describe one place), worth the value's
+dropped; the others are ranked by what they share (every scored value, the most specific
+network value only: an exit, its /24 and its ASN describe one place), each value worth its
 weight (clusters/scoring.py: flagged weight when both came through flagged networks, times
-rarity). Candidates are taken strongest first, so the first link usually makes the rest
-already-linked; new pair scores are made for the ``candidates`` strongest only. When a pair
+rarity), and the ``candidates`` strongest are credited, strongest first, so the first link
+usually makes the rest already-linked. When a pair
 score reaches ``threshold`` the two accounts are united. One shared value never links
 (weights stay below the threshold): an office NAT, a SaaS's cloud IPs, a popular tool's
 template or a proxy exit's neighbours alone link nobody; a flagged exit plus a template, or
@@ -167,9 +167,9 @@ class ClusterLinker:
                 partners.popitem(last=False)
         return got
 
-    def _pair(self, a: str, b: str, create: bool) -> Pair | None:
-        """The pair score of a and b (moved into this epoch's store); a new one only when
-        ``create`` (then ``fresh`` is set and each is the other's partner)."""
+    def _pair(self, a: str, b: str) -> Pair:
+        """The pair score of a and b (moved into this epoch's store; a new pair makes each
+        the other's partner)."""
         key = (a, b) if a < b else (b, a)
         pairs = self._pairs
         p = pairs.get(key)
@@ -178,10 +178,7 @@ class ClusterLinker:
             return p
         p = self._pairs_prev.get(key)
         if p is None:
-            if not create:
-                return None
             p = Pair()
-            p.fresh = True
             cap = self.config.max_partners
             for x, y in ((a, b), (b, a)):
                 lst = self._partners_of(x)
@@ -290,16 +287,14 @@ class ClusterLinker:
             if credits:
                 ranked.append((-pot, i, c, credits))
         ranked.sort()
-        fresh = k  # new pairs per request: for the strongest candidates only
+        left = k  # pairs credited per request: the strongest candidates only
         for _pot, _i, c, credits in ranked:
             if nxt.find(c) == me:
                 continue
-            pair = self._pair(account, c, fresh > 0)
-            if pair is None:
-                continue
-            if pair.fresh:
-                fresh -= 1
-                pair.fresh = False
+            if left == 0:
+                break
+            left -= 1
+            pair = self._pair(account, c)
             total = 0.0
             for kind, vid, w, burst, both in credits:
                 if both:

@@ -48,12 +48,11 @@ class Pair:
     most the weaker of the two), the last two values credited (``kind:value``, so the same
     value never counts twice) and how many distinct values of each kind were credited."""
 
-    __slots__ = ("flagged", "fresh", "parts")
+    __slots__ = ("flagged", "parts")
 
     def __init__(self) -> None:
         self.parts: dict[str, list] = {}
         self.flagged = False
-        self.fresh = False  # created by the request being scored
 
     def credit(self, kind: str, value: str, w: float, burst: bool, now: float, window: float,
                multi_s: float) -> float:
