@@ -248,10 +248,10 @@ class OverriddenLinks:
     def settings(self) -> LinkSettings:
         return self.store.settings
 
-    def observe(self, account: str, evidence: Evidence) -> str:
+    def observe(self, account: str, evidence: Evidence, *, flagged: bool = False) -> str:
         if self.overrides.detached(account):
             return cluster_id(account)
-        cid = self.store.observe(account, evidence)
+        cid = self.store.observe(account, evidence, flagged=flagged)
         if self.on_link is not None and cid != cluster_id(account) and \
                 self._seen.get(account) != cid:
             if len(self._seen) >= self._max:
@@ -260,7 +260,17 @@ class OverriddenLinks:
             self.on_link()
         return cid
 
-    def confirm(self, account: str, evidence: Evidence) -> Awaitable[str | None] | None:
+    def confirm(self, account: str, evidence: Evidence, *, flagged: bool = False
+                ) -> Awaitable[str | None] | None:
         if self.overrides.detached(account):
             return None
-        return self.store.confirm(account, evidence)
+        return self.store.confirm(account, evidence, flagged=flagged)
+
+    def link_info(self, account: str) -> dict[str, object] | None:
+        """The store's ``link`` object (None for a detached account: not linked)."""
+        if self.overrides.detached(account):
+            return None
+        return self.store.link_info(account)
+
+    def stats(self) -> dict[str, object]:
+        return self.store.stats()
