@@ -135,6 +135,54 @@ async def test_memory_link_view_members_why_and_evidence():
     assert (await view.why("a2")).evidence == []
 
 
+@pytest.mark.redis
+async def test_redis_link_view_reads_the_shared_layout():
+    from hydraguard.budgets.redis_state import RedisBudgetState
+    from hydraguard.clusters.redis_links import RedisLinks, digest
+    from hydraguard.clusters.view import RedisLinkView
+
+    url = require_redis()
+    prefix = unique_prefix()
+    clock = FakeClock(5000.0)
+    states = [RedisBudgetState(url, prefix=prefix, clock=clock) for _ in range(2)]
+    one, two = (RedisLinks(s, "linked", CONFIG) for s in states)
+    try:
+        for i, a in enumerate(["a0", "a1", "a2", "a3"]):  # as in the memory test, on `one`
+            clock.advance(1)
+            ev = {"ip": "192.0.2.1", "tls_ua": f"ja4-{i}|ua", "template": "tpl"}
+            one.observe(a, ev, flagged=True)
+            await one.cluster_of(a, ev, flagged=True)
+        await one.cluster_of("lone", {"ip": "192.0.2.99"})
+        views = one.view(), two.view()
+        assert isinstance(views[1], RedisLinkView)
+        for view, ip, tpl in ((views[0], "192.0.2.1", "tpl"),
+                              (views[1], "#" + digest("192.0.2.1"), "#" + digest("tpl"))):
+            (c,) = await view.top()
+            assert (c.id, c.members, c.evidence) == (
+                cluster_id("a0"), ["a0", "a1", "a2", "a3"], {"ip": 1, "template": 1})
+            assert await view.members(cluster_id("a0")) == ["a0", "a1", "a2", "a3"]
+            assert await view.members(cluster_id("lone")) is None
+            assert await view.summary() == (1, 4)
+            assert [(e.kind, e.value, e.accounts, e.linking, e.first_seen, e.last_seen)
+                    for e in await view.evidence(cluster_id("a0"))] == [
+                ("ip", ip, 4, True, 5001.0, 5004.0), ("template", tpl, 4, True, 5001.0, 5004.0)]
+            why = await view.why("a2")
+            assert (why.cluster, why.size, why.first_seen) == (cluster_id("a0"), 4, 5003.0)
+            assert why.link == {"members": 4, "score": 1.4, "kinds": {"ip": 1, "template": 1},
+                                "flagged": True, "via": "a1", "age_s": 1.0}
+            assert [(w.kind, w.value, w.accounts, w.linking) for w in why.evidence] == [
+                ("ip", ip, 4, True), ("template", tpl, 4, True),
+                ("tls_ua", "ja4-2|ua" if tpl == "tpl" else "#" + digest("ja4-2|ua"), 1, False)]
+            lone = await view.why("lone")
+            assert (lone.cluster, lone.size, lone.link) == (cluster_id("lone"), 1, None)
+        clock.advance(700)  # out of the window: the evidence no longer says anything
+        assert (await views[1].why("a2")).evidence == []
+    finally:
+        for s in states:
+            await s.close()
+        delete_prefix(url, prefix)
+
+
 def test_detached_account_is_its_own_cluster_and_adds_no_evidence():
     clock = FakeClock(100.0)
     store = MemoryLinks(CONFIG, clock)
