@@ -1,10 +1,14 @@
 """Read-only views of the link stores, for the admin listener (admin/): which linked clusters
-exist, who is in one, and why an account is linked (the evidence it shares).
+exist, who is in one, and why an account is linked: the linker's why-record (the pair that
+linked it, its score and evidence kinds) and the evidence values it was seen with.
 
 `LinkView` is the narrow read interface; `MemoryLinks.view()` and `RedisLinks.view()` return
-one. Nothing here changes linking state (the memory view may compress union-find paths,
-which changes no answer). Every call is for an operator, not for requests: a call walks the
-whole store (bounded by the store's own bounds, and by MAX_SCAN evidence keys on Redis).
+one, read through the linker's public read methods (clusters/linker.py) or the Redis layout
+of clusters/redis_links.py. A cluster's evidence is the values that count (between min and
+max accounts) held by two or more of its members. Nothing here changes linking state (the
+memory view may compress union-find paths or turn to a new epoch, as any answer does). Every
+call is for an operator, not for requests: a call walks the whole store (bounded by the
+store's own bounds, and by MAX_SCAN evidence keys on Redis).
 
 Times are on the store's clock (the gateway's: epoch seconds).
 """
