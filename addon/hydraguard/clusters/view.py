@@ -224,8 +224,7 @@ class RedisLinkView:
         return {r: m for r, m in comps.items() if len(m) > 1}, find
 
     def _counts(self, kind: str, n: int) -> bool:
-        rule = self.links.rules.get(kind)
-        return rule is not None and rule.min_accounts <= n < rule.max_accounts
+        return self.links.local.linker.counts(kind, n)  # the same rules
 
     async def _values(self, now: float) -> tuple[Values, bool]:
         """Every evidence set's accounts in the window (values named where known here), and
