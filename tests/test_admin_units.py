@@ -27,6 +27,7 @@ from hydraguard.overrides import (
     RedisOverrides,
 )
 from hydraguard.policy import parse_policy
+from hydraguard.policy.budget_model import LinkConfig
 from hydraguard.startup import ConfigError
 
 from .redis_util import FakeClock, delete_prefix, require_redis, unique_prefix
@@ -91,52 +92,116 @@ async def test_redis_overrides_are_shared_and_pruned():
         delete_prefix(url, prefix)
 
 
-RULES = (LinkRule("ip", min_accounts=3, max_accounts=10),
-         LinkRule("template", min_accounts=3, max_accounts=10))
+RULES = (LinkRule("ip", min_accounts=3, max_accounts=100),
+         LinkRule("tls_ua", min_accounts=3, max_accounts=100),
+         LinkRule("template", min_accounts=3, max_accounts=100))
+CONFIG = LinkConfig(600.0, 1000, RULES)
 
 
 async def test_memory_link_view_members_why_and_evidence():
     clock = FakeClock(5000.0)
-    links = MemoryLinks(600.0, 1000, RULES, clock)
+    links = MemoryLinks(CONFIG, clock)
+    # a flagged exit (0.7) and a template (0.7) shared: the third account links the first
+    # three (1.4 >= 1), the fourth joins; each has its own TLS fingerprint (links nothing)
     for i, a in enumerate(["a0", "a1", "a2", "a3"]):
         clock.advance(1)
-        links.observe(a, {"ip": "192.0.2.1", "template": f"t-{i}"})
+        links.observe(a, {"ip": "192.0.2.1", "tls_ua": f"ja4-{i}|ua", "template": "tpl"},
+                      flagged=True)
     links.observe("lone", {"ip": "192.0.2.99"})
     view = links.view()
     assert isinstance(view, MemoryLinkView)
     (c,) = await view.top()
     assert (c.id, c.members, c.evidence) == (cluster_id("a0"), ["a0", "a1", "a2", "a3"],
-                                             {"ip": 1})
+                                             {"ip": 1, "template": 1})
     assert await view.members(cluster_id("a0")) == ["a0", "a1", "a2", "a3"]
     assert await view.members(cluster_id("lone")) is None
     assert await view.summary() == (1, 4)
-    (ev,) = await view.evidence(cluster_id("a0"))
-    assert (ev.kind, ev.value, ev.accounts, ev.linking, ev.first_seen, ev.last_seen) == (
-        "ip", "192.0.2.1", 4, True, 5001.0, 5004.0)
+    assert [(e.kind, e.value, e.accounts, e.linking, e.first_seen, e.last_seen)
+            for e in await view.evidence(cluster_id("a0"))] == [
+        ("ip", "192.0.2.1", 4, True, 5001.0, 5004.0),
+        ("template", "tpl", 4, True, 5001.0, 5004.0)]
+    assert await view.evidence(cluster_id("lone")) is None
     why = await view.why("a2")
     assert (why.cluster, why.size, why.first_seen) == (cluster_id("a0"), 4, 5003.0)
+    assert why.link == {"members": 4, "score": 1.4, "kinds": {"ip": 1, "template": 1},
+                        "flagged": True, "via": "a1", "age_s": 1.0}
     assert [(w.kind, w.value, w.accounts, w.linking, w.last_seen) for w in why.evidence] == [
-        ("ip", "192.0.2.1", 4, True, 5003.0), ("template", "t-2", 1, False, 5003.0)]
+        ("ip", "192.0.2.1", 4, True, 5003.0), ("template", "tpl", 4, True, 5003.0),
+        ("tls_ua", "ja4-2|ua", 1, False, 5003.0)]
+    lone = await view.why("lone")
+    assert (lone.cluster, lone.size, lone.link) == (cluster_id("lone"), 1, None)
+    assert [(w.kind, w.accounts, w.linking) for w in lone.evidence] == [("ip", 1, False)]
     clock.advance(700)  # out of the window: the evidence no longer says anything
     assert (await view.why("a2")).evidence == []
 
 
+@pytest.mark.redis
+async def test_redis_link_view_reads_the_shared_layout():
+    from hydraguard.budgets.redis_state import RedisBudgetState
+    from hydraguard.clusters.redis_links import RedisLinks, digest
+    from hydraguard.clusters.view import RedisLinkView
+
+    url = require_redis()
+    prefix = unique_prefix()
+    clock = FakeClock(5000.0)
+    states = [RedisBudgetState(url, prefix=prefix, clock=clock) for _ in range(2)]
+    one, two = (RedisLinks(s, "linked", CONFIG) for s in states)
+    try:
+        for i, a in enumerate(["a0", "a1", "a2", "a3"]):  # as in the memory test, on `one`
+            clock.advance(1)
+            ev = {"ip": "192.0.2.1", "tls_ua": f"ja4-{i}|ua", "template": "tpl"}
+            one.observe(a, ev, flagged=True)
+            await one.cluster_of(a, ev, flagged=True)
+        await one.cluster_of("lone", {"ip": "192.0.2.99"})
+        views = one.view(), two.view()
+        assert isinstance(views[1], RedisLinkView)
+        for view, ip, tpl in ((views[0], "192.0.2.1", "tpl"),
+                              (views[1], "#" + digest("192.0.2.1"), "#" + digest("tpl"))):
+            (c,) = await view.top()
+            assert (c.id, c.members, c.evidence) == (
+                cluster_id("a0"), ["a0", "a1", "a2", "a3"], {"ip": 1, "template": 1})
+            assert await view.members(cluster_id("a0")) == ["a0", "a1", "a2", "a3"]
+            assert await view.members(cluster_id("lone")) is None
+            assert await view.summary() == (1, 4)
+            assert [(e.kind, e.value, e.accounts, e.linking, e.first_seen, e.last_seen)
+                    for e in await view.evidence(cluster_id("a0"))] == [
+                ("ip", ip, 4, True, 5001.0, 5004.0), ("template", tpl, 4, True, 5001.0, 5004.0)]
+            why = await view.why("a2")
+            assert (why.cluster, why.size, why.first_seen) == (cluster_id("a0"), 4, 5003.0)
+            assert why.link == {"members": 4, "score": 1.4, "kinds": {"ip": 1, "template": 1},
+                                "flagged": True, "via": "a1", "age_s": 1.0}
+            assert [(w.kind, w.value, w.accounts, w.linking) for w in why.evidence] == [
+                ("ip", ip, 4, True), ("template", tpl, 4, True),
+                ("tls_ua", "ja4-2|ua" if tpl == "tpl" else "#" + digest("ja4-2|ua"), 1, False)]
+            lone = await view.why("lone")
+            assert (lone.cluster, lone.size, lone.link) == (cluster_id("lone"), 1, None)
+        clock.advance(700)  # out of the window: the evidence no longer says anything
+        assert (await views[1].why("a2")).evidence == []
+    finally:
+        for s in states:
+            await s.close()
+        delete_prefix(url, prefix)
+
+
 def test_detached_account_is_its_own_cluster_and_adds_no_evidence():
     clock = FakeClock(100.0)
-    store = MemoryLinks(600.0, 1000, RULES, clock)
+    store = MemoryLinks(CONFIG, clock)
     o = MemoryOverrides(clock)
     o._entries[("detach", "d")] = ov("detach", "d", 1e9)
     links_made = []
     links = OverriddenLinks(store, o, lambda: links_made.append(1))
-    assert links.observe("d", {"ip": "192.0.2.5"}) == cluster_id("d")
-    assert links.confirm("d", {"ip": "192.0.2.5"}) is None
+    ev = {"ip": "192.0.2.5", "template": "tpl"}
+    assert links.observe("d", ev, flagged=True) == cluster_id("d")
+    assert links.confirm("d", ev, flagged=True) is None
     for a in ("x", "y"):
-        links.observe(a, {"ip": "192.0.2.5"})
+        links.observe(a, ev, flagged=True)
     assert store.linker.cluster_size("x") == 1  # d's request was not recorded: 2 < 3
-    assert links.observe("z", {"ip": "192.0.2.5"}) == cluster_id("x")
+    assert links.observe("z", ev, flagged=True) == cluster_id("x")
     assert links_made == [1]  # z moved into x's cluster (x is its root: not a move)
-    links.observe("z", {"ip": "192.0.2.5"})
+    assert links.link_info("z")["members"] == 3
+    links.observe("z", ev, flagged=True)
     assert links_made == [1]
+    assert links.link_info("d") is None and links.stats()["clusters"] == 1
 
 
 def samples(m: Metrics):

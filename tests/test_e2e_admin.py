@@ -156,15 +156,28 @@ def test_metrics_count_known_traffic_exactly(stub, tmp_path):
 
 
 # -------------------------------------------------------------------------------------------
+# hydra linking needs combined evidence: the exits are flagged (an IP list: ip.list.exits)
+# and the accounts send one prompt template (flagged exit 0.7 + template 0.7 >= 1)
+LINKING = """
+indicators:
+  ip:
+    lists: [{name: exits, path: exits.txt}]
+  prompts:
+    templates: {min_words: 2}
+"""
+EXITS = "198.51.100.0/24\n"
+
 CLUSTER_RULES = """
 version: 1
 settings:
   trusted_proxies: [127.0.0.1/32]
+""" + LINKING + """
 clusters:
   - id: linked
     when: {client_ip: [198.51.100.0/24]}
     key: [cluster]
-    link: {window: 600, evidence: [{kind: ip, min_accounts: 3, max_accounts: 100}]}
+    link: {window: 600, evidence: [{kind: ip, min_accounts: 3, max_accounts: 100},
+                                   {kind: template}]}
   - id: acct
     key: [account]
 budgets:
@@ -179,18 +192,26 @@ budgets:
 """
 
 
+def cluster_rules(d: Path) -> Path:
+    """CLUSTER_RULES and its exit list in `d`."""
+    (d / "exits.txt").write_text(EXITS)
+    rules = d / "rules.yaml"
+    rules.write_text(CLUSTER_RULES)
+    return rules
+
+
 @pytest.fixture(scope="module")
 def admin_proxy(stub, tmp_path_factory):
     d = tmp_path_factory.mktemp("admin")
-    rules = d / "rules.yaml"
-    rules.write_text(CLUSTER_RULES)
+    rules = cluster_rules(d)
     with proxy(stub.url, rules, admin=True, workdir=d) as p:
         yield p
 
 
 def hydra(p, exit_ip, n=5):
-    """n fresh accounts behind one exit, 20 output tokens each: with min_accounts 3 the
-    third links the first three under the first's id; 1 is charged to its own id first."""
+    """n fresh accounts behind one flagged exit with one prompt template, 20 output tokens
+    each: with min_accounts 3 the third links the first three under the first's id (exit
+    0.7 + template 0.7); 1 is charged to its own id first."""
     keys = [f"sk-hydra-{uuid.uuid4().hex[:10]}-{i}" for i in range(n)]
     for k in keys:
         call(p, k, ip=exit_ip)
@@ -201,24 +222,32 @@ def cluster_of(p, key):
     return [r for r in p.lines() if r.get("account") == acct(key)][-1]["cluster"]
 
 
+def template_of(p, key):
+    return [r for r in p.lines() if r.get("account") == acct(key)][-1]["signals"][
+        "template.id"]
+
+
 def test_cluster_view_of_a_scripted_hydra(admin_proxy):
+    # the first hydra of the module: its 5 accounts are all the template's accounts
     p = admin_proxy
     keys = hydra(p, "198.51.100.20")
     members = [acct(k) for k in keys]
     cid = "h-" + cluster_of(p, keys[4]).split("h-", 1)[1]
     assert cluster_of(p, keys[0]) == cluster_of(p, keys[4]) == f"linked:cluster={cid}"
+    tpl = template_of(p, keys[0])
+    assert tpl == template_of(p, keys[4])
     status, top = p.admin("GET", "/clusters?top=10")
     assert status == 200
     mine = [c for c in top["clusters"] if c["id"] == cid]
     assert mine == [{"id": cid, "definition": "linked", "members": 5,
-                     "evidence": {"ip": 1}, "tokens": 80, "shared": False,
+                     "evidence": {"ip": 1, "template": 1}, "tokens": 80, "shared": False,
                      "budgets": [{"id": "hydra", "windows": [{
                          "name": "day", "limit": 300, "used": 80, "remaining": 220,
                          "reset_s": mine[0]["budgets"][0]["windows"][0]["reset_s"]}]}]}]
     status, doc = p.admin("GET", f"/clusters/{cid}")
     assert status == 200 and doc["members"] == members  # first seen first
     assert [(e["kind"], e["value"], e["accounts"], e["linking"]) for e in doc["evidence"]] \
-        == [("ip", "198.51.100.20", 5, True)]
+        == [("ip", "198.51.100.20", 5, True), ("template", tpl, 5, True)]
     assert doc["evidence"][0]["first_seen"] <= doc["evidence"][0]["last_seen"]
     assert doc["tokens"] == 80
     status, a = p.admin("GET", f"/accounts/{members[3]}")
@@ -226,7 +255,11 @@ def test_cluster_view_of_a_scripted_hydra(admin_proxy):
     (link,) = a["links"]
     assert (link["definition"], link["cluster"], link["size"]) == ("linked", cid, 5)
     assert [(e["kind"], e["value"], e["accounts"], e["linking"]) for e in link["evidence"]] \
-        == [("ip", "198.51.100.20", 5, True)]
+        == [("ip", "198.51.100.20", 5, True), ("template", tpl, 5, True)]
+    why = link["link"]  # the pair that linked it: the 4th joined through the 3rd
+    assert why.pop("age_s") >= 0
+    assert why == {"members": 5, "score": 1.4, "kinds": {"ip": 1, "template": 1},
+                   "flagged": True, "via": members[2]}
     assert p.admin("GET", "/clusters/h-0000000000000000")[0] == 404
     out = subprocess.run([sys.executable, "-m", "hydraguard", "clusters", "--admin",
                           p.admin_url, "--top", "10"], capture_output=True, text=True,
@@ -236,8 +269,8 @@ def test_cluster_view_of_a_scripted_hydra(admin_proxy):
     assert header.split() == ["CLUSTER", "DEFINITION", "MEMBERS", "TOKENS", "EVIDENCE",
                               "BUDGETS", "(used/limit)"]
     row = [r for r in rows if r.startswith(cid)]
-    assert len(row) == 1 and row[0].split() == [cid, "linked", "5", "80", "ip", "1",
-                                                "hydra:", "day", "80/300"]
+    assert len(row) == 1 and row[0].split() == [cid, "linked", "5", "80", "ip", "1,",
+                                                "template", "1", "hydra:", "day", "80/300"]
     assert footer.endswith("linked clusters") or footer.endswith("linked cluster")
 
 
@@ -325,8 +358,7 @@ def test_requests_the_listener_refuses(admin_proxy):
 
 
 def test_bearer_token_required_and_audited(stub, tmp_path):
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(CLUSTER_RULES)
+    rules = cluster_rules(tmp_path)
     token = "t-" + uuid.uuid4().hex
     with proxy(stub.url, rules, admin=True, env={"HYDRAGUARD_ADMIN_TOKEN": token}) as p:
         status, body = p.admin("GET", "/metrics")
@@ -365,8 +397,7 @@ def _listen_addr(port: int) -> str | None:
 
 
 def test_admin_port_alone_listens_on_loopback(stub, tmp_path):
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(CLUSTER_RULES)
+    rules = cluster_rules(tmp_path)
     port = free_port()
     with proxy(stub.url, rules, extra=["--admin", str(port)]) as p:
         wait_until(lambda: _listen_addr(port) is not None, 20, "admin listener")

@@ -12,7 +12,7 @@ import pytest
 from hydraguard_dev.procs import proxy
 
 from .redis_util import delete_prefix, require_redis, unique_prefix
-from .test_e2e_admin import acct, acct_cluster, call, scrape, value
+from .test_e2e_admin import EXITS, LINKING, acct, acct_cluster, call, scrape, template_of, value
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
@@ -20,12 +20,14 @@ RULES = """
 version: 1
 settings:
   trusted_proxies: [127.0.0.1/32]
+""" + LINKING.replace("{", "{{").replace("}", "}}") + """
 state: {{backend: redis, redis_url: "{url}", prefix: {prefix}, replicas: 2}}
 clusters:
   - id: linked
     when: {{client_ip: [198.51.100.0/24]}}
     key: [cluster]
-    link: {{window: 600, evidence: [{{kind: ip, min_accounts: 3, max_accounts: 100}}]}}
+    link: {{window: 600, evidence: [{{kind: ip, min_accounts: 3, max_accounts: 100}},
+                                     {{kind: template}}]}}
   - id: acct
     key: [account]
 budgets:
@@ -42,6 +44,7 @@ def replicas(stub, tmp_path_factory):
     prefix = unique_prefix()
     rules = tmp_path_factory.mktemp("admin-redis") / "rules.yaml"
     rules.write_text(RULES.format(url=url, prefix=prefix))
+    (rules.parent / "exits.txt").write_text(EXITS)
     try:
         with proxy(stub.url, rules, admin=True) as a, proxy(stub.url, rules, admin=True) as b:
             yield a, b
@@ -57,23 +60,29 @@ def test_each_replica_shows_the_shared_clusters(replicas):
         call((a, b)[i % 2], k, ip=exit_ip)
     members = [acct(k) for k in keys]
     cid = acct_cluster(members[0])  # the first seen names the shared cluster
+    tpl = template_of(a, keys[0])  # the module's first hydra: its 5 accounts hold it
     for p in (a, b):
         status, top = p.admin("GET", "/clusters?top=10")
         assert status == 200
         (mine,) = [c for c in top["clusters"] if c["id"] == cid]
         assert (mine["members"], mine["evidence"], mine["tokens"], mine["shared"]) == (
-            5, {"ip": 1}, 80, True)
+            5, {"ip": 1, "template": 1}, 80, True)
         assert mine["budgets"][0]["windows"][0]["used"] == 80
         status, doc = p.admin("GET", f"/clusters/{cid}")
         assert status == 200 and doc["members"] == members
-        # evidence is stored as digests; each replica saw the exit itself, so names it
+        # evidence is stored as digests; each replica saw the exit and the template itself,
+        # so names them
         assert [(e["kind"], e["value"], e["accounts"]) for e in doc["evidence"]] == [
-            ("ip", exit_ip, 5)]
+            ("ip", exit_ip, 5), ("template", tpl, 5)]
         status, why = p.admin("GET", f"/accounts/{members[3]}")
         (link,) = why["links"]
         assert (link["cluster"], link["size"], link["shared"]) == (cid, 5, True)
         assert [(e["kind"], e["value"], e["linking"]) for e in link["evidence"]] == [
-            ("ip", exit_ip, True)]
+            ("ip", exit_ip, True), ("template", tpl, True)]
+        assert link["link"]["age_s"] >= 0  # the shared why-record: joined through the 3rd
+        assert {k: v for k, v in link["link"].items() if k != "age_s"} == {
+            "members": 5, "score": 1.4, "kinds": {"ip": 1, "template": 1}, "flagged": True,
+            "via": members[2]}
         m = scrape(p)
         assert value(m, "hydraguard_state_up", backend="redis") == 1
         assert value(m, "hydraguard_state_roundtrip_seconds_count", result="ok") > 0

@@ -136,7 +136,8 @@ def overrides_of(gw: Gateway, account: str) -> dict[str, Any]:
 
 async def account_doc(gw: Gateway, account: str) -> dict[str, Any]:
     """`GET /accounts/{hash}`: its overrides, and per linked cluster definition its cluster
-    and why (the evidence it was seen with)."""
+    and why: the pair that linked it (``link``, as in the decision log) and the evidence
+    values it was seen with."""
     links = []
     detached = gw.overrides.detached(account)
     for definition, view, shared in _views(gw):
@@ -145,6 +146,7 @@ async def account_doc(gw: Gateway, account: str) -> dict[str, Any]:
             "definition": definition, "shared": shared,
             "cluster": cluster_id(account) if detached else w.cluster,
             "size": 1 if detached else w.size, "first_seen": _t(w.first_seen),
+            "link": None if detached else w.link,
             "evidence": [why_json(x) for x in w.evidence], "truncated": w.truncated}
         if detached:
             entry["detached_from"] = w.cluster if w.cluster != cluster_id(account) else None

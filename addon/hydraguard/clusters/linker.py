@@ -340,6 +340,44 @@ class ClusterLinker:
         size = uf.size.get(uf.find(account), 1)
         return link_info(size, uf.why.get(account), now) if size > 1 else None
 
+    # -- read-only views (the admin listener: clusters/view.py) -------------------------
+    def linked(self, now: float | None = None) -> dict[str, list[str]]:
+        """The linked clusters answering now: root -> members (two or more, any order)."""
+        self._epoch(self._clock() if now is None else now)
+        uf, comps = self._uf, {}
+        for x in list(uf.parent):
+            comps.setdefault(uf.find(x), []).append(x)
+        return {r: m for r, m in comps.items() if len(m) > 1}
+
+    def largest(self, now: float | None = None) -> tuple[int, int]:
+        """(linked clusters, accounts in the largest) answering now."""
+        self._epoch(self._clock() if now is None else now)
+        return self._uf.clusters, max(self._uf.size.values(), default=0)
+
+    def first_seen(self, account: str) -> float | None:
+        """When ``account`` was first seen (None: not, or forgotten)."""
+        return self._nodes.get(account)
+
+    def values(self, now: float | None = None) -> list[tuple[str, str, dict]]:
+        """Every evidence value with the accounts seen with it in the window: (kind, value,
+        {account: (last seen, flagged)})."""
+        horizon = (self._clock() if now is None else now) - self.window_s
+        out = []
+        for (kind, value), members in list(self._values.items()):
+            live = {a: m for a, m in members.items() if m[0] >= horizon}
+            if live:
+                out.append((kind, value, live))
+        return out
+
+    def value_keys(self) -> list[tuple[str, str]]:
+        """(kind, value) of every evidence value held (in the window or not)."""
+        return list(self._values)
+
+    def counts(self, kind: str, n: int) -> bool:
+        """Whether a value of ``kind`` seen with ``n`` accounts adds to pair scores."""
+        rule = self.rules.get(kind)
+        return rule is not None and rule.min_accounts <= n < rule.max_accounts
+
     def stats(self) -> dict[str, int]:
         """Sizes of every bounded structure (for the status file and tests; O(1))."""
         return {

@@ -45,6 +45,23 @@ from .scoring import KINDS, Why, decode_why, link_info
 if TYPE_CHECKING:
     from .view import RedisLinkView
 
+__all__ = ["RedisLinks", "digest", "parse_member"]
+
+# key parts after the tag (link_script.py's KEYS): parent hash, first seen, pair scores,
+# partners, cluster sizes, why-records (per epoch; first seen per period), evidence sets
+PARENT, FIRST, PAIRS, PARTNERS, SIZES, WHY, EVIDENCE = "p", "f", "q", "n", "s", "w", "e"
+
+
+def digest(value: str) -> str:
+    """The id an evidence value's set is named by (``{tag}:e:{kind}:{digest}``)."""
+    return blake2b(value.encode("utf-8", "surrogatepass"), digest_size=10).hexdigest()
+
+
+def parse_member(member: bytes | str) -> tuple[str, bool]:
+    """(account, flagged) of an evidence set member (``account<TAB>1`` or ``<TAB>0``)."""
+    m = member.decode("utf-8", "surrogateescape") if isinstance(member, bytes) else member
+    return m[:-2], m.endswith("\t1")
+
 
 class RedisLinks:
     """Shared hydra linking for one cluster definition (see module doc)."""
@@ -103,15 +120,28 @@ class RedisLinks:
         got = self._last.get(account)
         return got[0] if got is not None else None
 
+    def key(self, part: str, n: int | str) -> str:
+        """The Redis key of one structure: ``part`` (PARENT, FIRST, ...) of epoch/period
+        ``n``, or EVIDENCE with ``n`` = ``kind:digest``."""
+        return f"{self._tag}:{part}:{n}"
+
+    def epoch_of(self, now: float) -> int:
+        """The epoch whose union-find answers at ``now``."""
+        return math.floor(now / self.window_s)
+
+    def period_of(self, now: float) -> int:
+        """The first-seen period of ``now`` (the hash of the previous one is read too)."""
+        return math.floor(now / self.first_period_s)
+
     def _keys_args(self, account: str, evidence: Mapping[str, str | None], flagged: bool,
                    now: float) -> tuple[list[str], list[str]]:
         w = self.window_s
-        e = math.floor(now / w)
-        period = math.floor(now / self.first_period_s)
-        t = self._tag
-        keys = [f"{t}:p:{e}", f"{t}:p:{e + 1}", f"{t}:f:{period}", f"{t}:f:{period - 1}",
-                f"{t}:q:{e}", f"{t}:q:{e - 1}", f"{t}:n:{e}", f"{t}:n:{e - 1}",
-                f"{t}:s:{e}", f"{t}:s:{e + 1}", f"{t}:w:{e}", f"{t}:w:{e + 1}"]
+        e = self.epoch_of(now)
+        period = self.period_of(now)
+        k = self.key
+        keys = [k(PARENT, e), k(PARENT, e + 1), k(FIRST, period), k(FIRST, period - 1),
+                k(PAIRS, e), k(PAIRS, e - 1), k(PARTNERS, e), k(PARTNERS, e - 1),
+                k(SIZES, e), k(SIZES, e + 1), k(WHY, e), k(WHY, e + 1)]
         args = [repr(float(now)), repr(w), account, self._first_ms, repr(e * w), *self._fixed,
                 "1" if flagged else "0"]
         for kind in self._order:
@@ -119,9 +149,9 @@ class RedisLinks:
             if not value:
                 continue
             rule = self.rules[kind]
-            digest = blake2b(value.encode("utf-8", "surrogatepass"), digest_size=10).hexdigest()
-            keys.append(f"{t}:e:{kind}:{digest}")
-            args += [kind, digest, str(rule.min_accounts), str(rule.max_accounts),
+            d = digest(value)
+            keys.append(k(EVIDENCE, f"{kind}:{d}"))
+            args += [kind, d, str(rule.min_accounts), str(rule.max_accounts),
                      repr(float(rule.weight)), repr(float(rule.flagged_weight))]
         return keys, args
 

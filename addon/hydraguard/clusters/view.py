@@ -1,10 +1,14 @@
 """Read-only views of the link stores, for the admin listener (admin/): which linked clusters
-exist, who is in one, and why an account is linked (the evidence it shares).
+exist, who is in one, and why an account is linked: the linker's why-record (the pair that
+linked it, its score and evidence kinds) and the evidence values it was seen with.
 
 `LinkView` is the narrow read interface; `MemoryLinks.view()` and `RedisLinks.view()` return
-one. Nothing here changes linking state (the memory view may compress union-find paths,
-which changes no answer). Every call is for an operator, not for requests: a call walks the
-whole store (bounded by the store's own bounds, and by MAX_SCAN evidence keys on Redis).
+one, read through the linker's public read methods (clusters/linker.py) or the Redis layout
+of clusters/redis_links.py. A cluster's evidence is the values that count (between min and
+max accounts) held by two or more of its members. Nothing here changes linking state (the
+memory view may compress union-find paths or turn to a new epoch, as any answer does). Every
+call is for an operator, not for requests: a call walks the whole store (bounded by the
+store's own bounds, and by MAX_SCAN evidence keys on Redis).
 
 Times are on the store's clock (the gateway's: epoch seconds).
 """
@@ -13,12 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from hashlib import blake2b
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .keys import cluster_id
+from .redis_links import EVIDENCE, FIRST, PARENT, SIZES, WHY, digest, parse_member
+from .scoring import decode_why, link_info
 
 if TYPE_CHECKING:
     from .linker import ClusterLinker
@@ -58,7 +64,9 @@ class WhyRecord:
 
 @dataclass(slots=True)
 class AccountLinks:
-    """An account's cluster and why: its evidence records (linking ones first)."""
+    """An account's cluster and why: the linker's why-record (`link`: the decision log's
+    ``link`` object: the pair that linked it, score, evidence kinds; None when not linked)
+    and the evidence values it was seen with (linking ones first)."""
 
     account: str
     cluster: str
@@ -66,6 +74,7 @@ class AccountLinks:
     first_seen: float | None
     evidence: list[WhyRecord]
     truncated: bool = False
+    link: dict[str, Any] | None = None
 
 
 class LinkView(Protocol):
@@ -84,7 +93,8 @@ class LinkView(Protocol):
         ...
 
     async def evidence(self, cluster: str) -> list[WhyRecord] | None:
-        """The linking evidence values of a linked cluster (None: no such cluster)."""
+        """The linking evidence values two or more of its members share (None: no such
+        linked cluster)."""
         ...
 
     async def summary(self) -> tuple[int, int]:
@@ -92,96 +102,89 @@ class LinkView(Protocol):
         ...
 
 
-def _components(nodes: Iterable[str], find) -> dict[str, list[str]]:
-    comps: dict[str, list[str]] = {}
-    for n in nodes:
-        comps.setdefault(find(n), []).append(n)
-    return {r: m for r, m in comps.items() if len(m) > 1}
+# (kind, shown value, {account: (last seen, flagged)}) of every evidence value in the window
+Values = list[tuple[str, str, dict[str, tuple[float, bool]]]]
+Counts = Callable[[str, int], bool]
 
 
-def _ordered(root: str, members: list[str], first: dict[str, float] | None) -> list[str]:
+def _ordered(root: str, members: list[str], first: dict[str, float] | Callable) -> list[str]:
+    get = first.get if isinstance(first, dict) else first
     rest = sorted((m for m in members if m != root),
-                  key=lambda m: ((first or {}).get(m, math.inf), m))
+                  key=lambda m: (v if (v := get(m)) is not None else math.inf, m))
     return [root, *rest]
 
 
-def _qualifies(rule, n: int) -> bool:
-    return rule is not None and rule.min_accounts <= n <= rule.max_accounts
+def _summaries(comps: dict[str, list[str]], values: Values, counts: Counts
+               ) -> dict[str, dict[str, int]]:
+    """root -> {kind: linking values two or more of its members share}."""
+    where = {m: r for r, ms in comps.items() for m in ms}
+    out: dict[str, dict[str, int]] = {r: {} for r in comps}
+    for kind, _v, members in values:
+        if counts(kind, len(members)):
+            for r, k in Counter(where[m] for m in members if m in where).items():
+                if k > 1:
+                    out[r][kind] = out[r].get(kind, 0) + 1
+    return out
+
+
+def _cluster_evidence(members: list[str], values: Values, counts: Counts) -> list[WhyRecord]:
+    mine, out = set(members), []
+    for kind, value, held in values:
+        if counts(kind, len(held)):
+            times = [t for a, (t, _f) in held.items() if a in mine]
+            if len(times) > 1:
+                out.append(WhyRecord(kind, value, len(held), True, max(times), min(times)))
+    out.sort(key=lambda w: (-w.accounts, w.kind, w.value))
+    return out[:MAX_WHY]
+
+
+def _account_evidence(account: str, values: Values, counts: Counts) -> list[WhyRecord]:
+    out = [WhyRecord(kind, value, len(held), counts(kind, len(held)), held[account][0])
+           for kind, value, held in values if account in held]
+    out.sort(key=lambda w: (not w.linking, -w.accounts, w.kind, w.value))
+    return out
 
 
 class MemoryLinkView:
-    """`LinkView` of the in-process union-find (clusters/linker.py)."""
+    """`LinkView` of the in-process linker (clusters/linker.py)."""
 
     def __init__(self, linker: ClusterLinker) -> None:
         self.linker = linker
 
-    def _now(self) -> float:
-        return self.linker._clock()
-
-    def _comps(self) -> dict[str, list[str]]:
-        lk = self.linker
-        nodes = set(lk._parent) | set(lk._parent.values())
-        return _components(nodes, lk._find)
-
-    def _live(self, members: dict[str, float], now: float) -> int:
-        horizon = now - self.linker.window_s
-        return sum(1 for t in members.values() if t >= horizon)
+    def _find(self, cluster: str) -> tuple[str, list[str]] | None:
+        for r, m in self.linker.linked().items():
+            if cluster_id(r) == cluster:
+                return r, m
+        return None
 
     async def top(self, limit: int = 1000) -> list[LinkedCluster]:
-        lk, now = self.linker, self._now()
-        comps = self._comps()
-        summary: dict[str, dict[str, int]] = {r: {} for r in comps}
-        for (kind, _value), ev in list(lk._evidence.items()):
-            if ev.members and _qualifies(lk.rules.get(kind), self._live(ev.members, now)):
-                root = lk._find(next(iter(ev.members)))
-                if root in summary:
-                    summary[root][kind] = summary[root].get(kind, 0) + 1
-        out = [LinkedCluster(cluster_id(r), _ordered(r, m, lk._nodes), summary[r])
+        lk = self.linker
+        comps = lk.linked()
+        summary = _summaries(comps, lk.values(), lk.counts)
+        out = [LinkedCluster(cluster_id(r), _ordered(r, m, lk.first_seen), summary[r])
                for r, m in comps.items()]
         out.sort(key=lambda c: (-len(c.members), c.id))
         return out[:limit]
 
     async def members(self, cluster: str) -> list[str] | None:
-        for r, m in self._comps().items():
-            if cluster_id(r) == cluster:
-                return _ordered(r, m, self.linker._nodes)
-        return None
+        found = self._find(cluster)
+        return None if found is None else _ordered(*found, self.linker.first_seen)
 
     async def evidence(self, cluster: str) -> list[WhyRecord] | None:
-        lk, now = self.linker, self._now()
-        root = next((r for r in self._comps() if cluster_id(r) == cluster), None)
-        if root is None:
+        found = self._find(cluster)
+        if found is None:
             return None
-        out = []
-        for (kind, value), ev in list(lk._evidence.items()):
-            times = [t for t in ev.members.values() if t >= now - lk.window_s]
-            if times and _qualifies(lk.rules.get(kind), len(times)) and \
-                    lk._find(next(iter(ev.members))) == root:
-                out.append(WhyRecord(kind, value, len(times), True, max(times), min(times)))
-        out.sort(key=lambda w: (-w.accounts, w.kind, w.value))
-        return out[:MAX_WHY]
+        return _cluster_evidence(found[1], self.linker.values(), self.linker.counts)
 
     async def why(self, account: str) -> AccountLinks:
-        lk, now = self.linker, self._now()
-        root = lk._find(account)
-        recs = []
-        for (kind, value), ev in list(lk._evidence.items()):
-            seen = ev.members.get(account)
-            if seen is not None and seen >= now - lk.window_s:
-                n = self._live(ev.members, now)
-                recs.append(WhyRecord(kind, value, n, _qualifies(lk.rules.get(kind), n), seen))
-        recs.sort(key=lambda w: (not w.linking, -w.accounts, w.kind, w.value))
-        return AccountLinks(account, cluster_id(root), lk._size.get(root, 1),
-                            lk._nodes.get(account), recs[:MAX_WHY], len(recs) > MAX_WHY)
+        lk = self.linker
+        recs = _account_evidence(account, lk.values(), lk.counts)
+        return AccountLinks(account, lk.cluster_of(account), lk.cluster_size(account),
+                            lk.first_seen(account), recs[:MAX_WHY], len(recs) > MAX_WHY,
+                            lk.link_info(account))
 
     async def summary(self) -> tuple[int, int]:
-        sizes = [s for s in self.linker._size.values() if s > 1]
-        return len(sizes), max(sizes, default=0)
-
-
-def _digest(value: str) -> str:
-    """The digest RedisLinks names an evidence key by (see redis_links._keys_args)."""
-    return blake2b(value.encode("utf-8", "surrogatepass"), digest_size=10).hexdigest()
+        return self.linker.largest()
 
 
 def _glob(text: str) -> str:
@@ -193,9 +196,10 @@ def _s(v: bytes | str) -> str:
 
 
 class RedisLinkView:
-    """`LinkView` of the shared linking in Redis (clusters/redis_links.py): the current
-    epoch's union-find and the evidence sets, whichever replica reads them. Evidence values
-    are stored as digests; the values this replica saw itself are shown in clear."""
+    """`LinkView` of the shared linking in Redis (clusters/redis_links.py, key layout in
+    clusters/link_script.py): the current epoch's union-find, cluster sizes and why-records,
+    and the evidence sets, whichever replica reads them. Evidence values are stored as
+    digests; the values this replica saw itself are shown in clear."""
 
     def __init__(self, links: RedisLinks) -> None:
         self.links = links
@@ -204,156 +208,114 @@ class RedisLinkView:
     def _r(self):
         return self.links.state.client
 
-    def _epoch(self, now: float) -> int:
-        return math.floor(now / self.links.window_s)
+    async def _comps(self, now: float) -> tuple[dict[str, list[str]], Callable[[str], str]]:
+        raw = await self._r.hgetall(self.links.key(PARENT, self.links.epoch_of(now)))
+        parent = {_s(k): _s(v) for k, v in raw.items()}
 
-    async def _parents(self, now: float) -> dict[str, str]:
-        raw = await self._r.hgetall(f"{self.links._tag}:p:{self._epoch(now)}")
-        return {_s(k): _s(v) for k, v in raw.items()}
-
-    @staticmethod
-    def _finder(parent: dict[str, str]):
         def find(x: str) -> str:
             seen = 0
             while (p := parent.get(x)) is not None and p != x and seen < 10_000:
                 x, seen = p, seen + 1
             return x
-        return find
 
-    async def _evidence_keys(self, now: float) -> tuple[list[tuple[str, str, str]], bool]:
-        """[(kind, digest, key)] of the evidence sets, and whether the scan was cut short."""
-        tag = self.links._tag
-        prefix = f"{tag}:e:"
-        out, n = [], 0
+        comps: dict[str, list[str]] = {}
+        for n in set(parent) | set(parent.values()):
+            comps.setdefault(find(n), []).append(n)
+        return {r: m for r, m in comps.items() if len(m) > 1}, find
+
+    def _counts(self, kind: str, n: int) -> bool:
+        return self.links.local.linker.counts(kind, n)  # the same rules
+
+    async def _values(self, now: float) -> tuple[Values, bool]:
+        """Every evidence set's accounts in the window (values named where known here), and
+        whether the scan of evidence keys was cut short (MAX_SCAN)."""
+        prefix = self.links.key(EVIDENCE, "")
+        keys, cut = [], False
         async for k in self._r.scan_iter(match=_glob(prefix) + "*", count=1000):
-            key = _s(k)
-            if ":l:" in key[len(prefix):]:
-                continue  # a link mark, not an evidence set
-            n += 1
-            if n > MAX_SCAN:
-                return out, True
-            kind, _, digest = key[len(prefix):].partition(":")
-            out.append((kind, digest, key))
-        return out, False
-
-    async def _evidence(self, now: float, account: str | None = None):
-        """[(kind, digest, live members or (count, account's score))] of every set."""
-        keys, cut = await self._evidence_keys(now)
-        lo = repr(now - self.links.window_s)
+            if len(keys) == MAX_SCAN:
+                cut = True
+                break
+            keys.append(_s(k))
         pipe = self._r.pipeline(transaction=False)
-        for _, _, key in keys:
-            if account is None:
-                pipe.zrangebyscore(key, lo, "+inf")
-            else:
-                pipe.zcount(key, lo, "+inf")
-                pipe.zscore(key, account)
+        for key in keys:
+            pipe.zrangebyscore(key, repr(now - self.links.window_s), "+inf", withscores=True)
         got = await pipe.execute() if keys else []
-        if account is not None:
-            got = list(zip(got[::2], got[1::2], strict=True))
-        return [(k, d, g) for (k, d, _), g in zip(keys, got, strict=True)], cut
-
-    async def _comps(self, now: float) -> tuple[dict[str, list[str]], dict[str, str]]:
-        parent = await self._parents(now)
-        find = self._finder(parent)
-        return _components(set(parent) | set(parent.values()), find), parent
+        known = {(kind, digest(v)): v for kind, v in self.links.local.linker.value_keys()}
+        out: Values = []
+        for key, scored in zip(keys, got, strict=True):
+            kind, _, d = key[len(prefix):].partition(":")
+            held: dict[str, tuple[float, bool]] = {}
+            for member, t in scored:
+                a, flagged = parse_member(member)
+                if a not in held or held[a][0] < float(t):
+                    held[a] = (float(t), flagged)
+            if held:
+                out.append((kind, known.get((kind, d), "#" + d), held))
+        return out, cut
 
     async def _first_seen(self, accounts: list[str], now: float) -> dict[str, float]:
-        period = math.floor(now / self.links.first_period_s)
-        tag = self.links._tag
+        period = self.links.period_of(now)
+        cur, prev = self.links.key(FIRST, period), self.links.key(FIRST, period - 1)
         pipe = self._r.pipeline(transaction=False)
         for a in accounts:
-            pipe.hget(f"{tag}:f:{period}", a)
-            pipe.hget(f"{tag}:f:{period - 1}", a)
+            pipe.hget(cur, a)
+            pipe.hget(prev, a)
         got = await pipe.execute() if accounts else []
         out = {}
-        for a, cur, prev in zip(accounts, got[::2], got[1::2], strict=True):
-            v = cur if cur is not None else prev
+        for a, c, p in zip(accounts, got[::2], got[1::2], strict=True):
+            v = c if c is not None else p
             if v is not None:
                 out[a] = float(v)
-        return out
-
-    def _known(self, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
-        """The values behind (kind, digest) pairs that this replica's own linking saw."""
-        out: dict[tuple[str, str], str] = {}
-        for kind, v in list(self.links.local.linker._evidence):
-            if len(out) == len(wanted):
-                break
-            if (kind, d := _digest(v)) in wanted:
-                out[(kind, d)] = v
         return out
 
     async def top(self, limit: int = 1000) -> list[LinkedCluster]:
         async with asyncio.timeout(TIMEOUT_S):
             now = self.links.state.now()
-            comps, parent = await self._comps(now)
-            find = self._finder(parent)
-            summary: dict[str, dict[str, int]] = {r: {} for r in comps}
-            for kind, _d, members in (await self._evidence(now))[0]:
-                if members and _qualifies(self.links.rules.get(kind), len(members)):
-                    root = find(_s(members[0]))
-                    if root in summary:
-                        summary[root][kind] = summary[root].get(kind, 0) + 1
+            comps, _ = await self._comps(now)
+            summary = _summaries(comps, (await self._values(now))[0], self._counts)
             ranked = sorted(comps.items(), key=lambda rm: (-len(rm[1]), cluster_id(rm[0])))
             ranked = ranked[:limit]
             first = await self._first_seen([m for _, ms in ranked for m in ms], now)
             return [LinkedCluster(cluster_id(r), _ordered(r, m, first), summary[r])
                     for r, m in ranked]
 
+    async def _find(self, cluster: str, now: float) -> tuple[str, list[str]] | None:
+        for r, m in (await self._comps(now))[0].items():
+            if cluster_id(r) == cluster:
+                return r, m
+        return None
+
     async def members(self, cluster: str) -> list[str] | None:
         async with asyncio.timeout(TIMEOUT_S):
             now = self.links.state.now()
-            for r, m in (await self._comps(now))[0].items():
-                if cluster_id(r) == cluster:
-                    return _ordered(r, m, await self._first_seen(m, now))
-            return None
+            found = await self._find(cluster, now)
+            if found is None:
+                return None
+            return _ordered(*found, await self._first_seen(found[1], now))
 
     async def evidence(self, cluster: str) -> list[WhyRecord] | None:
         async with asyncio.timeout(TIMEOUT_S):
             now = self.links.state.now()
-            comps, parent = await self._comps(now)
-            root = next((r for r in comps if cluster_id(r) == cluster), None)
-            if root is None:
+            found = await self._find(cluster, now)
+            if found is None:
                 return None
-            find = self._finder(parent)
-            lo = repr(now - self.links.window_s)
-            keys = []
-            for kind, digest, members in (await self._evidence(now))[0]:
-                if members and _qualifies(self.links.rules.get(kind), len(members)) and \
-                        find(_s(members[0])) == root:
-                    keys.append((kind, digest, len(members)))
-            pipe = self._r.pipeline(transaction=False)
-            for kind, digest, _ in keys:
-                pipe.zrangebyscore(f"{self.links._tag}:e:{kind}:{digest}", lo, "+inf",
-                                   withscores=True)
-            got = await pipe.execute() if keys else []
-            known = self._known({(k, d) for k, d, _ in keys})
-            out = []
-            for (kind, digest, n), scored in zip(keys, got, strict=True):
-                times = [float(s) for _, s in scored] or [math.nan]
-                out.append(WhyRecord(kind, known.get((kind, digest), "#" + digest), n, True,
-                                     max(times), min(times)))
-            out.sort(key=lambda w: (-w.accounts, w.kind, w.value))
-            return out[:MAX_WHY]
+            return _cluster_evidence(found[1], (await self._values(now))[0], self._counts)
 
     async def why(self, account: str) -> AccountLinks:
         async with asyncio.timeout(TIMEOUT_S):
             now = self.links.state.now()
-            comps, parent = await self._comps(now)
-            root = self._finder(parent)(account)
-            size = len(comps.get(root, ())) or 1
-            ev, cut = await self._evidence(now, account)
-            known = self._known({(k, d) for k, d, (_, score) in ev if score is not None})
-            recs = []
-            for kind, digest, (count, score) in ev:
-                if score is None or count == 0:
-                    continue
-                recs.append(WhyRecord(kind, known.get((kind, digest), "#" + digest),
-                                      int(count), _qualifies(self.links.rules.get(kind),
-                                                             int(count)), float(score)))
-            recs.sort(key=lambda w: (not w.linking, -w.accounts, w.kind, w.value))
+            comps, find = await self._comps(now)
+            root = find(account)
+            e = self.links.epoch_of(now)
+            size_raw = await self._r.hget(self.links.key(SIZES, e), root)
+            size = int(size_raw) if size_raw is not None and root in comps else 1
+            why_raw = await self._r.hget(self.links.key(WHY, e), account)
+            why = decode_why(_s(why_raw)) if why_raw else None
+            values, cut = await self._values(now)
+            recs = _account_evidence(account, values, self._counts)
             first = (await self._first_seen([account], now)).get(account)
             return AccountLinks(account, cluster_id(root), size, first, recs[:MAX_WHY],
-                                cut or len(recs) > MAX_WHY)
+                                cut or len(recs) > MAX_WHY, link_info(size, why, now))
 
     async def summary(self) -> tuple[int, int]:
         async with asyncio.timeout(TIMEOUT_S):
