@@ -83,6 +83,7 @@ class RedisBudgetState:
         breaker: Breaker | None = None,
         max_pending: int = 100_000,
         max_keys: int = 100_000,
+        cluster: bool = False,
     ) -> None:
         if on_error not in ("open", "closed"):
             raise ValueError(f"on_error must be 'open' or 'closed', got {on_error!r}")
@@ -95,7 +96,14 @@ class RedisBudgetState:
         self._ttl = repr(self._ttl_s)
         self._closed_retry = closed_retry_after_s
         self.url = redact_url(url)  # for log lines: never the password
-        if client is None:
+        self.cluster = cluster
+        if cluster:  # scripts routed per hash slot (redis_cluster.py); no admin client
+            from .redis_cluster import ClusterRunner
+
+            client = None
+            self._runner = ClusterRunner(url, connect_timeout_s=self._timeout_s,
+                                         max_connections=max_connections)
+        elif client is None:
             # admin/inspection client (ping, scans); scripts go through the runner below
             client = aioredis.Redis.from_url(
                 url,
@@ -415,4 +423,5 @@ class RedisBudgetState:
         for task in list(self._tasks):
             task.cancel()
         await self._runner.close()
-        await self._r.aclose()
+        if self._r is not None:
+            await self._r.aclose()
