@@ -15,7 +15,7 @@ import uuid
 import anthropic
 import pytest
 
-from hydraguard.budgets.redis_state import RedisBudgetState
+from hydraguard.budgets.redis_state import LAYOUT_VERSION, RedisBudgetState
 from hydraguard.budgets.spec import WindowSpec
 from hydraguard_dev.procs import proxy
 
@@ -74,7 +74,7 @@ def test_state_routes_each_group_to_its_master(cluster):
         finally:
             await st.close()
     asyncio.run(go())
-    held = cluster.masters_holding("hgu:v3:*")
+    held = cluster.masters_holding(f"hgu:v{LAYOUT_VERSION}:*")
     assert len(held) == 3 and all(n >= 2 for n in held.values()), held
     assert sum(held.values()) >= 60  # 30 groups x 2 bucket hashes (+ hold indexes)
 
@@ -91,7 +91,7 @@ def test_two_replicas_share_one_budget_on_the_cluster(replicas, cluster):
     assert sum(r["output_tokens"] or 0 for r in rows if r["status"] == 200) == 100
     for i in range(6):  # more accounts: their budget keys land on more than one master
         msg(ant(replicas[i % 2], key()), "c-spread", 1)
-    held = cluster.masters_holding("hgc:v3:*")
+    held = cluster.masters_holding(f"hgc:v{LAYOUT_VERSION}:*")
     assert sum(1 for n in held.values() if n > 0) >= 2, held
 
 
@@ -154,3 +154,41 @@ def test_single_node_is_refused_as_cluster():
         finally:
             await st.close()
     asyncio.run(go())
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_split_linking_matches_memory_and_spreads(cluster, seed):
+    """On the cluster the evidence sets have slots of their own (clusters/link_split.py):
+    sequentially (two replicas alternating) the same clusters, sizes and why-records as the
+    in-memory linker, and the link keys land on more than one master."""
+    from hydraguard.clusters import ClusterLinker
+    from hydraguard.clusters.redis_links import RedisLinks
+
+    from .redis_util import FakeClock
+    from .test_budgets_redis_links import CONFIG, _sequence
+
+    clock = FakeClock(1_000_200.0)
+    prefix = f"hgl{seed}{uuid.uuid4().hex[:6]}"
+
+    async def go():
+        states = [RedisBudgetState(cluster.url, prefix=prefix, clock=clock, cluster=True)
+                  for _ in range(2)]
+        links = [RedisLinks(s, "acct", CONFIG) for s in states]
+        assert all(x.spread for x in links)
+        mem_clock = FakeClock(clock.t)
+        mem = ClusterLinker(config=CONFIG, clock=mem_clock)
+        t0 = clock.t
+        try:
+            for n, (t, acct, ev, fl) in enumerate(_sequence(seed)):
+                clock.t = mem_clock.t = t0 + t
+                mem.observe(acct, ev, flagged=fl)
+                r = links[n % 2]
+                assert await r.cluster_of(acct, ev, flagged=fl) == mem.cluster_of(acct), n
+                assert r.link_info(acct) == mem.link_info(acct), (n, acct)
+            assert mem.cluster_size("h0") == 40
+        finally:
+            for s in states:
+                await s.close()
+    asyncio.run(go())
+    held = cluster.masters_holding(f"{prefix}:v{LAYOUT_VERSION}:{{links:acct:e:*")
+    assert sum(1 for n in held.values() if n > 0) >= 2, held
