@@ -5,7 +5,8 @@
   never read-then-write. The budgets of one request are reserved in one script call.
 - Keys (``redis_keys.py``): per budget key a bucket hash and a hold index, under
   ``{prefix}:v<LAYOUT_VERSION>:`` and the hash tag of the key's group (the budgets of one
-  cluster share one hash slot, so one script reserves them all).
+  cluster share one hash slot, so one script reserves them all). With ``cluster=True`` the
+  scripts go to the master of their slot on a Redis Cluster (``redis_cluster.py``).
 - Holds expire ``reservation_ttl_s`` after they were taken or last renewed; this replica
   renews its open holds every third of that, so the holds of a replica that dies are given
   back within ``reservation_ttl_s`` (reclaimed by the next script touching the bucket).

@@ -17,8 +17,11 @@ layout: clusters/link_script.py):
   epoch e go into e's and e+1's union-find, so a link lasts one to two windows after the
   evidence that made it.
 
-All keys share one hash tag, so the script is valid on Redis Cluster (one slot). Keys start
-with the budget state's ``keyspace`` (``{prefix}:v<layout version>``).
+On a single Redis all keys share one hash tag and one script does everything. On a Redis
+Cluster (``state.cluster``) the evidence sets get a hash tag each and a request takes three
+per-slot steps (clusters/link_split.py, where the weaker atomicity is described); the pair
+scores and the union-find of one definition stay on one slot. Keys start with the budget
+state's ``keyspace`` (``{prefix}:v<layout version>``).
 
 `RedisLinks` implements the `LinkStore` interface (clusters/links.py): ``observe`` answers at
 once from the last shared answer for the account, else from its own in-memory linking (the
