@@ -79,8 +79,8 @@ STATE = Struct(
             Bool(), default=False,
             doc="redis backend: redis_url is one node (the seed) of a Redis Cluster; each "
             "script goes to the master of its keys' hash slot (budget keys of one cluster "
-            "share a slot; each hydra-link evidence value has a slot of its own, the pair scores and "
-            "union-find of one cluster definition share one). "
+            "share a slot; each hydra-link evidence value has a slot of its own, the pair "
+            "scores and union-find of one cluster definition share one). "
             "Needs redis:// or rediss://.", example=False),
         "redis_url_env": Field(
             Str(), default="REDIS_URL",
