@@ -16,6 +16,7 @@ import httpx
 import pytest
 import redis
 
+from hydraguard.budgets.redis_state import LAYOUT_VERSION
 from hydraguard_dev.procs import proxy, wait_until
 
 from .redis_util import RedisServer, delete_prefix, require_redis, unique_prefix
@@ -163,7 +164,7 @@ def test_outage_keeps_each_replica_to_its_share_and_logs_once(stub, tmp_path):
             # what the replicas served from their shares is charged to the new Redis
             charged = sum(r["budget"][0]["charged"] for v in local for r in v)
             cluster = local[0][0]["cluster"]
-            bucket = f"hgout:v3:{{{cluster}}}:tokens:{cluster}:b"
+            bucket = f"hgout:v{LAYOUT_VERSION}:{{{cluster}}}:tokens:{cluster}:b"
             c = redis.Redis.from_url(srv.url, decode_responses=True)
             try:
                 wait_until(lambda: float(c.hget(bucket, "day:u") or 0) >= charged - 1, 20,

@@ -42,7 +42,7 @@ def open_state(cfg: StateConfig, clock: Callable[[], float]) -> BudgetState:
             on_error=cfg.on_error, clock=clock, reservation_ttl_s=cfg.reservation_ttl_s,
             replicas=cfg.replicas, down_backoff_s=cfg.retry_after_s,
             closed_retry_after_s=cfg.retry_after_s, max_connections=cfg.max_connections,
-            max_keys=cfg.max_keys)
+            max_keys=cfg.max_keys, cluster=cfg.cluster)
     return MemoryBudgetState(cfg.max_keys, clock)
 
 

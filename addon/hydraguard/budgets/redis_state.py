@@ -5,7 +5,8 @@
   never read-then-write. The budgets of one request are reserved in one script call.
 - Keys (``redis_keys.py``): per budget key a bucket hash and a hold index, under
   ``{prefix}:v<LAYOUT_VERSION>:`` and the hash tag of the key's group (the budgets of one
-  cluster share one hash slot, so one script reserves them all).
+  cluster share one hash slot, so one script reserves them all). With ``cluster=True`` the
+  scripts go to the master of their slot on a Redis Cluster (``redis_cluster.py``).
 - Holds expire ``reservation_ttl_s`` after they were taken or last renewed; this replica
   renews its open holds every third of that, so the holds of a replica that dies are given
   back within ``reservation_ttl_s`` (reclaimed by the next script touching the bucket).
@@ -48,7 +49,7 @@ from .spec import Reservation, ReserveResult, WindowSpec, WindowState
 
 __all__ = ["LAYOUT_VERSION", "RedisBudgetState", "StateUnavailable"]
 
-LAYOUT_VERSION = 3  # of the Redis key layout (module doc); bump on any change of layout
+LAYOUT_VERSION = 4  # of the Redis key layout (module doc); bump on any change of layout
 
 log = logging.getLogger("hydraguard.state")
 
@@ -83,6 +84,7 @@ class RedisBudgetState:
         breaker: Breaker | None = None,
         max_pending: int = 100_000,
         max_keys: int = 100_000,
+        cluster: bool = False,
     ) -> None:
         if on_error not in ("open", "closed"):
             raise ValueError(f"on_error must be 'open' or 'closed', got {on_error!r}")
@@ -95,7 +97,14 @@ class RedisBudgetState:
         self._ttl = repr(self._ttl_s)
         self._closed_retry = closed_retry_after_s
         self.url = redact_url(url)  # for log lines: never the password
-        if client is None:
+        self.cluster = cluster
+        if cluster:  # scripts routed per hash slot (redis_cluster.py); no admin client
+            from .redis_cluster import ClusterRunner
+
+            client = None
+            self._runner = ClusterRunner(url, connect_timeout_s=self._timeout_s,
+                                         max_connections=max_connections)
+        elif client is None:
             # admin/inspection client (ping, scans); scripts go through the runner below
             client = aioredis.Redis.from_url(
                 url,
@@ -427,4 +436,5 @@ class RedisBudgetState:
         for task in list(self._tasks):
             task.cancel()
         await self._runner.close()
-        await self._r.aclose()
+        if self._r is not None:
+            await self._r.aclose()

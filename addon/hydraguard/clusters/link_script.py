@@ -29,7 +29,7 @@ account lists, why-records ``via<TAB>score<TAB>counts<TAB>flag<TAB>time``
 Redis orders equal scores by member name, memory by arrival.
 """
 
-LINK = r"""
+HEAD = r"""
 local pcur, pnext, fcur, fprev = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local qcur, qprev, ncur, nprev = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local scur, snext, wcur, wnext = KEYS[9], KEYS[10], KEYS[11], KEYS[12]
@@ -235,34 +235,50 @@ local function pair_key(a, b)
   return b .. '\t' .. a
 end
 
-local me1, me0 = acct .. '\t1', acct .. '\t0'
-local wrote_pairs, wrote_uf = false, false
-local pairs_dirty = {}
--- 1. record the account with every value; the values new to it in this epoch are scored
-local scored = {}
-for i = 0, #KEYS - 13 do
+"""
+
+LOCAL_EVIDENCE = r"""
+-- evidence sets in this script's keys (KEYS[13..], one per value; one hash slot)
+local NV = #KEYS - 12
+local function ev_record(i, mx)
   local z = KEYS[13 + i]
-  local a = 13 + 6 * i
-  local kind, vid = ARGV[a], ARGV[a + 1]
-  local mn, mx = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local me1, me0 = acct .. '\t1', acct .. '\t0'
   local old = redis.call('ZMSCORE', z, me1, me0)
   local prev = old[1] or old[2]
   redis.call('ZADD', z, ARGV[1], flagged and me1 or me0)
   if old[flagged and 2 or 1] then redis.call('ZREM', z, flagged and me0 or me1) end
   redis.call('PEXPIRE', z, window_ms)
+  if prev and tonumber(prev) >= epoch_start then return true, 0 end
+  redis.call('ZREMRANGEBYSCORE', z, '-inf', '(' .. fmt(horizon))
+  local n = redis.call('ZCARD', z)
+  if n > mx + 1 then
+    redis.call('ZREMRANGEBYRANK', z, 0, n - mx - 2)
+    n = mx + 1
+  end
+  return false, n
+end
+local function ev_top(i) return redis.call('ZREVRANGE', KEYS[13 + i], 0, K) end
+local function ev_shares(i, ask) return redis.call('ZMSCORE', KEYS[13 + i], unpack(ask)) end
+"""
+
+BODY = r"""
+local me1, me0 = acct .. '\t1', acct .. '\t0'
+local wrote_pairs, wrote_uf = false, false
+local pairs_dirty = {}
+-- 1. record the account with every value; the values new to it in this epoch are scored
+local scored = {}
+for i = 0, NV - 1 do
+  local a = 13 + 6 * i
+  local kind, vid = ARGV[a], ARGV[a + 1]
+  local mn, mx = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local skip, n = ev_record(i, mx)
   -- scored already in this epoch: nothing more (trimming on new members bounds the set)
-  if not (prev and tonumber(prev) >= epoch_start) then
-    redis.call('ZREMRANGEBYSCORE', z, '-inf', '(' .. fmt(horizon))
-    local n = redis.call('ZCARD', z)
-    if n > mx + 1 then
-      redis.call('ZREMRANGEBYRANK', z, 0, n - mx - 2)
-      n = mx + 1
-    end
+  if not skip then
     if n >= mn and n <= mx then
       local r = math.log10(mx / n)
       if r > 0 then
         if r > 1 then r = 1 end
-        scored[#scored + 1] = {z = z, kind = kind, vid = kind .. ':' .. vid,
+        scored[#scored + 1] = {i = i, kind = kind, vid = kind .. ':' .. vid,
                                wf = tonumber(ARGV[a + 5]) * r, wu = tonumber(ARGV[a + 4]) * r,
                                net = NETWORK[kind] or false}
       end
@@ -273,7 +289,7 @@ if #scored > 0 then
   -- 2. candidates: each scored value's K most recent other accounts, then the partners
   local pool, inpool = {}, {}
   for _, v in ipairs(scored) do
-    local top = redis.call('ZREVRANGE', v.z, 0, K)
+    local top = ev_top(v.i)
     local got = 0
     for j = 1, #top do
       local c = string.sub(top[j], 1, -3)
@@ -311,7 +327,7 @@ if #scored > 0 then
   end
   local shares = {}
   if #pool > 0 then
-    for vi, v in ipairs(scored) do shares[vi] = redis.call('ZMSCORE', v.z, unpack(ask)) end
+    for vi, v in ipairs(scored) do shares[vi] = ev_shares(v.i, ask) end
   end
   local ranked = {}
   for i, c in ipairs(pool) do
@@ -403,3 +419,6 @@ local root = find(pcur, acct)
 return {root, tonumber(redis.call('HGET', scur, root) or '1'),
         redis.call('HGET', wcur, acct) or ''}
 """
+
+LINK = HEAD + LOCAL_EVIDENCE + BODY
+

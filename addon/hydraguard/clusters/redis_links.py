@@ -17,8 +17,11 @@ layout: clusters/link_script.py):
   epoch e go into e's and e+1's union-find, so a link lasts one to two windows after the
   evidence that made it.
 
-All keys share one hash tag, so the script is valid on Redis Cluster (one slot). Keys start
-with the budget state's ``keyspace`` (``{prefix}:v<layout version>``).
+On a single Redis all keys share one hash tag and one script does everything. On a Redis
+Cluster (``state.cluster``) the evidence sets get a hash tag each and a request takes three
+per-slot steps (clusters/link_split.py, where the weaker atomicity is described); the pair
+scores and the union-find of one definition stay on one slot. Keys start with the budget
+state's ``keyspace`` (``{prefix}:v<layout version>``).
 
 `RedisLinks` implements the `LinkStore` interface (clusters/links.py): ``observe`` answers at
 once from the last shared answer for the account, else from its own in-memory linking (the
@@ -39,6 +42,9 @@ from ..budgets.redis_state import RedisBudgetState, StateUnavailable
 from ..policy.budget_model import LinkConfig
 from .keys import cluster_id
 from .link_script import LINK
+from .link_split import EVIDENCE as EVIDENCE_SCRIPT
+from .link_split import LINK_SPLIT
+from .link_split import PARTNERS as PARTNERS_SCRIPT
 from .links import Evidence, LinkSettings, MemoryLinks
 from .scoring import KINDS, Why, decode_why, link_info
 
@@ -79,6 +85,13 @@ class RedisLinks:
         self.first_period_s = float(first_seen_period_s)
         self._first_ms = str(max(1, round(self.first_period_s * 1000)))
         self._script = state.register(LINK)
+        # on a Redis Cluster: the evidence sets on slots of their own (link_split.py)
+        self.spread = bool(getattr(state, "cluster", False))
+        self._etag = f"{state.keyspace}:{{links:{cluster_def}:e:"
+        if self.spread:
+            self._split_s = state.register(LINK_SPLIT)
+            self._evidence_s = state.register(EVIDENCE_SCRIPT)
+            self._partners_s = state.register(PARTNERS_SCRIPT)
         # account -> (cluster id, cluster size, why-record) of the last shared answer
         self._last: LRUCache[str, tuple[str, int, Why | None]] = LRUCache(maxsize=max_cached)
         c = config
@@ -150,7 +163,8 @@ class RedisLinks:
                 continue
             rule = self.rules[kind]
             d = digest(value)
-            keys.append(k(EVIDENCE, f"{kind}:{d}"))
+            keys.append(f"{self._etag}{kind}:{d}}}" if self.spread
+                        else k(EVIDENCE, f"{kind}:{d}"))
             args += [kind, d, str(rule.min_accounts), str(rule.max_accounts),
                      repr(float(rule.weight)), repr(float(rule.flagged_weight))]
         return keys, args
@@ -162,7 +176,10 @@ class RedisLinks:
         now = self.state.now() if now is None else now
         keys, args = self._keys_args(account, evidence, flagged, now)
         try:
-            got = await self.state.call(self._script, keys, args)
+            if self.spread:
+                got = await self._split(keys, args)
+            else:
+                got = await self.state.call(self._script, keys, args)
         except StateUnavailable:
             return None
         root, size, why = (x.decode("utf-8", "surrogateescape") if isinstance(x, bytes) else x
@@ -170,3 +187,20 @@ class RedisLinks:
         cid = cluster_id(str(root))
         self._last[account] = (cid, int(size), decode_why(why) if why else None)
         return cid
+
+    async def _split(self, keys: list[str], args: list[str]):
+        """The three steps of link_split.py (partners, evidence per value, link)."""
+        call, acct = self.state.call, args[2]
+        raw = await call(self._partners_s, keys[6:8], [acct])
+        partners = [p for p in _text(raw).split("\t") if p] if raw else []
+        fixed = [args[0], args[1], acct, args[4], args[5], args[11]]
+        evs = keys[12:]
+        steps = [call(self._evidence_s, [z], [*fixed, args[15 + 6 * i], *partners])
+                 for i, z in enumerate(evs)]
+        got = await asyncio.gather(*steps) if steps else []
+        blobs = ["\n".join(_text(x) for x in g) for g in got]
+        return await call(self._split_s, keys[:12], [*args, *blobs])
+
+
+def _text(x) -> str:
+    return x.decode("utf-8", "surrogateescape") if isinstance(x, bytes) else str(x)

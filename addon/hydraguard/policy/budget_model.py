@@ -118,6 +118,7 @@ class StateConfig:
     reservation_ttl_s: float = 60.0
     max_connections: int = 64
     replicas: int = 1
+    cluster: bool = False            # redis_url is a seed node of a Redis Cluster
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,6 +75,13 @@ STATE = Struct(
             doc="Redis URL (redis://, rediss://, unix://). When absent: the environment "
             "variable named by redis_url_env, else redis://127.0.0.1:6379/0.",
             example="redis://127.0.0.1:6379/0"),
+        "cluster": Field(
+            Bool(), default=False,
+            doc="redis backend: redis_url is one node (the seed) of a Redis Cluster; each "
+            "script goes to the master of its keys' hash slot (budget keys of one cluster "
+            "share a slot; each hydra-link evidence value has a slot of its own, the pair "
+            "scores and union-find of one cluster definition share one). "
+            "Needs redis:// or rediss://.", example=False),
         "redis_url_env": Field(
             Str(), default="REDIS_URL",
             doc="Environment variable read for the Redis URL when redis_url is not set.",
@@ -280,12 +287,18 @@ def compile_budgets(checked: dict[str, Any], errors: Errors, *,
     if url is not None and not url.startswith(REDIS_SCHEMES):
         errors.add(s.at("redis_url"), f"state.redis_url: {url!r} must start with one of "
                    f"{', '.join(REDIS_SCHEMES)}")
+    if s is not None and s["cluster"]:
+        if s["backend"] != "redis":
+            errors.add(s.at("cluster"), "state.cluster: needs backend: redis")
+        elif url is not None and url.startswith("unix://"):
+            errors.add(s.at("redis_url"), f"state.redis_url: {url!r}: a Redis Cluster is "
+                       "reached over redis:// or rediss://")
     state = StateConfig() if s is None else StateConfig(
         backend=s["backend"], redis_url=s["redis_url"], redis_url_env=s["redis_url_env"],
         prefix=s["prefix"], timeout_ms=float(s["timeout_ms"]), on_error=s["on_error"],
         retry_after_s=float(s["retry_after"]), max_keys=s["max_keys"],
         reservation_ttl_s=float(s["reservation_ttl"]), max_connections=s["max_connections"],
-        replicas=s["replicas"],
+        replicas=s["replicas"], cluster=bool(s["cluster"]),
     )
     clusters: list[ClusterDef] = []
     cseen: dict[str, Where] = {}
