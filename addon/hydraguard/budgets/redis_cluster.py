@@ -57,6 +57,7 @@ class ClusterRunner:
         self._masters: list[tuple[str, int]] = []
         self._loading: asyncio.Lock | None = None
         self._generation = 0
+        self._readers: dict[tuple[str, int], aioredis.Redis] = {}
 
     @property
     def masters(self) -> list[tuple[str, int]]:
@@ -133,7 +134,28 @@ class ClusterRunner:
             await self._load_slots(gen)  # no-op when another caller reloaded since
             return await self._runner(await self._addr(keys)).run(script, keys, args)
 
+    def _reader(self, addr: tuple[str, int]) -> aioredis.Redis:
+        c = self._readers.get(addr)
+        if c is None:
+            c = self._readers[addr] = aioredis.Redis.from_url(
+                node_url(self._seed, *addr), socket_connect_timeout=self._connect_s,
+                socket_timeout=self._connect_s, health_check_interval=0)
+        return c
+
+    async def client_for(self, key: str) -> aioredis.Redis:
+        """A plain client of the master owning ``key``'s slot (reads for the admin
+        listener; a ``MOVED`` reply is the caller's error, the next call uses the new map)."""
+        return self._reader(await self._addr([key]))
+
+    async def clients(self) -> list[aioredis.Redis]:
+        """A plain client of every master (scans for the admin listener)."""
+        if not self._masters:
+            await self._load_slots(self._generation)
+        return [self._reader(a) for a in self._masters]
+
     async def close(self) -> None:
         """Close every master's idle connections."""
         for r in list(self._nodes.values()):
             await r.close()
+        for c in list(self._readers.values()):
+            await c.aclose()

@@ -212,6 +212,19 @@ class RedisBudgetState:
         """The inspection client (reads for the admin listener; scripts use the runner)."""
         return self._r
 
+    async def client_for(self, key: str) -> aioredis.Redis:
+        """The inspection client holding ``key``: on a Redis Cluster, the master owning its
+        hash slot (budgets/redis_cluster.py), else the one client."""
+        if self.cluster:
+            return await self._runner.client_for(key)
+        return self._r
+
+    async def scan_clients(self) -> list[aioredis.Redis]:
+        """Inspection clients covering every key: one per master on a Redis Cluster."""
+        if self.cluster:
+            return await self._runner.clients()
+        return [self._r]
+
     @property
     def keyspace(self) -> str:
         """``{prefix}:v{LAYOUT_VERSION}``: the start of every key this layout writes."""

@@ -138,6 +138,12 @@ class RedisLinks:
         ``n``, or EVIDENCE with ``n`` = ``kind:digest``."""
         return f"{self._tag}:{part}:{n}"
 
+    @property
+    def evidence_prefix(self) -> str:
+        """The start of every evidence set's key (``kind:digest`` follows; on a Redis
+        Cluster, ``spread``, then the closing ``}`` of the set's own hash tag)."""
+        return self._etag if self.spread else self.key(EVIDENCE, "")
+
     def epoch_of(self, now: float) -> int:
         """The epoch whose union-find answers at ``now``."""
         return math.floor(now / self.window_s)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .keys import cluster_id
-from .redis_links import EVIDENCE, FIRST, PARENT, SIZES, WHY, digest, parse_member
+from .redis_links import FIRST, PARENT, SIZES, WHY, digest, parse_member
 from .scoring import decode_why, link_info
 
 if TYPE_CHECKING:
@@ -199,17 +199,21 @@ class RedisLinkView:
     """`LinkView` of the shared linking in Redis (clusters/redis_links.py, key layout in
     clusters/link_script.py): the current epoch's union-find, cluster sizes and why-records,
     and the evidence sets, whichever replica reads them. Evidence values are stored as
-    digests; the values this replica saw itself are shown in clear."""
+    digests; the values this replica saw itself are shown in clear. On a Redis Cluster
+    (``links.spread``, clusters/link_split.py) each read goes to the master of its key's
+    slot and the evidence sets are scanned on every master (the state's ``client_for`` and
+    ``scan_clients``)."""
 
     def __init__(self, links: RedisLinks) -> None:
         self.links = links
 
-    @property
-    def _r(self):
-        return self.links.state.client
+    async def _on(self, key: str):
+        """The client holding ``key`` (its master on a Redis Cluster)."""
+        return await self.links.state.client_for(key)
 
     async def _comps(self, now: float) -> tuple[dict[str, list[str]], Callable[[str], str]]:
-        raw = await self._r.hgetall(self.links.key(PARENT, self.links.epoch_of(now)))
+        key = self.links.key(PARENT, self.links.epoch_of(now))
+        raw = await (await self._on(key)).hgetall(key)
         parent = {_s(k): _s(v) for k, v in raw.items()}
 
         def find(x: str) -> str:
@@ -228,24 +232,39 @@ class RedisLinkView:
 
     async def _values(self, now: float) -> tuple[Values, bool]:
         """Every evidence set's accounts in the window (values named where known here), and
-        whether the scan of evidence keys was cut short (MAX_SCAN)."""
-        prefix = self.links.key(EVIDENCE, "")
-        keys, cut = [], False
-        async for k in self._r.scan_iter(match=_glob(prefix) + "*", count=1000):
-            if len(keys) == MAX_SCAN:
-                cut = True
+        whether the scan of evidence keys was cut short (MAX_SCAN). On a Redis Cluster the
+        sets are spread over the masters (``links.spread``): every master is scanned."""
+        links = self.links
+        prefix = links.evidence_prefix
+        tail = "}" if links.spread else ""
+        keys: list[tuple[str, int]] = []
+        clients = await links.state.scan_clients()
+        cut = False
+        for i, client in enumerate(clients):
+            async for k in client.scan_iter(match=_glob(prefix) + "*", count=1000):
+                if len(keys) == MAX_SCAN:
+                    cut = True
+                    break
+                keys.append((_s(k), i))
+            if cut:
                 break
-            keys.append(_s(k))
-        pipe = self._r.pipeline(transaction=False)
-        for key in keys:
-            pipe.zrangebyscore(key, repr(now - self.links.window_s), "+inf", withscores=True)
-        got = await pipe.execute() if keys else []
-        known = {(kind, digest(v)): v for kind, v in self.links.local.linker.value_keys()}
+        got: dict[str, list] = {}
+        for i, client in enumerate(clients):
+            mine = [k for k, j in keys if j == i]
+            if not mine:
+                continue
+            pipe = client.pipeline(transaction=False)
+            for key in mine:
+                pipe.zrangebyscore(key, repr(now - links.window_s), "+inf", withscores=True)
+            got.update(zip(mine, await pipe.execute(), strict=True))
+        known = {(kind, digest(v)): v for kind, v in links.local.linker.value_keys()}
         out: Values = []
-        for key, scored in zip(keys, got, strict=True):
-            kind, _, d = key[len(prefix):].partition(":")
+        for key, _i in keys:
+            name = key[len(prefix):]
+            kind, _, d = (name[:-len(tail)] if tail and name.endswith(tail) else name
+                          ).partition(":")
             held: dict[str, tuple[float, bool]] = {}
-            for member, t in scored:
+            for member, t in got[key]:
                 a, flagged = parse_member(member)
                 if a not in held or held[a][0] < float(t):
                     held[a] = (float(t), flagged)
@@ -256,7 +275,7 @@ class RedisLinkView:
     async def _first_seen(self, accounts: list[str], now: float) -> dict[str, float]:
         period = self.links.period_of(now)
         cur, prev = self.links.key(FIRST, period), self.links.key(FIRST, period - 1)
-        pipe = self._r.pipeline(transaction=False)
+        pipe = (await self._on(cur)).pipeline(transaction=False)  # one slot: the definition's
         for a in accounts:
             pipe.hget(cur, a)
             pipe.hget(prev, a)
@@ -307,9 +326,10 @@ class RedisLinkView:
             comps, find = await self._comps(now)
             root = find(account)
             e = self.links.epoch_of(now)
-            size_raw = await self._r.hget(self.links.key(SIZES, e), root)
+            sizes, whys = self.links.key(SIZES, e), self.links.key(WHY, e)
+            size_raw = await (await self._on(sizes)).hget(sizes, root)
             size = int(size_raw) if size_raw is not None and root in comps else 1
-            why_raw = await self._r.hget(self.links.key(WHY, e), account)
+            why_raw = await (await self._on(whys)).hget(whys, account)
             why = decode_why(_s(why_raw)) if why_raw else None
             values, cut = await self._values(now)
             recs = _account_evidence(account, values, self._counts)
