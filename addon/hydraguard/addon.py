@@ -258,12 +258,22 @@ class HydraGuard:
             flow.metadata["hydraguard_health"] = True
             return
         flow.metadata[ARRIVED] = flow.request.timestamp_start or time.time()
-        length = flow.request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > gw.policy.settings.max_body_bytes:
+        req = flow.request
+        route = gw.route(req.method, req.path, req.headers.get)
+        length = req.headers.get("content-length", "")
+        if length.isdigit() and int(length) > gw.batches.body_cap(route):
             ex = gw.too_large(_view(flow, _request_id(flow)))
             flow.metadata[KEY] = ex
             flow.metadata[GW] = gw
             _respond(flow, *gw.denial(ex))
+        elif route.kind == "upload":  # decided on its headers, streamed, never buffered
+            ex = gw.begin(_view(flow, _request_id(flow)))
+            flow.metadata[KEY] = ex
+            flow.metadata[GW] = gw
+            if ex.decision.enforced:
+                _respond(flow, *gw.denial(ex))
+            else:
+                req.stream = gw.batches.upload_stream(ex, req.headers.get("content-type"))
 
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         gw = self.gateway
@@ -274,11 +284,11 @@ class HydraGuard:
 
     async def request(self, flow: http.HTTPFlow) -> None:
         gw = self.gateway
-        if gw is None or flow.response or flow.error:
-            return
+        if gw is None or flow.response or flow.error or KEY in flow.metadata:
+            return  # (an upload was decided on its headers)
         view = _view(flow, _request_id(flow))
         view.tls_ja4 = self._ja4.get(flow.client_conn)
-        ex = gw.begin(view)
+        ex = gw.begin(view, batch=await gw.preparse(view))
         flow.metadata[KEY] = ex
         flow.metadata[GW] = gw
         if not ex.decision.enforced:
@@ -307,6 +317,8 @@ class HydraGuard:
                 # mitmproxy sends a b"" data chunk as "0\r\n\r\n" (the chunked terminator)
                 # to an HTTP/1.1 client; an empty list sends nothing.
                 resp.stream = lambda chunk, feed=meter.feed: feed(chunk) or []
+        elif (results := gw.batches.response_stream(ex, resp.status_code)) is not None:
+            resp.stream = lambda chunk, feed=results.feed: feed(chunk) or []
 
     async def response(self, flow: http.HTTPFlow) -> None:
         ex: Exchange | None = flow.metadata.get(KEY)
@@ -316,6 +328,9 @@ class HydraGuard:
         resp = flow.response
         assert resp is not None
         body = None if ex.meter is not None else resp.get_content(strict=False)
+        new = gw.batches.rewrite(ex, resp.status_code, body)
+        if new is not None:
+            resp.content = body = new  # a batch's results_url, sent through the proxy
         await gw.finish(ex, status=resp.status_code, body=body,
                         answered_by_proxy=bool(flow.metadata.get("hydraguard_answered")))
 

@@ -1,5 +1,7 @@
 """Every refusal the proxy makes, one builder each: by a rule, by a budget, for a body over
-the cap, for an incomplete or malformed request, for a path that is not served.
+the cap, for an incomplete or malformed request, for a path that is not served, for what
+cannot be metered (an unknown POST, a WebSocket upgrade, a batch over an unknown file), for
+too many choices.
 
 The provider-format response for a refusal is built from the Decision by
 `apis.error_response`; this module only decides its rule id, kind, reason and retry time.
@@ -52,3 +54,32 @@ def by_budget(rule: str, reason: str, kind: str, retry_after_s: float | None,
     """A request a token budget refused (see budgets/step.py for how it is decided)."""
     return Decision("throttle", rule, reason, kind=kind, retry_after_s=retry_after_s,
                     shadow_rules=shadow_rules)
+
+
+def unmetered_post(method: str, path: str) -> Decision:
+    """A POST (PUT, PATCH) to a path the proxy neither meters nor lists as harmless
+    (`settings.harmless_posts`): what it would spend is unknown."""
+    return Decision("deny", "unmetered_path",
+                    f"{method} {path} is not served through this proxy: it cannot be metered",
+                    kind="permission")
+
+
+def unmetered_upgrade(path: str) -> Decision:
+    """A WebSocket (or other protocol) upgrade no `allow` rule matched: a realtime session
+    cannot be metered here."""
+    return Decision("deny", "unmetered_upgrade",
+                    f"protocol upgrades ({path}) are not served through this proxy: realtime "
+                    "sessions cannot be metered", kind="permission")
+
+
+def unmetered_batch(reason: str) -> Decision:
+    """A batch whose cost is not known (its input file was not uploaded through this proxy,
+    or has lines it cannot estimate)."""
+    return Decision("deny", "unmetered_batch", reason, kind="permission")
+
+
+def too_many_choices(samples: int, max_choices: int) -> Decision:
+    """More outputs per prompt (`n`, `best_of`) than `settings.max_choices`."""
+    return Decision("deny", "too_many_choices",
+                    f"the request asks for {samples} outputs per prompt; at most {max_choices} "
+                    "are served through this proxy", kind="invalid_request")

@@ -244,7 +244,7 @@ class Evaluator:
         self._n += 1
         view = spec.view(f"req_hgtool{self._n:06d}")
         t0 = time.perf_counter_ns()
-        ex = gw.begin(view, extra_signals=spec.signals)
+        ex = gw.begin(view, extra_signals=spec.signals, batch=await gw.preparse(view))
         facts = ex.facts
         rule_decision = ex.decision
         budget: dict[str, Any] | None = None
