@@ -193,6 +193,23 @@ def test_multipart_reader_streams_the_file_part(size: int) -> None:
     assert mr.fields == {"purpose": ["batch"], "expires_after[seconds]": ["3600"]}
 
 
+def test_the_boundary_inside_the_file_followed_by_other_bytes_is_data() -> None:
+    """A reader that stopped at ``\\r\\n--boundary`` + anything would see less of the file
+    than the upstream stores (and estimate less than the batch spends)."""
+    file_data = line(0) + b"\r\n--BndX\r\n" + line(1) + b"\r\n--Bnd \tX"
+    body = multipart("Bnd", [("purpose", None, b"batch"), ("file", "x", file_data)])
+    for size in (1, 2, 7, 1000):
+        got: list[bytes] = []
+        mr = MultipartReader("Bnd", got.append)
+        for i in range(0, len(body), size):
+            mr.feed(body[i:i + size])
+        mr.feed(b"")
+        assert (mr.error, b"".join(got)) == (None, file_data), size
+    mr = MultipartReader("Bnd", lambda _: None)
+    mr.feed(b"--Bnd x\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n1\r\n")
+    assert mr.error == "bad multipart delimiter line"
+
+
 def test_multipart_reader_refuses_ambiguity() -> None:
     body = multipart("b", [("file", "a", b"1"), ("file", "b", b"2")])
     mr = MultipartReader("b", lambda _: None)

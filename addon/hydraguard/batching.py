@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -65,6 +66,10 @@ class ResultsSide:
     key: str
     expected: int | None
     meter: ResultsMeter | None = None
+
+
+def _yield_gil() -> None:
+    time.sleep(0)  # a worker thread hands the GIL to the event loop (convoy effect)
 
 
 def _json(body: bytes | None) -> Any:
@@ -136,7 +141,8 @@ class BatchDesk:
         if body is None:
             return BatchSide(BatchParse(None, error=err))
         return BatchSide(parse_anthropic_batch(body, max_requests=s.max_batch_requests,
-                                               sample=SAMPLE), req.body, req.content_encoding)
+                                               sample=SAMPLE, pause=_yield_gil),
+                         req.body, req.content_encoding)
 
     async def _openai(self, req: RequestView) -> BatchParse:
         body, err = decode_body(req.body, req.content_encoding, self.settings.max_body_bytes)

@@ -22,7 +22,7 @@ from .addresses import IPAddress, parse_ip
 from .apis import routes
 from .apis.batches import BatchSummary
 from .clientip import ClientIpResolver
-from .facts import ClusterRef, Facts
+from .facts import ClusterRef, Facts, for_model
 from .geo import GeoInfo
 from .identity import account_id, api_key_from
 
@@ -157,6 +157,14 @@ class Gatherer:
         if extra_signals:
             facts.signals.update(extra_signals)
         set_cluster(facts, self.clusters.resolve(facts))
+        if facts.batch is not None and len(facts.batch.parts) > 1 and facts.cluster_ref:
+            # every model of a batch must fall in one cluster (a definition keyed or
+            # selected by model would otherwise see a mixed batch as a cluster of its own)
+            names = {ref.name if ref else None for ref in (
+                self.clusters.resolve(for_model(facts, m)) for m in facts.batch.models)}
+            if names != {facts.cluster}:
+                facts.body_error = ("the models of this batch fall in different budget "
+                                    "clusters: submit one batch per model")
         return facts, body
 
 
@@ -205,9 +213,12 @@ def set_geo(facts: Facts, geo: GeoInfo) -> None:
 
 # -- facts read back from a decision log line (replay) ---------------------------------------
 def _harmless_of(policy: Policy | None) -> Any:
-    if policy is None:
-        return None
-    rx = _globs(policy.settings.harmless_globs())
+    return None if policy is None else _harmless_test(policy.settings.harmless_globs())
+
+
+@functools.lru_cache(maxsize=8)
+def _harmless_test(globs: tuple[str, ...]) -> Any:
+    rx = _globs(globs)
     return (lambda p: rx.fullmatch(p) is not None) if rx is not None else None
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from . import apis, refusals
 from .apis import routes
-from .apis.legacy import LegacyMeter, usage_estimate
+from .apis.legacy import json_usage, stream_meter
 from .batching import BatchDesk
 from .budgets.backends import open_backends
 from .budgets.driver import Admission, BudgetDriver
@@ -282,27 +282,22 @@ class Gateway:
             ex.decision = refusals.by_budget(out.rule, out.reason, "rate_limit",
                                              out.retry_after_s, ex.decision.shadow_rules)
             return
-        if out.max_output_cap is not None and ex.facts.batch is not None:
-            new = await self.batches.capped_body(ex, out.max_output_cap)
-            if new is not None:
-                ex.body = new
-        elif out.max_output_cap is not None and ex.facts.api is not None:
-            src = ex.body if ex.body is not None else ex.request_body
-            new = apis.with_max_output(ex.facts.api, src, out.max_output_cap) if src else None
+        if out.max_output_cap is not None and ex.facts.api is not None:
+            if ex.facts.batch is not None:
+                new = await self.batches.capped_body(ex, out.max_output_cap)
+            else:
+                src = ex.body if ex.body is not None else ex.request_body
+                new = apis.with_max_output(ex.facts.api, src, out.max_output_cap) \
+                    if src else None
             if new is not None:
                 ex.body = new
 
     # -- response side ------------------------------------------------------------------
     def stream_meter(self, ex: Exchange) -> Any:
         """A StreamMeter for a streamed model response (None for other requests)."""
-        api = ex.facts.api
-        if api is None or ex.facts.route != routes.MODEL:
+        if ex.facts.api is None or ex.facts.route != routes.MODEL:
             return None
-        if api in (routes.OPENAI_COMPLETIONS, routes.ANTHROPIC_COMPLETE):
-            ex.meter = LegacyMeter(api, ex.facts.input_tokens_est)
-        else:
-            ex.meter = apis.make_stream_meter(api, hide_usage_chunk=ex.hide_usage,
-                                              input_tokens_est=ex.facts.input_tokens_est)
+        ex.meter = stream_meter(ex.facts.api, ex.hide_usage, ex.facts.input_tokens_est)
         return ex.meter
 
     async def finish(self, ex: Exchange, *, status: int | None, body: bytes | None = None,
@@ -318,15 +313,13 @@ class Gateway:
             usage = ex.meter.usage
             usage_source = "stream" if ex.meter.usage_reported else "stream_estimate"
         elif body and ex.facts.route == routes.MODEL and status is not None and status < 400:
-            usage = apis.usage_from_json(ex.facts.api, body)
-            usage_source = "json" if usage is not None else None
-            if usage is None:
-                usage = usage_estimate(ex.facts.api, body, ex.facts.input_tokens_est)
-                usage_source = "json_estimate" if usage is not None else None
+            usage, usage_source = json_usage(ex.facts.api, body, ex.facts.input_tokens_est)
         record = self.record(ex, status=status, usage=usage, usage_source=usage_source,
                              error=error, answered_by_proxy=answered_by_proxy)
         if ex.admission is not None:
             failed = answered_by_proxy or (usage is None and (status is None or status >= 400))
+            if ex.facts.route == routes.BATCH:  # no answer seen: the batch may exist upstream
+                failed = answered_by_proxy or (status is not None and status >= 400)
             try:
                 record.update(await self.budgets.settle(ex.admission, usage, failed=failed))
             except Exception as e:  # never lose the log line
@@ -376,16 +369,13 @@ class Gateway:
             "decision_us": ex.decision_us,
             "duration_ms": round((self.clock() - ex.started) * 1000, 3),
         }
-        if f.route != routes.MODEL:
-            rec["route"] = f.route
-            if f.route == routes.UPGRADE:
-                rec["upgrade"] = "websocket"
+        if f.route != routes.MODEL:  # what it is; upgrade: what replay needs to know
+            rec.update(route=f.route, **({"upgrade": "websocket"} if f.route == "upgrade"
+                                         else {}))
         if f.choices > 1:
             rec["choices"], rec["samples"] = f.choices, f.samples
-        if f.deferred:
-            rec["deferred"] = True
-        if f.unmetered:
-            rec["unmetered"] = f.unmetered
+        if f.deferred or f.unmetered:
+            rec.update(deferred=f.deferred, unmetered=f.unmetered)
         if f.body_error:
             rec["body_error"] = f.body_error
         if f.geo is not None:

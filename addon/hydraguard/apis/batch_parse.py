@@ -67,12 +67,20 @@ def _estimate(api: str, params: dict[str, Any]) -> Any:
     return parse_legacy_object(api, params) if api in LEGACY_APIS else parse_object(api, params)
 
 
+PAUSE_EVERY = 16
+
+
 def parse_anthropic_batch(body: bytes | memoryview, *, max_requests: int = 100_000,
-                          sample: int = 32) -> BatchParse:
-    """Estimate every request of a Message Batches body (see the module doc)."""
+                          sample: int = 32, pause: Callable[[], object] | None = None
+                          ) -> BatchParse:
+    """Estimate every request of a Message Batches body (see the module doc). ``pause`` is
+    called every PAUSE_EVERY requests (a worker thread passes ``time.sleep(0)``: the event
+    loop's thread then gets the GIL at once instead of after a switch interval)."""
     tally = BatchTally(sample)
     try:
         for i, item in enumerate(iter_object_array(body, "requests")):
+            if pause is not None and i % PAUSE_EVERY == 0:
+                pause()
             if i >= max_requests:
                 return BatchParse(None, error=f"a batch may hold at most {max_requests} "
                                   "requests through this proxy")
@@ -95,8 +103,10 @@ class FileEstimator:
     file's bytes, then ``result()``."""
 
     def __init__(self, *, sample: int = 32, max_line: int = MAX_LINE,
-                 on_line: Callable[[bytes], None] | None = None) -> None:
+                 pause: Callable[[], object] | None = None) -> None:
         self.tally = BatchTally(sample)
+        self.pause = pause  # called every PAUSE_EVERY lines (see parse_anthropic_batch)
+        self._n = 0
         self.lines = LineSplitter(max_line)
         self.unmetered = 0
         self.endpoints: set[str] = set()
@@ -114,6 +124,9 @@ class FileEstimator:
     def line(self, line: bytes) -> None:
         if not line.strip():
             return
+        self._n += 1
+        if self.pause is not None and self._n % PAUSE_EVERY == 0:
+            self.pause()
         try:
             obj = json.loads(line)
         except (ValueError, RecursionError):

@@ -24,9 +24,11 @@ from typing import Any
 
 from .request import ParsedRequest, _Counter, _load, _nonneg_int
 from .routes import ANTHROPIC_COMPLETE, OPENAI_COMPLETIONS, OPENAI_EMBEDDINGS
-from .usage import Usage, chat_usage, count_of
+from .sse import StreamMeter, make_stream_meter
+from .usage import Usage, chat_usage, count_of, usage_from_json
 
-__all__ = ["LegacyMeter", "parse_legacy", "parse_legacy_object", "usage_estimate"]
+__all__ = ["LegacyMeter", "json_usage", "parse_legacy", "parse_legacy_object", "stream_meter",
+           "usage_estimate"]
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16
 MAX_LINE = 8 * 1024 * 1024
@@ -155,6 +157,26 @@ def usage_estimate(api: str, body: bytes, input_tokens_est: int) -> Usage | None
     if not isinstance(text, str):
         return None
     return Usage(count_of(input_tokens_est) or 0, _estimate_out(len(text)))
+
+
+def json_usage(api: str, body: bytes, input_tokens_est: int
+               ) -> tuple[Usage | None, str | None]:
+    """(usage, usage_source) of a JSON model response: reported (``json``), else estimated
+    for an API that reports none (``json_estimate``), else (None, None)."""
+    usage = usage_from_json(api, body)
+    if usage is not None:
+        return usage, "json"
+    usage = usage_estimate(api, body, input_tokens_est)
+    return usage, "json_estimate" if usage is not None else None
+
+
+def stream_meter(api: str, hide_usage_chunk: bool, input_tokens_est: int
+                 ) -> StreamMeter | LegacyMeter:
+    """The meter of a streamed model response: `LegacyMeter` for completions and complete,
+    else `sse.StreamMeter`."""
+    if api in (OPENAI_COMPLETIONS, ANTHROPIC_COMPLETE):
+        return LegacyMeter(api, input_tokens_est)
+    return make_stream_meter(api, hide_usage_chunk, input_tokens_est=input_tokens_est)
 
 
 class LegacyMeter:

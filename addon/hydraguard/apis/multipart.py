@@ -77,12 +77,15 @@ class MultipartReader:
             if buf.startswith(b"--"):
                 self._state, self._buf = "end", b""
                 return False
-            i = buf.find(b"\r\n")
-            if i < 0:
+            tail = buf.lstrip(b" \t")  # transport padding, then CRLF
+            if len(tail) < 2:
                 if len(buf) > 256:
                     self.error = "bad multipart delimiter line"
                 return False
-            self._buf, self._state = buf[i + 2:], "headers"
+            if not tail.startswith(b"\r\n"):
+                self.error = "bad multipart delimiter line"
+                return False
+            self._buf, self._state = tail[2:], "headers"
             return True
         if st == "headers":
             i = buf.find(b"\r\n\r\n")
@@ -101,9 +104,21 @@ class MultipartReader:
                     self._data(buf[:-keep])
                     self._buf = buf[-keep:]
                 return False
+            after = buf[i + len(self._delim):]
+            tail = after.lstrip(b" \t")
+            if len(tail) < 2 and len(after) < 256:
+                self._data(buf[:i])  # is it a delimiter? wait for its next bytes
+                self._buf = buf[i:]
+                return False
+            if not (tail.startswith(b"--") or tail.startswith(b"\r\n")):
+                # the boundary followed by something else is data (RFC 2046): a reader that
+                # stopped here would see less of the file than the upstream stores
+                self._data(buf[:i + 1])
+                self._buf = buf[i + 1:]
+                return True
             self._data(buf[:i])
             self._end_part()
-            self._buf, self._state = buf[i + len(self._delim):], "delimiter"
+            self._buf, self._state = after, "delimiter"
             return True
         self._buf = b""  # "end": the epilogue is ignored
         return False
