@@ -15,6 +15,7 @@ demo: venv
 	.venv/bin/hydraguard demo
 
 test: venv
+	@scripts/ensure-chromium.sh
 	.venv/bin/ruff check addon tests bench geoip
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 

@@ -36,10 +36,18 @@ from collections.abc import Iterator
 from hydraguard.budgets import MemoryBudgetState, RedisBudgetState, WindowSpec
 from hydraguard.clusters import DEFAULT_LINK_RULES, ClusterLinker, cluster_key
 from hydraguard.clusters.redis_links import RedisLinks
+from hydraguard.policy.budget_model import LinkConfig
 from hydraguard_dev.procs import free_port, wait_until
 
 WINDOWS = (WindowSpec("minute", 200_000, 60.0), WindowSpec("day", 50_000_000, 86_400.0))
 TEMPLATE = ("cluster", "model")
+LINKING = LinkConfig(3600.0, 100_000, DEFAULT_LINK_RULES)
+
+
+def evidence(i: int) -> dict[str, str]:
+    """Hydra groups of 10 accounts: one flagged exit and one prompt template per group."""
+    g = i // 10
+    return {"ip": f"10.0.{g // 256}.{g % 256}", "template": f"tpl-{g}"}
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -51,10 +59,10 @@ async def run(
     state, iterations: int, warmup: int = 300, links=None, model: str = "m-1"
 ) -> dict[str, list[float]]:
     """`links`: a RedisLinks; cluster resolution then includes the shared linking script."""
-    linker = ClusterLinker(window_s=3600.0, max_nodes=100_000)
-    # a populated linker: 10k accounts, hydra groups of 10 sharing an IP
+    linker = ClusterLinker(config=LINKING)
+    # a populated linker: 10k accounts, hydra groups of 10 sharing a flagged exit + template
     for i in range(10_000):
-        linker.observe(f"acct{i}", {"ip": f"10.0.{i // 10 // 256}.{i // 10 % 256}"})
+        linker.observe(f"acct{i}", evidence(i), flagged=True)
     gc.collect()
     gc.freeze()  # long-lived start-up objects out of the collector's way, as in a proxy
     out: dict[str, list[float]] = {"resolve": [], "reserve": [], "commit": [], "total": []}
@@ -63,13 +71,13 @@ async def run(
         i = n % 1_000  # 1,000 active accounts (each seen again: realistic for a cache)
         account = f"acct{i}"
         t0 = ns()
-        linker.observe(account, {"ip": f"10.0.{i // 10 // 256}.{i // 10 % 256}"})
+        linker.observe(account, evidence(i), flagged=True)
         cluster = linker.cluster_of(account)
         pending = None
         if links is not None:  # as metering.py: shared linking concurrent with the reserve
             cluster = links.last_answer(account) or cluster
-            pending = asyncio.ensure_future(links.cluster_of(
-                account, {"ip": f"10.0.{i // 10 // 256}.{i // 10 % 256}"}))
+            pending = asyncio.ensure_future(links.cluster_of(account, evidence(i),
+                                                             flagged=True))
         key = cluster_key(TEMPLATE, {"cluster": cluster, "model": model})
         t1 = ns()
         r = await state.reserve(key, WINDOWS, 1000)
@@ -182,7 +190,7 @@ async def main() -> int:
                 if why:
                     print(f"{name}: skipped ({why})", file=sys.stderr)
                     continue
-                links = RedisLinks(red, "bench", 3600.0, DEFAULT_LINK_RULES)
+                links = RedisLinks(red, "bench", LINKING)
                 backends.append((name, 1000.0, red, None, cpus))
                 backends.append((f"{name}+link", 1000.0, red, links, cpus))
             results: dict[str, list[dict[str, list[float]]]] = {b[0]: [] for b in backends}

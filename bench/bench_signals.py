@@ -16,6 +16,7 @@ from benchutil import python_client_hello, rss_mib
 from mitmproxy.tls import ClientHello
 
 from hydraguard.addresses import CidrSet
+from hydraguard.clusters import ClusterLinker
 from hydraguard.signals.behaviour import BehaviourConfig, BehaviourTracker
 from hydraguard.signals.ja4 import ja4, ja4_from_raw
 from hydraguard.signals.prompts import PromptPatterns
@@ -72,6 +73,45 @@ def bench(name: str, fn, number: int) -> float:
     fn()
     best = min(timeit.repeat(fn, number=number, repeat=5)) / number
     return best * 1e6
+
+
+def link_rows(quick: bool) -> None:
+    """Hydra linking per request (not a signal, but the same per-request CPU budget): a
+    linker holding 20k accounts; an account seen again, and a new account whose exit and
+    template are shared (scored against its candidates)."""
+    t = [0.0]
+    lk = ClusterLinker(clock=lambda: t[0])
+    for i in range(10_000):  # ordinary accounts: own address, own prompts
+        t[0] += 0.01
+        lk.observe(f"o{i}", {"ip": f"46.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}",
+                             "prefix": f"46.{i >> 16 & 255}.{i >> 8 & 255}.0/24",
+                             "template": f"t{i}"})
+    n = [0]
+
+    def hydra() -> None:  # 40 flagged exits in one /24, 6 templates
+        n[0] += 1
+        t[0] += 0.05
+        lk.observe(f"h{n[0]}", {"ip": f"95.90.0.{n[0] % 40}", "prefix": "95.90.0.0/24",
+                                "template": f"T{n[0] % 6}"}, flagged=True)
+        lk.cluster_of(f"h{n[0]}")
+
+    m = [0]
+
+    def again() -> None:
+        m[0] += 1
+        t[0] += 0.001
+        i = m[0] % 1000
+        lk.observe(f"o{i}", {"ip": f"46.0.{i >> 8 & 255}.{i & 255}",
+                             "prefix": f"46.0.{i >> 8 & 255}.0/24", "template": f"t{i}"})
+        lk.cluster_of(f"o{i}")
+
+    print()
+    print(f"{'hydra linking (observe + cluster_of)':<46} {'µs/call':>9}")
+    print("-" * 56)
+    for name, fn in (("account seen again", again),
+                     ("new account, shared flagged exit + template", hydra)):
+        print(f"{name:<46} {bench(name, fn, 400 if quick else 2000):>9.1f}")
+    print(f"  linker: {lk.stats()}")
 
 
 def main() -> None:
@@ -150,6 +190,8 @@ def main() -> None:
     assert ja4_counted
     print("-" * 56)
     print(f"{'total per request (ja4 + all others)':<46} {total:>9.1f}   (target <= 300)")
+
+    link_rows(quick)
 
     n = 200_000 if quick else 1_000_000
     cfg = BehaviourConfig(window_s=3600, max_keys=100_000, max_members_per_key=1000)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv with a Python >= 3.12 found on this machine and install hydraguard (+ test extras).
+# Create .venv with a Python >= 3.12 found on this machine and install hydraguard (+ test and
+# report extras).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stamp=.venv/.hydraguard-installed
@@ -23,5 +24,5 @@ py=$(find_python) || { echo "bootstrap: no Python >= 3.12 found (set HYDRAGUARD_
 echo "bootstrap: using $py ($("$py" -V))" >&2
 [ -x .venv/bin/python ] || "$py" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -e '.[test,report]'
 touch "$stamp"

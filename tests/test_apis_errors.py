@@ -33,6 +33,7 @@ MSG = 'Budget "cluster-7" exhausted: 1,000,000 tokens/h — try later'
         ("too_large", 413, "request_too_large"),
         ("unavailable", 529, "overloaded_error"),
         ("upstream", 502, "api_error"),
+        ("upstream_timeout", 504, "timeout_error"),
         ("something-else", 500, "api_error"),
     ],
 )
@@ -58,6 +59,7 @@ def test_anthropic_shape(kind: str, status: int, etype: str) -> None:
         ("too_large", 413, "invalid_request_error", "request_too_large"),
         ("unavailable", 503, "server_error", "service_unavailable"),
         ("upstream", 502, "server_error", "bad_gateway"),
+        ("upstream_timeout", 504, "server_error", "gateway_timeout"),
     ],
 )
 def test_openai_shape(kind: str, status: int, etype: str, code: str | None) -> None:

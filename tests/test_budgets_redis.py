@@ -12,6 +12,7 @@ import redis
 
 from hydraguard.budgets import MemoryBudgetState, RedisBudgetState, WindowSpec
 from hydraguard.budgets.backends import open_state
+from hydraguard.budgets.redis_state import LAYOUT_VERSION as V
 from hydraguard.policy.budget_model import StateConfig
 
 try:
@@ -60,7 +61,7 @@ async def test_key_layout_hash_tag_and_ttls(redis_prefix):
         r = await st.reserve("account=a1|model=x", (M, D), 10)
         assert r.ok
         keys = keys_with_prefix(url, prefix)
-        base = f"{prefix}:v2:{{account=a1|model=x}}:"
+        base = f"{prefix}:v{V}:{{account=a1|model=x}}:"
         assert keys == [f"{base}b", f"{base}h"]
         rid = r.reservation.id
         c = redis.Redis.from_url(url, decode_responses=True)
@@ -75,12 +76,12 @@ async def test_key_layout_hash_tag_and_ttls(redis_prefix):
             assert c.hget(f"{base}b", f"r:{rid}") is None and c.zcard(f"{base}h") == 0
             # minute window only: TTL >= period, and follows an overcharge while it drains
             r = await st.reserve("solo", (M,), 10)
-            assert 600_000 <= c.pttl(f"{prefix}:v2:{{solo}}:b") <= 601_000  # the open hold
+            assert 600_000 <= c.pttl(f"{prefix}:v{V}:{{solo}}:b") <= 601_000  # the open hold
             assert await st.commit(r.reservation, 150)  # level 150 in a 100/60 s bucket
-            assert 600_000 <= c.pttl(f"{prefix}:v2:{{solo}}:b") <= 601_000  # never shortened
+            assert 600_000 <= c.pttl(f"{prefix}:v{V}:{{solo}}:b") <= 601_000  # never shortened
             r = await st.reserve("solo2", (M,), 50)
             assert await st.commit(r.reservation, 2000)  # 2000 in 100/60 s: 1200 s to drain
-            assert 1_200_000 < c.pttl(f"{prefix}:v2:{{solo2}}:b") <= 1_201_000
+            assert 1_200_000 < c.pttl(f"{prefix}:v{V}:{{solo2}}:b") <= 1_201_000
             # a later, smaller need never shortens the TTL
             r = await st.reserve("account=a1|model=x", (M,), 1)
             assert c.pttl(f"{base}b") > 86_000_000
@@ -111,7 +112,7 @@ async def test_budgets_of_one_group_share_a_slot_and_one_script(redis_prefix):
         assert [(r.ok, r.never_fits) for r in res] == [(True, False), (False, True),
                                                        (True, False)]
         assert len(calls) == 1 and len(calls[0]) == 6
-        assert {k.split("}")[0] for k in calls[0]} == {f"{prefix}:v2:{{acct:x"}
+        assert {k.split("}")[0] for k in calls[0]} == {f"{prefix}:v{V}:{{acct:x"}
         assert res[0].reservation.id == res[2].reservation.id  # one id per request
         assert res[0].reservation.group == "acct:x"
         assert await st.settle_many([(res[0].reservation, 4), (res[2].reservation, 0)]) \

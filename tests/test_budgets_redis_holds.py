@@ -68,7 +68,7 @@ async def test_late_settle_of_an_expired_hold_charges_the_usage_once(pair):
     assert left == pytest.approx(750)
     c = redis.Redis.from_url(url, decode_responses=True)
     try:
-        base = f"{prefix}:v2:{{g}}:k"
+        base = f"{prefix}:v3:{{g}}:k"
         assert [f for f in c.hkeys(f"{base}:b") if f[:2] in ("r:", "x:")] == []
         assert c.zcard(f"{base}:h") == 0
     finally:
@@ -81,7 +81,7 @@ async def test_expired_markers_are_deleted_after_another_ttl(pair):
     clock.advance(61.0)
     await b.peek("k", (D,), group="g")  # gives the hold back, leaves a marker
     c = redis.Redis.from_url(url, decode_responses=True)
-    base = f"{prefix}:v2:{{g}}:k"
+    base = f"{prefix}:v3:{{g}}:k"
     try:
         assert len([f for f in c.hkeys(f"{base}:b") if f.startswith("x:")]) == 1
         clock.advance(61.0)

@@ -113,6 +113,26 @@ LINKED = (
 )
 
 
+NO_FLAGS = ("{r}:6:7: warning: cluster 'acct': none of the flagged-network signals can be "
+            "set (configure indicators.ip): every shared value counts at its unflagged weight")
+
+
+def test_check_warns_about_flagged_signals_and_asn_evidence(capsys, tmp_path):
+    r = tmp_path / "r.yaml"
+    r.write_text(LINKED.replace("      evidence:\n", "      flagged_signals: [ip.hostng, "
+                                "ip.list.*]\n      evidence:\n        - {kind: asn}\n")
+                 + "indicators:\n  prompts: {templates: {}}\n  ip: {}\n")
+    rc, out = run(capsys, "check", str(r))
+    assert (rc, out) == (0, [
+        f"{r}:8:11: warning: cluster 'acct' links on evidence 'asn', but no geoip.asn "
+        "database is configured: the ASN is never known, so this evidence links nobody",
+        f"{r}:6:7: warning: cluster 'acct': flagged signal 'ip.hostng' is never set under "
+        "these rules (did you mean \"ip.hosting\"?)",
+        f"{r}:6:7: warning: cluster 'acct': none of the flagged-network signals can be set "
+        "(configure indicators.ip): every shared value counts at its unflagged weight",
+        f"{r}: ok — 0 rules, 1 cluster, 1 budget, indicators on; no geoip; 3 warnings"])
+
+
 def test_check_warns_about_template_evidence_without_template_indicator(capsys, tmp_path):
     r = tmp_path / "r.yaml"
     r.write_text(LINKED)
@@ -121,8 +141,9 @@ def test_check_warns_about_template_evidence_without_template_indicator(capsys, 
         f"{r}:8:11: warning: cluster 'acct' links on evidence 'template', but no "
         "indicators.prompts.templates indicator is configured: template.id is never set, so "
         "this evidence links nobody",
-        f"{r}: ok — 0 rules, 1 cluster, 1 budget; no geoip; 1 warning"])
-    r.write_text(LINKED + "indicators:\n  prompts: {templates: {}}\n")
+        NO_FLAGS.format(r=r),
+        f"{r}: ok — 0 rules, 1 cluster, 1 budget; no geoip; 2 warnings"])
+    r.write_text(LINKED + "indicators:\n  prompts: {templates: {}}\n  ip: {}\n")
     rc, out = run(capsys, "check", str(r))
     assert (rc, out) == (0, [f"{r}: ok — 0 rules, 1 cluster, 1 budget, indicators on; "
                              "no geoip"])
@@ -136,7 +157,7 @@ def test_check_warns_about_tls_evidence_without_tls_indicator(capsys, tmp_path):
     assert (rc, out[0]) == (0, f"{r}:8:11: warning: cluster 'acct' links on evidence "
                             "'tls_ua', but no indicators.tls indicator is configured: tls.ja4 "
                             "is never set, so this evidence links nobody")
-    r.write_text(tls + "indicators:\n  tls: {}\n")
+    r.write_text(tls + "indicators:\n  tls: {}\n  ip: {}\n")
     rc, out = run(capsys, "check", "--strict", str(r))
     assert (rc, len(out)) == (0, 1)
 
@@ -148,14 +169,14 @@ def test_check_strict_fails_on_warnings(capsys, tmp_path):
     ok.write_text("version: 1\nrules:\n  - {id: a, action: deny}\n")
     ok_line = f"{ok}: ok — 1 rule, 0 clusters, 0 budgets; no geoip"
     rc, out = run(capsys, "check", "--strict", str(r), str(ok))
-    assert rc == 1 and len(out) == 3 and out[2] == ok_line
+    assert rc == 1 and len(out) == 4 and out[3] == ok_line
     rc, out = run(capsys, "check", "--strict", str(ok))
     assert (rc, out) == (0, [ok_line])
     rc, out = run(capsys, "check", "--strict", "rules/examples/sanctions.yaml")
     assert rc == 1 and out[-1].endswith("; 1 warning")  # demo GeoIP data is a warning
     p = subprocess.run([sys.executable, "-m", "hydraguard", "check", "--strict", str(r)],
                        capture_output=True, text=True, cwd=ROOT)
-    assert p.returncode == 1 and "1 warning" in p.stdout
+    assert p.returncode == 1 and "2 warnings" in p.stdout
 
 
 def test_check_reports_reference_and_schema_errors_in_one_run(capsys, tmp_path):
@@ -270,7 +291,7 @@ def test_explain_invalid_rules_exit_2(capsys, tmp_path):
 def test_shipped_policy_tests_pass(capsys):
     rc, out = run(capsys, "test", "rules/")
     assert rc == 0, "\n".join(out)
-    assert out[-1] == "29 passed, 0 failed"
+    assert out[-1] == "32 passed, 0 failed"
     assert {line.split(":")[0] for line in out[:-1]} == {
         "rules/tests/default.yaml", "rules/tests/indicators.yaml", "rules/tests/sanctions.yaml",
         "rules/tests/supported-countries.yaml"}
@@ -442,3 +463,37 @@ def test_check_shows_build_date_and_warns_when_stale(capsys, tmp_path):
     assert (rc, out) == (0, [
         f"{r}: ok — 0 rules, 0 clusters, 0 budgets; geoip location {db} (geoip2-city, built "
         f"{built}, verified)"])
+
+
+def test_explain_shows_the_link_evidence_of_a_request(capsys):
+    rc, out = run(capsys, "explain", "--rules", "rules/default.yaml", "--ip", "198.51.100.65",
+                  "--key", "sk-test", "--model", "claude-x")
+    assert rc == 0
+    assert "link      not linked; this request's evidence (flagged network), weight per " \
+        "shared value: ip 0.7, prefix 0.3, asn 0.3; threshold 1" in out
+
+
+async def test_explain_shows_why_a_linked_account_is_linked():
+    """Three accounts through one hosting exit (flagged) with one prompt template: the third
+    request links them; explain says by which pair and evidence."""
+    from hydraguard.authoring import explain
+    from hydraguard.authoring.evaluate import Evaluator, RequestSpec
+    from hydraguard.policy import load_policy
+
+    ev = Evaluator(load_policy(ROOT / "rules" / "default.yaml"), clock=lambda: 1000.0)
+    prompt = "Explain step by step, as an expert would, why the answer to this is 42"
+    accounts = []
+    try:
+        for i in range(3):
+            got = await ev.evaluate(RequestSpec(ip="198.51.100.65", key=f"sk-{i}",
+                                                prompt=prompt))
+            accounts.append(got.facts.account)
+    finally:
+        await ev.aclose()
+    via = accounts[1]  # the most recent account on the exit and template
+    assert f"link      linked: cluster of 3 accounts; pair score 1.4 >= 1 from ip x1, " \
+        f"template x1 (flagged networks), via account {via}, 0.0 s ago" in \
+        explain.render(got).splitlines()
+    assert explain.as_json(got)["link"] == {"members": 3, "score": 1.4, "flagged": True,
+                                            "kinds": {"ip": 1, "template": 1}, "via": via,
+                                            "age_s": 0.0}

@@ -18,15 +18,27 @@ from .redis_util import delete_prefix, free_port, require_redis, unique_prefix
 
 pytestmark = pytest.mark.e2e
 
+# hydra linking needs combined evidence: the exits are flagged (an IP list: ip.list.exits)
+# and the accounts send one prompt template; one shared exit alone never links
+LINKING = """
+indicators:
+  ip:
+    lists: [{name: exits, path: exits.txt}]
+  prompts:
+    templates: {min_words: 2}
+"""
+EXITS = "198.51.100.64/27\n"
+
 RULES = """
 version: 1
 settings:
   trusted_proxies: [127.0.0.1/32]
+""" + LINKING + """
 clusters:
   - id: linked
     when: {client_ip: [198.51.100.64/27]}
     key: [cluster]
-    link: {window: 600, evidence: [{kind: ip, min_accounts: 4, max_accounts: 100}]}
+    link: {window: 600, evidence: [{kind: ip, min_accounts: 3}, {kind: template}]}
   - id: acct
     key: [account]
 budgets:
@@ -60,6 +72,7 @@ budgets:
 def gw(stub, tmp_path_factory):
     rules = tmp_path_factory.mktemp("rules") / "budgets.yaml"
     rules.write_text(RULES)
+    (rules.parent / "exits.txt").write_text(EXITS)
     with proxy(stub.url, rules) as p:
         yield p
 
@@ -210,13 +223,19 @@ def test_hydra_accounts_behind_one_ip_share_one_budget(gw):
             outcomes.append(200)
         except anthropic.RateLimitError:
             outcomes.append(429)
-    clusters = [r["cluster"] for r in recs(gw, "hydra-m", 9)]
-    # accounts 1 and 2 are alone (below 4 accounts); the 4th links 0..3 under 0's id; from
-    # then on every account charges the one key: 0 + 3..8 = 7 x 50 > 300
-    assert outcomes == [200] * 8 + [429]
+    rows = recs(gw, "hydra-m", 9)
+    clusters = [r["cluster"] for r in rows]
+    # account 1 is alone (2 accounts on the exit and template, below 3); the 3rd links 0..2
+    # under 0's id (flagged exit 0.7 + template 0.7); from then on every account charges the
+    # one key: 0 + 2..6 = 6 x 50 = 300, the budget, so the 8th and 9th are refused
+    assert outcomes == [200] * 7 + [429] * 2
     root = clusters[0]
     assert root.startswith("linked:cluster=h-")
-    assert [c == root for c in clusters] == [True, False, False] + [True] * 6
+    assert [c == root for c in clusters] == [True, False] + [True] * 7
+    assert [("link" in r) for r in rows] == [False, False] + [True] * 7
+    assert rows[2]["link"] == {"members": 3, "score": 1.4, "kinds": {"ip": 1, "template": 1},
+                               "flagged": True, "via": rows[1]["account"], "age_s": 0.0}
+    assert rows[8]["link"]["members"] == 9 and rows[8]["link"]["score"] == 1.4
 
 
 # -------------------------------------------------------------------------------------------
@@ -226,13 +245,14 @@ REDIS_RULES = """
 version: 1
 settings:
   trusted_proxies: [127.0.0.1/32]
+""" + LINKING.replace("{", "{{").replace("}", "}}") + """
 state: {{backend: redis, redis_url: "{url}", prefix: {prefix}, timeout_ms: {timeout},
          on_error: {on_error}}}
 clusters:
   - id: linked
     when: {{model: "hydra-*"}}
     key: [cluster]
-    link: {{window: 3600, evidence: [{{kind: ip, min_accounts: 4, max_accounts: 100}}]}}
+    link: {{window: 3600, evidence: [{{kind: ip, max_accounts: 100}}, {{kind: template}}]}}
   - id: acct
     key: [account]
 budgets:
@@ -251,6 +271,7 @@ def replicas(stub, tmp_path_factory):
     prefix = unique_prefix()
     rules = tmp_path_factory.mktemp("redis") / "redis.yaml"
     rules.write_text(REDIS_RULES.format(url=url, prefix=prefix, timeout=2000, on_error="open"))
+    (rules.parent / "exits.txt").write_text(EXITS)
     try:
         with proxy(stub.url, rules) as a, proxy(stub.url, rules) as b:
             yield a, b
@@ -326,6 +347,7 @@ def test_concurrent_requests_across_replicas_never_overspend(replicas):
 def test_redis_down_local_share_then_fail_closed(stub, tmp_path):
     port = free_port()  # nothing listens here
     url = f"redis://127.0.0.1:{port}/0"
+    (tmp_path / "exits.txt").write_text(EXITS)
     rules = tmp_path / "down-open.yaml"
     rules.write_text(REDIS_RULES.format(url=url, prefix="hgdown", timeout=50, on_error="open"))
     with proxy(stub.url, rules) as p:
@@ -376,12 +398,13 @@ def test_replicas_share_hydra_linking(replicas):
     rows = sorted(_wait_lines(replicas, "hydra-r", 8), key=lambda r: r["ts"])
     rows = [r for r in rows if r["account"] in {x["account"] for x in rows[-8:]}][-8:]
     clusters = [r["cluster"] for r in rows]
-    # accounts 0-2 are alone; the 4th links 0..3 under account 0 (seen first, on replica a):
-    # 0 + 3..6 charge one key, 5 x 20 = 100 = the budget, so the 8th request is refused
-    assert outcomes == [200] * 7 + [429]
+    # accounts 0-1 are alone; the 3rd links 0..2 under account 0 (seen first, on replica a):
+    # 0 + 2..5 charge one key, 5 x 20 = 100 = the budget, so the 7th and 8th are refused
+    assert outcomes == [200] * 6 + [429] * 2
     root = clusters[0]
     assert root.startswith("linked:cluster=h-")
-    assert [c == root for c in clusters] == [True, False, False] + [True] * 5
+    assert [c == root for c in clusters] == [True, False] + [True] * 6
+    assert [r["link"]["members"] for r in rows[2:]] == [3, 4, 5, 6, 7, 8]
 
 
 def test_bad_redis_url_stops_run_and_fails_check(tmp_path):

@@ -146,3 +146,14 @@ def test_only_gather_builds_facts():
 def test_refusals_are_built_in_one_place():
     """Every Decision other than the default allow is built by refusals.py."""
     assert set(_calls_named("Decision")) == {"decision.py", "refusals.py"}
+
+
+def test_proxy_never_loads_the_report_or_matplotlib() -> None:
+    """`hydraguard report` draws with matplotlib; the proxy (addon, runner, command line) must
+    not pay for it, and the report package loads matplotlib only when it draws."""
+    loaded = _loaded_after("import hydraguard.addon, hydraguard.runner, hydraguard.cli, "
+                           "hydraguard.webview")
+    assert not sorted(m for m in loaded if _under(m, ("matplotlib", "PIL")))
+    assert not sorted(m for m in loaded if _under(m, ("hydraguard.report",)))
+    loaded = _loaded_after("import hydraguard.report, hydraguard.report.render")
+    assert not sorted(m for m in loaded if _under(m, ("matplotlib",)))

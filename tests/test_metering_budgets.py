@@ -320,63 +320,80 @@ clusters:
     link:
       window: 600
       evidence:
-        - {kind: ip, min_accounts: 5, max_accounts: 50}
-        - {kind: template, min_accounts: 3, max_accounts: 50}
+        - {kind: ip, max_accounts: 50}
+        - {kind: prefix}
+        - {kind: template}
 budgets:
   - id: b
     windows: [{per: day, tokens: 1000}]
 """
+PROXY = {"ip.residential_proxy": True}  # a flagged network
 
 
-def test_hydra_linking_by_ip_shares_one_budget():
+def hydra_facts(i: int, ip: str = "198.51.100.70", tpl: str = "tpl-1", **kw) -> Facts:
+    return facts(account=f"acct_{i}", ip=ip, signals={**PROXY, "template.id": tpl}, **kw)
+
+
+def test_hydra_linking_by_flagged_exit_and_template_shares_one_budget():
     m, clock = metering("", clusters=LINKED)
 
     async def go():
-        ids = []
+        refs = []
         for i in range(8):
-            f = facts(account=f"acct_{i}", ip="198.51.100.70", max_output=90, est=10)
+            clock.advance(1)
+            f = hydra_facts(i, max_output=90, est=10)
             a = await admit(m, f)
-            ids.append((f.cluster, a.refused))
-        root = ids[0][0]
-        # accounts 1..3 are their own clusters (below min_accounts), the 5th links all
-        assert [c == root for c, _ in ids] == [True, False, False, False, True, True, True, True]
-        # the shared budget: acct_0 spent 100 before linking, then 4 more x 100 in one key
-        assert [r for _, r in ids] == [False] * 8
+            refs.append((f.cluster_ref, a.refused))
+        root = refs[0][0].name
+        # acct_1 is its own cluster (2 accounts, below min_accounts 3); the third links all
+        assert [r.name == root for r, _ in refs] == [True, False] + [True] * 6
+        assert [r.link for r, _ in refs[:2]] == [None, None]
+        assert dict(refs[2][0].link) == {"members": 3, "score": 1.4, "flagged": True,
+                                         "kinds": {"ip": 1, "template": 1}, "via": "acct_1",
+                                         "age_s": 0.0}
+        # the shared budget: acct_0 and acct_2..7 charge one key, 7 x 100
+        assert [r for _, r in refs] == [False] * 8
         for i in range(8, 14):
-            f = facts(account=f"acct_{i}", ip="198.51.100.70", max_output=90, est=10)
+            f = hydra_facts(i, max_output=90, est=10)
             a = await admit(m, f)
-            assert f.cluster == root
-            ids.append((f.cluster, a.refused))
-        assert [r for _, r in ids[8:]] == [False] * 5 + [True]  # 10 x 100 = the budget
-        # office NAT: 3 colleagues do not link
+            assert f.cluster == root and f.cluster_ref.link["members"] == i + 1
+            refs.append((f.cluster_ref, a.refused))
+        assert [r for _, r in refs[8:]] == [False] * 3 + [True] * 3  # 10 x 100 = the budget
+        # the same exit and template through an ordinary network: 0.35 + 0.35 < 1
         seen = set()
-        for i in range(3):
-            f = facts(account=f"office_{i}", ip="192.0.2.9")
+        for i in range(4):
+            f = facts(account=f"office_{i}", ip="192.0.2.9", signals={"template.id": "tpl-o"})
             m.resolve_cluster(f)
             seen.add(f.cluster)
-        assert len(seen) == 3
-        # links expire after the window (+ rebuild period)
-        clock.advance(600 + 150 + 1)
+            assert f.cluster_ref.link is None
+        assert len(seen) == 4
+        # links last one to two windows after their evidence (epochs of 600 s)
+        clock.advance(1200)
         f = facts(account="acct_13", ip="192.0.2.200")
         m.resolve_cluster(f)
-        assert f.cluster != root
+        assert f.cluster != root and f.cluster_ref.link is None
 
     run(go())
 
 
-def test_hydra_linking_by_template_signal_across_ips():
-    m, _ = metering("", clusters=LINKED)
-    clusters = set()
-    for i in range(4):
-        f = facts(account=f"t_{i}", ip=f"192.0.2.{i + 1}", signals={"template.id": "tpl-9"})
-        m.resolve_cluster(f)
-        clusters.add(f.cluster)
-    assert len(clusters) == 2  # t_1 alone; t_2 links t_0..t_2 (root t_0); t_3 joins
-    f = facts(account="t_1", ip="192.0.2.2", signals={"template.id": "tpl-9"})
-    m.resolve_cluster(f)
-    g = facts(account="t_0", ip="192.0.2.1")
+def test_hydra_linking_across_exits_by_two_templates_within_minutes():
+    """Accounts on flagged exits in different /24s that send the same two templates within
+    minutes: template 0.7 + 0.7 (two values of a kind add up in a burst)."""
+    m, clock = metering("", clusters=LINKED)
+    ids = []
+    for i in range(5):
+        for tpl in ("tpl-a", "tpl-b"):
+            clock.advance(2)
+            f = hydra_facts(i, ip=f"198.51.{100 + i}.10", tpl=tpl)
+            m.resolve_cluster(f)
+        ids.append(f.cluster)
+    # t_2 is the third on both templates: it links t_0 and t_1 (root t_0); t_3, t_4 join
+    assert ids[2:] == [ids[0]] * 3 and ids[1] != ids[0]
+    g = facts(account="acct_2", ip="198.51.102.10")
     m.resolve_cluster(g)
-    assert f.cluster == g.cluster
+    assert g.cluster == ids[0] and g.cluster_ref.link == {
+        "members": 5, "score": 1.4, "kinds": {"template": 2}, "flagged": True,
+        "via": "acct_1", "age_s": 8.0}
 
 
 def test_redis_down_fail_open_and_closed(caplog):
@@ -413,18 +430,22 @@ def test_redis_down_fail_open_and_closed(caplog):
 def test_adopt_keeps_levels_and_links_on_reload():
     m, clock = metering("", clusters=LINKED)
     for i in range(5):
-        m.resolve_cluster(facts(account=f"a{i}", ip="198.51.100.9"))
+        clock.advance(1)
+        m.resolve_cluster(hydra_facts(i, ip="198.51.100.9"))
 
     async def go():
-        a = await admit(m, facts(account="a4", ip="198.51.100.9", max_output=500, est=0))
+        a = await admit(m, hydra_facts(4, ip="198.51.100.9", max_output=500, est=0))
         assert not a.refused
         text = LINKED.replace("tokens: 1000", "tokens: 900")
         m2 = Metering(parse_policy(text, "r.yaml").budgets, clock, previous=m)
         assert m2.state is m.state and m2.linkers["acct"] is m.linkers["acct"]
-        b = await admit(m2, facts(account="a1", ip="198.51.100.9", max_output=500, est=0))
+        b = await admit(m2, hydra_facts(1, ip="198.51.100.9", max_output=500, est=0))
         assert b.refused  # 500 already spent by the linked cluster, 900 is the new limit
         changed = LINKED.replace("window: 600", "window: 60")
         m3 = Metering(parse_policy(changed, "r.yaml").budgets, clock, previous=m)
         assert "acct" in m3.linkers and m3.linkers["acct"] is not m.linkers["acct"]
+        weights = LINKED.replace("{kind: prefix}", "{kind: prefix, weight: 0.2}")
+        m4 = Metering(parse_policy(weights, "r.yaml").budgets, clock, previous=m)
+        assert m4.linkers["acct"] is not m.linkers["acct"]
 
     run(go())

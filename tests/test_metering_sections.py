@@ -53,8 +53,12 @@ def test_compiled_values():
     assert [c.id for c in b.clusters] == ["hosting", "per-account"]
     assert b.clusters[0].key == ("asn",) and b.clusters[0].link is None
     link = b.clusters[1].link
+    # old-style evidence (kind, min/max accounts) still loads: weights come from the kind
     assert link.window_s == 600.0 and link.rules == (
-        LinkRule("ip", 4, 40), LinkRule("template", 5, 500))
+        LinkRule("ip", 4, 40, 0.35, 0.7), LinkRule("template", 3, 10000, 0.35, 0.7))
+    assert (link.threshold, link.multi_exit_s, link.candidates, link.ipv6_exit_prefix) == (
+        1.0, 600.0, 8, 64)
+    assert "ip.residential_proxy" in link.flagged_signals and "ip.list.*" in link.flagged_signals
     b1, b2 = b.budgets
     assert b1.windows == (WindowSpec("minute", 1000, 60.0), WindowSpec("90s", 5000, 90.0),
                           WindowSpec("daily", 9, 86400.0))
@@ -81,7 +85,7 @@ def test_shipped_rules_probation_then_cluster_budgets():
         ("probation-proxy-networks", True), ("probation-hosting", True),
         ("cluster-tokens", False)]
     assert (b.budgets[0].probation.key, b.budgets[1].probation.key) == (("network",), ("asn",))
-    assert b.budgets[2].windows[0] == WindowSpec("minute", 60_000, 60.0)
+    assert b.budgets[2].windows[0] == WindowSpec("minute", 200_000, 60.0)
 
 
 def test_schema_errors_with_positions_and_hints():
@@ -155,6 +159,70 @@ def test_cross_reference_errors():
         "r.yaml:18:5: budgets[1].cap_to: only used with on_exceed: cap_max_tokens",
         "r.yaml:19:5: budgets: duplicate budget id 'x' (first at line 12)",
     ]
+
+
+LINK_KEYS = """
+clusters:
+  - id: a
+    key: [cluster]
+    link:
+      window: 900
+      threshold: 2
+      multi_exit: 120
+      candidates: 4
+      max_partners: 6
+      max_pairs: 1000
+      max_why: 500
+      ipv6_exit_prefix: 48
+      flagged_signals: [ip.hosting, "ip.list.*"]
+      evidence:
+        - {kind: ip, weight: 0.5, flagged_weight: 1.5, min_accounts: 2, max_accounts: 90}
+        - {kind: asn}
+        - {kind: prefix, flagged_weight: 0.9}
+"""
+
+
+def test_link_weights_and_settings():
+    link = parse_policy(LINK_KEYS, "r.yaml").budgets.clusters[0].link
+    assert link.rules == (LinkRule("ip", 2, 90, 0.5, 1.5), LinkRule("asn", 3, 5000, 0.05, 0.3),
+                          LinkRule("prefix", 3, 2000, 0.15, 0.9))
+    assert (link.window_s, link.threshold, link.multi_exit_s, link.candidates,
+            link.max_partners, link.max_pairs, link.max_why, link.ipv6_exit_prefix,
+            link.flagged_signals) == (900.0, 2.0, 120.0, 4, 6, 1000, 500, 48,
+                                      ("ip.hosting", "ip.list.*"))
+
+
+def test_link_weight_errors():
+    head = "clusters:\n  - id: a\n    key: [cluster]\n    link:\n      evidence:\n"
+    assert errors_of(head + (
+        "        - {kind: tls_ua, weight: -1, min_accounts: 1}\n"
+        "        - {kind: ipp}\n")) == [
+        "r.yaml:6:34: clusters[0].link.evidence[0].weight: -1 is below the minimum 0",
+        "r.yaml:6:52: clusters[0].link.evidence[0].min_accounts: 1 is below the minimum 2",
+        "r.yaml:7:18: clusters[0].link.evidence[1].kind: 'ipp' is not one of: ip, prefix, "
+        "asn, tls_ua, template (did you mean \"ip\"?)",
+    ]
+    assert errors_of(head + (
+        "        - {kind: ip, flagged_weight: 1.0}\n"
+        "        - {kind: template, weight: 0.5, flagged_weight: 0.4}\n"
+        "        - {kind: prefix, flagged_weight: 0.5}\n"
+        "        - {kind: asn, weight: 1.2}\n")) == [
+        "r.yaml:6:22: clusters[0].link.evidence[0].flagged_weight: 1 reaches the threshold 1: "
+        "one shared value would link on its own (keep weights below the threshold; combined "
+        "evidence links)",
+        "r.yaml:7:41: clusters[0].link.evidence[1].flagged_weight: 0.4 is below weight 0.5 "
+        "(a flagged network never counts less)",
+        "r.yaml:8:26: clusters[0].link.evidence[2]: prefix is weak evidence: twice its flagged "
+        "weight (1) must stay below the threshold 1, so a shared /24 never links on its own",
+        "r.yaml:9:23: clusters[0].link.evidence[3].weight: 1.2 reaches the threshold 1: one "
+        "shared value would link on its own (keep weights below the threshold; combined "
+        "evidence links)",
+    ]
+    # a higher threshold makes room for the same weights
+    ok = head.replace("    link:\n", "    link:\n      threshold: 2.5\n") + (
+        "        - {kind: ip, flagged_weight: 1.0}\n"
+        "        - {kind: prefix, flagged_weight: 1.0}\n")
+    assert parse_policy(ok, "r.yaml").budgets.clusters[0].link.threshold == 2.5
 
 
 def test_budget_without_clusters_section():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 import weakref
@@ -13,19 +14,23 @@ from pathlib import Path
 
 from mitmproxy import connection, exceptions, http, tls
 
-from . import status
+from . import status, upstream
+from .admin.listener import DEFAULT_TOKEN_ENV, AdminListener, check_admin
 from .decision_log import iso_time
 from .geo import GeoDatabaseError
 from .geo.notices import geo_lines, geo_warnings, not_shown_yet
+from .metrics import Metrics
 from .pipeline import HEALTH_PATH, Exchange, Gateway, RequestView
 from .policy import PolicyError, load_policy
 from .reload import RulesWatcher, next_gateway
+from .startup import ConfigError
 
 log = logging.getLogger("hydraguard")
 
 DEFAULT_RULES = Path(__file__).resolve().parents[2] / "rules" / "default.yaml"
 KEY = "hydraguard"
 GW = "hydraguard_gw"  # the Gateway (policy snapshot) a flow was decided with
+WATCH = "hydraguard_watch"  # the flow's upstream.UpstreamWatch (connect / read deadlines)
 ARRIVED = "hydraguard_arrived"  # when the request began to arrive (epoch seconds)
 RETIRE_AFTER_S = 300.0  # a replaced gateway's own resources are closed after this long
 FILES_CHECK_S = 0.5  # the GeoIP / list refresher wakes this often (files: own intervals)
@@ -39,16 +44,30 @@ def _request_id(flow: http.HTTPFlow) -> str:
 def _view(flow: http.HTTPFlow, request_id: str) -> RequestView:
     req = flow.request
     joined: dict[str, str] = {}  # one pass over the raw fields; lookups are then O(1)
+    repeated: dict[str, list[str]] = {}  # every line of the headers sent more than once
     for k, v in req.headers.fields:
         name = k.decode("latin-1").lower()
         value = v.decode("utf-8", "surrogateescape")
-        joined[name] = f"{joined[name]}, {value}" if name in joined else value
+        if name in joined:
+            if name not in repeated:
+                repeated[name] = [joined[name]]
+            repeated[name].append(value)
+            joined[name] = f"{joined[name]}, {value}"
+        else:
+            joined[name] = value
+
+    def values(name: str) -> list[str]:
+        got = repeated.get(name)
+        if got is not None:
+            return got
+        return [joined[name]] if name in joined else []
+
     peer = flow.client_conn.peername[0] if flow.client_conn.peername else None
     return RequestView(
         method=req.method, path=req.path, peer=peer, headers=joined.get,
         body=req.raw_content or b"", content_encoding=joined.get("content-encoding", ""),
         request_id=request_id, header_names=frozenset(joined),
-        arrived=flow.metadata.get(ARRIVED) or req.timestamp_start,
+        arrived=flow.metadata.get(ARRIVED) or req.timestamp_start, header_values=values,
     )
 
 
@@ -64,6 +83,26 @@ def _announce_geo(gw: Gateway) -> None:
 def _respond(flow: http.HTTPFlow, code: int, body: bytes, headers: dict[str, str]) -> None:
     flow.response = http.Response.make(code, body, headers)
     flow.metadata["hydraguard_answered"] = True
+
+
+def _metered(feed: Callable[[bytes], bytes | None], progress: Callable[[], None] | None
+             ) -> Callable[[bytes], bytes | list]:
+    """The stream callable of a metered response. mitmproxy sends a b"" data chunk as
+    "0\r\n\r\n" (the chunked terminator) to an HTTP/1.1 client; an empty list sends nothing."""
+    if progress is None:
+        return lambda chunk: feed(chunk) or []
+
+    def stream(chunk: bytes) -> bytes | list:
+        progress()  # the upstream is not silent (read timeout)
+        return feed(chunk) or []
+    return stream
+
+
+def _edit_credentials(flow: http.HTTPFlow, ex: Exchange) -> None:
+    """settings.extra_credentials: strip: keep only the credential the upstream reads."""
+    for name, how in ex.header_edits:
+        lines = flow.request.headers.get_all(name)
+        flow.request.headers.set_all(name, lines[:1] if how == "first" else [])
 
 
 def _hostport(host: str, port: int) -> str:
@@ -85,8 +124,11 @@ class HydraGuard:
         self.status_path: str | None = None
         self._status_extra: dict[str, object] = {}
         self._status_last: tuple[dict, float] | None = None  # (document, monotonic time)
+        self.metrics = Metrics(lambda: (self.gateway, self.watcher))
+        self.admin: AdminListener | None = None
 
     def load(self, loader) -> None:
+        upstream.install()  # provider-format answers for upstream failures
         loader.add_option("hydraguard_rules", str, "", "hydraguard rules YAML (empty: shipped "
                           "rules/default.yaml); a folder, or several paths joined by ','")
         loader.add_option("hydraguard_reload_ms", int, 1000, "Milliseconds between checks of "
@@ -98,6 +140,14 @@ class HydraGuard:
                           "(empty: <temp dir>/hydraguard-<port>.status.json; 'off': none)")
         loader.add_option("hydraguard_log", str, "", "Decision log path ('-' for stdout); "
                           "overrides the rules file's log.path")
+        loader.add_option("hydraguard_admin", str, "", "Admin listener (metrics, clusters, "
+                          "overrides): PORT (loopback) or HOST:PORT; empty: none")
+        loader.add_option("hydraguard_admin_token_env", str, DEFAULT_TOKEN_ENV, "Environment "
+                          "variable holding the admin listener's bearer token (unset: none "
+                          "needed, loopback only)")
+        loader.add_option("hydraguard_admin_audit", str, "", "Audit log of admin changes "
+                          "(empty: admin-audit.jsonl beside the decision log, stderr when "
+                          "the decision log is stdout)")
         loader.add_option("hydraguard_stdout_clean", bool, True, "Send mitmproxy's own log "
                           "lines to stderr so stdout carries only decision lines")
 
@@ -110,6 +160,8 @@ class HydraGuard:
                     h.file = sys.stderr  # mitmproxy's TermLog handler
         if self.watcher is not None:
             self.watcher.settle_s = ctx.options.hydraguard_reload_settle_ms / 1000
+        if "hydraguard_admin" in updated or "hydraguard_admin_token_env" in updated:
+            self._configure_admin(ctx)
         if not updated & {"hydraguard_rules", "hydraguard_log"} and self.gateway is not None:
             return
         path = ctx.options.hydraguard_rules or str(DEFAULT_RULES)
@@ -127,11 +179,31 @@ class HydraGuard:
         self.watcher = RulesWatcher(paths, policy,
                                     settle_s=ctx.options.hydraguard_reload_settle_ms / 1000)
         self.gateway.policy_digest = self.watcher.digest
+        if self.admin is not None:
+            self.metrics.attach(self.gateway)
         if old is not None:
             old.close()
         log.info("hydraguard: loaded %d rule(s) from %s (%s)", len(policy.rules), path,
                  self.gateway.policy_digest)
         _announce_geo(self.gateway)
+
+    def _configure_admin(self, ctx) -> None:
+        """Check `hydraguard_admin` (never the proxy port; beyond loopback only with a
+        token); the listener starts in `running`."""
+        value = ctx.options.hydraguard_admin
+        if self.admin is not None and self.admin.server is not None:
+            return  # started: changing it needs a restart
+        if not value:
+            self.admin = None
+            return
+        token = os.environ.get(ctx.options.hydraguard_admin_token_env or "") or None
+        try:
+            host, port = check_admin(value, (ctx.options.listen_host,
+                                             ctx.options.listen_port or 8080), token)
+        except ConfigError as e:
+            raise exceptions.OptionsError(f"hydraguard: {e}") from e
+        self.admin = AdminListener(host, port, token, ctx.options.hydraguard_admin_audit or None,
+                                   self.metrics)
 
     # -- hot reload ---------------------------------------------------------------------
     def running(self) -> None:
@@ -147,6 +219,17 @@ class HydraGuard:
                 lambda: FILES_CHECK_S, self.refresh_files, "refreshing GeoIP / list files"))
         if self._status_task is None:
             self._start_status(ctx)
+        if self.admin is not None and self.admin.server is None:
+            if self.gateway is not None:
+                self.metrics.attach(self.gateway)
+            self.admin.start(lambda: self.gateway, self._status_doc)
+
+    def _status_doc(self) -> dict:
+        """The status document in force (what the status file holds)."""
+        gw = self.gateway
+        if gw is None:
+            return {}
+        return status.snapshot(gw, self.watcher, **self._status_extra)
 
     def _start_status(self, ctx) -> None:
         """Print the startup line; write the status file now and on every change."""
@@ -228,6 +311,8 @@ class HydraGuard:
         if new is None or self.watcher is not w or self.gateway is not old:
             return False
         self.gateway = new  # one assignment: each request sees the old or the new snapshot
+        if self.admin is not None:
+            self.metrics.attach(new)
         if new.geo is not old.geo:
             _announce_geo(new)
         loop = asyncio.get_running_loop()
@@ -243,6 +328,8 @@ class HydraGuard:
                 task.cancel()
         for h in self._retired:
             h.cancel()
+        if self.admin is not None:
+            self.admin.stop()
         if self.gateway is not None:
             self.gateway.close()
 
@@ -273,6 +360,7 @@ class HydraGuard:
             if ex.decision.enforced:
                 _respond(flow, *gw.denial(ex))
             else:
+                _edit_credentials(flow, ex)
                 req.stream = gw.batches.upload_stream(ex, req.headers.get("content-type"))
 
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
@@ -284,8 +372,11 @@ class HydraGuard:
 
     async def request(self, flow: http.HTTPFlow) -> None:
         gw = self.gateway
-        if gw is None or flow.response or flow.error or KEY in flow.metadata:
-            return  # (an upload was decided on its headers)
+        if gw is None or flow.response or flow.error:
+            return
+        if KEY in flow.metadata:  # an upload, decided on its headers and streamed
+            self._watch(flow, flow.metadata.get(GW, gw))
+            return
         view = _view(flow, _request_id(flow))
         view.tls_ja4 = self._ja4.get(flow.client_conn)
         ex = gw.begin(view, batch=await gw.preparse(view))
@@ -296,11 +387,25 @@ class HydraGuard:
         if ex.decision.enforced:
             _respond(flow, *gw.denial(ex))
             return
+        _edit_credentials(flow, ex)
         if ex.body is not None:
             flow.request.headers.pop("content-encoding", None)
             flow.request.content = ex.body  # also fixes content-length
         if ex.facts.stream:
             flow.request.headers["accept-encoding"] = "identity"  # meter plain SSE bytes
+        self._watch(flow, gw)
+
+    def _watch(self, flow: http.HTTPFlow, gw: Gateway) -> None:
+        """Start the upstream connect / read deadlines of a forwarded request."""
+        s = gw.policy.settings
+        flow.metadata[WATCH] = upstream.UpstreamWatch(
+            flow, s.upstream_connect_timeout, s.upstream_read_timeout, self._abort_upstream)
+
+    @staticmethod
+    def _abort_upstream(flow: http.HTTPFlow, phase: str) -> bool:
+        from mitmproxy import ctx
+
+        return upstream.abort_upstream(ctx.master.addons.get("proxyserver"), flow, phase)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         ex: Exchange | None = flow.metadata.get(KEY)
@@ -309,22 +414,26 @@ class HydraGuard:
             return
         resp = flow.response
         assert resp is not None
+        watch: upstream.UpstreamWatch | None = flow.metadata.get(WATCH)
+        if watch is not None:
+            watch.progress()
         if ex.admission is not None and ex.admission.headers:
             resp.headers.update(ex.admission.headers)  # the cluster's budget, provider style
         if "text/event-stream" in resp.headers.get("content-type", ""):
             meter = gw.stream_meter(ex)
             if meter is not None:
-                # mitmproxy sends a b"" data chunk as "0\r\n\r\n" (the chunked terminator)
-                # to an HTTP/1.1 client; an empty list sends nothing.
-                resp.stream = lambda chunk, feed=meter.feed: feed(chunk) or []
+                resp.stream = _metered(meter.feed, watch.progress if watch else None)
         elif (results := gw.batches.response_stream(ex, resp.status_code)) is not None:
-            resp.stream = lambda chunk, feed=results.feed: feed(chunk) or []
+            resp.stream = _metered(results.feed, watch.progress if watch else None)
 
     async def response(self, flow: http.HTTPFlow) -> None:
         ex: Exchange | None = flow.metadata.get(KEY)
         gw: Gateway | None = flow.metadata.get(GW)
         if ex is None or gw is None:
             return
+        watch = flow.metadata.pop(WATCH, None)
+        if watch is not None:
+            watch.stop()
         resp = flow.response
         assert resp is not None
         body = None if ex.meter is not None else resp.get_content(strict=False)
@@ -339,9 +448,24 @@ class HydraGuard:
         gw: Gateway | None = flow.metadata.get(GW) or self.gateway
         if gw is None or flow.metadata.get("hydraguard_health"):
             return
+        watch = flow.metadata.pop(WATCH, None)
+        if watch is not None:
+            watch.stop()
         msg = flow.error.msg if flow.error else "flow error"
         if ex is None:  # failed before the request hook (e.g. body over mitmproxy's limit)
             ex = gw.failed_early(_view(flow, _request_id(flow)), msg)
+        failure = None if flow.metadata.get("hydraguard_answered") else \
+            upstream.failure_of(flow)
+        if failure is not None:
+            if watch is not None and failure.endswith("_timeout"):
+                secs = watch.connect_s if failure == "connect_timeout" else watch.read_s
+                msg = f"upstream {failure.replace('_', ' ')} after {secs:g}s ({msg})"
+            if not upstream.headers_sent(flow):  # else the stream just ends
+                code, body, headers = gw.upstream_failed(ex, failure)
+                upstream.answer(flow, code, body, headers)
+                await gw.finish(ex, status=code, error=msg, answered_by_proxy=True)
+                return
+            ex.extra["upstream_failure"] = failure
         code = flow.response.status_code if flow.response else None
         await gw.finish(ex, status=code, error=msg)
 

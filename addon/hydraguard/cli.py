@@ -1,4 +1,5 @@
-"""Command line: `hydraguard run | health | demo | check | explain | test | replay | hash-key`.
+"""Command line: `hydraguard run | health | clusters | demo | check | explain | test | replay |
+report | hash-key`.
 
 Every configuration error exits with status 2 and says what is wrong in one line (invalid
 rules: one line per error, with file:line:column)."""
@@ -78,6 +79,12 @@ def _preflight(a: argparse.Namespace, rules: str) -> tuple[list[str], int]:
         if a.certs and not os.path.isfile(a.certs):
             raise ConfigError(f"--certs {a.certs}: no such file")
         check_port(host, port)
+        admin = None
+        if a.admin:
+            from .admin.listener import DEFAULT_TOKEN_ENV, check_admin
+
+            admin = check_admin(a.admin, (host, port), os.environ.get(DEFAULT_TOKEN_ENV))
+            check_port(*admin)
     except ConfigError as e:
         print(f"hydraguard: {e}", file=sys.stderr)
         return [], 2
@@ -86,6 +93,10 @@ def _preflight(a: argparse.Namespace, rules: str) -> tuple[list[str], int]:
     s = policy.settings  # mitmproxy's hard cap: above every cap the proxy answers itself
     limit = max(s.max_body_bytes * 2, s.max_batch_body_bytes, s.max_upload_bytes)
     extra = ["--set", f"body_size_limit={limit}"]
+    if admin is not None:
+        ahost, aport = admin
+        extra += ["--set", f"hydraguard_admin=[{ahost}]:{aport}" if ":" in ahost
+                  else f"hydraguard_admin={ahost}:{aport}"]
     if a.certs:
         extra += ["--certs", f"*={a.certs}"]
     return mitmdump_args(upstream, rules, (host, port), log_path=a.log,
@@ -96,6 +107,10 @@ def cmd_run(a: argparse.Namespace) -> int:
     args, rc = _preflight(a, a.rules or str(DEFAULT_RULES))
     if rc:
         return rc
+    if a.web is not None:  # mitmweb instead of mitmdump
+        from .runner import run_web
+
+        return run_web(a.web, args, len(a.mitm_args))
     from .runner import run_mitmdump
 
     return run_mitmdump(args)
@@ -121,6 +136,18 @@ def cmd_health(a: argparse.Namespace) -> int:
     else:
         print("\n".join(lines))
     return rc
+
+
+def cmd_clusters(a: argparse.Namespace) -> int:
+    """Print a running proxy's linked clusters (its admin listener's GET /clusters)."""
+    from .admin.client import AdminClientError, show_clusters
+
+    try:
+        print(show_clusters(a.admin, a.top, as_json=a.json))
+    except AdminClientError as e:
+        print(f"hydraguard clusters: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _check_geo(policy: object) -> list[str] | None:
@@ -268,12 +295,32 @@ def cmd_replay(a: argparse.Namespace) -> int:
     except OSError as e:
         print(f"hydraguard replay: {e}", file=sys.stderr)
         return 2
-    with fh:
-        rep = replay(fh, policy, examples=a.examples, relookup_geo=a.relookup_geo)
-    if a.json:
-        print(json.dumps(as_json(rep), indent=2))
-    else:
-        print(render(rep, a.log, ", ".join(a.rules)))
+    sim = None
+    if a.budgets:
+        from .authoring.replay_budgets import BudgetReplay, render_clusters
+
+        sim = BudgetReplay(policy)
+    try:
+        with fh:
+            rep = replay(fh, policy, examples=a.examples, relookup_geo=a.relookup_geo,
+                         budgets=sim)
+        if a.json:
+            out = as_json(rep)
+            if sim is not None:
+                out["clusters"] = [
+                    {"cluster": k, "accounts": len(r.accounts), "requests": r.requests,
+                     "refused_before": r.refused_before, "refused_after": r.refused_after,
+                     "tokens_before": r.tokens_before, "tokens_after": r.tokens_after,
+                     "old_clusters": len(r.old_clusters)} for k, r in sim.top(a.top)]
+                out["budget_refusals"] = dict(sim.by_budget)
+            print(json.dumps(out, indent=2))
+        else:
+            print(render(rep, a.log, ", ".join(a.rules)))
+            if sim is not None:
+                print("\n".join(render_clusters(sim.top(a.top), sim.by_budget)))
+    finally:
+        if sim is not None:
+            sim.close()
     return 0
 
 
@@ -307,6 +354,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--status", help="status file for `hydraguard health` (default "
                    "<temp dir>/hydraguard-<port>.status.json; 'off': none)")
     r.add_argument("--certs", help="PEM file with certificate and key: listen with TLS")
+    r.add_argument("--admin", help="admin listener (metrics, clusters, overrides): PORT "
+                   "(127.0.0.1) or HOST:PORT; beyond loopback only with $HYDRAGUARD_ADMIN_TOKEN")
+    r.add_argument("--web", nargs="?", const="127.0.0.1:8081", metavar="[HOST:]PORT",
+                   help="run mitmweb instead of mitmdump: its UI lists each flow with its "
+                   "decision, refusals marked, API keys masked (default 127.0.0.1:8081; a "
+                   "port alone listens on 127.0.0.1); the UI address with its token is "
+                   "printed on stderr")
     r.add_argument("mitm_args", nargs="*", help="extra mitmdump arguments after --")
     r.set_defaults(func=cmd_run)
     hl = sub.add_parser("health", help="status of a running proxy (rules version, last "
@@ -317,6 +371,13 @@ def build_parser() -> argparse.ArgumentParser:
     hl.add_argument("--status", help="the status file (as given to `hydraguard run --status`)")
     hl.add_argument("--json", action="store_true", help="the status document as JSON")
     hl.set_defaults(func=cmd_health)
+    cl = sub.add_parser("clusters", help="linked clusters of a running proxy, by tokens "
+                        "charged (its admin listener; token from $HYDRAGUARD_ADMIN_TOKEN)")
+    cl.add_argument("--admin", default="http://127.0.0.1:9901", help="the admin listener's "
+                    "URL (default http://127.0.0.1:9901)")
+    cl.add_argument("--top", type=int, default=20, help="how many clusters (default 20)")
+    cl.add_argument("--json", action="store_true", help="the document as JSON")
+    cl.set_defaults(func=cmd_clusters)
     c = sub.add_parser("check", help="validate rules files/folders; summary; exit 1 on errors")
     c.add_argument("paths", nargs="+", help="rules files or folders (each checked on its own)")
     c.add_argument("--strict", action="store_true", help="warnings count as errors (exit 1)")
@@ -351,8 +412,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--examples", type=int, default=3, help="examples per change (default 3)")
     rp.add_argument("--relookup-geo", action="store_true",
                     help="look client IPs up in the new rules' GeoIP databases")
+    rp.add_argument("--budgets", action="store_true",
+                    help="also re-run linking, probation and budgets (in-memory, log order)")
+    rp.add_argument("--top", type=int, default=10, help="clusters shown with --budgets")
     rp.add_argument("--json", action="store_true")
     rp.set_defaults(func=cmd_replay)
+    from .report.command import add_parser as add_report
+
+    add_report(sub)
     h = sub.add_parser("hash-key", help="print the account hash of an API key ('-': stdin)")
     h.add_argument("key")
     h.add_argument("--secret-env", default="HYDRAGUARD_ACCOUNT_SECRET")

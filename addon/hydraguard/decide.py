@@ -39,6 +39,10 @@ def decide(facts: Facts, policy: Policy) -> Decision:
     s = policy.settings
     if facts.api is None and s.non_model_paths == "deny":
         return refusals.non_model_path()
+    if facts.override == "deny":
+        return refusals.by_override()
+    if facts.credential_problem is not None and s.extra_credentials == "refuse":
+        return refusals.credential_conflict(facts.credential_problem)
     if facts.route == "unknown":
         return refusals.unmetered_post(facts.method, facts.path)
     if facts.body_error is not None and facts.api is not None and s.bad_body == "deny":

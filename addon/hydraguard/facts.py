@@ -7,6 +7,7 @@ cluster resolution return values that gather.py assigns).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,11 +22,13 @@ from .addresses import IPAddress
 class ClusterRef:
     """Which budget cluster a request belongs to: the cluster definition's id, the key built
     from its attributes (see clusters/keys.py) and those attribute values, so the budget step
-    can re-key it when the shared linking answers another cluster id."""
+    can re-key it when the shared linking answers another cluster id. ``link`` (not part of
+    its identity) says why a linked account is in its cluster: the decision log's ``link``."""
 
     definition: str
     key: str
     attrs: tuple[tuple[str, str | None], ...]
+    link: Mapping[str, Any] | None = field(default=None, compare=False)
 
     @property
     def name(self) -> str:
@@ -58,6 +61,7 @@ class Facts:
     max_output: int | None = None
     input_tokens_est: int = 0
     body_error: str | None = None
+    credential_problem: str | None = None  # identity.Credential.problem (never the key)
     user_agent: str = ""
     geo: GeoInfo | None = None  # when GeoIP is configured
     signals: dict[str, Any] = field(default_factory=dict)
@@ -70,6 +74,7 @@ class Facts:
     deferred: bool = False  # the response carries no usage (Responses background)
     batch: BatchSummary | None = None  # a batch submission's requests
     unmetered: str | None = None  # why the proxy cannot meter it (a batch over an unknown file)
+    override: str | None = None  # an operator's "allow" / "deny" of the account (overrides.py)
 
 
 def for_model(facts: Facts, model: str | None) -> Facts:

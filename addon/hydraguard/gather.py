@@ -24,12 +24,13 @@ from .apis.batches import BatchSummary
 from .clientip import ClientIpResolver
 from .facts import ClusterRef, Facts, for_model
 from .geo import GeoInfo
-from .identity import account_id, api_key_from
+from .identity import account_id, credential, values_of
 
 if TYPE_CHECKING:
     from .apis.batch_parse import BatchParse
     from .clusters.resolve import ClusterResolver
     from .geo import GeoDatabases
+    from .overrides import MemoryOverrides
     from .pipeline import RequestView
     from .policy import Policy
     from .signals.collect import SignalCollector
@@ -88,7 +89,9 @@ class Gatherer:
     """Builds the facts of a request from a RequestView and the gateway's adapters."""
 
     def __init__(self, policy: Policy, secret: bytes, geo: GeoDatabases | None,
-                 signals: SignalCollector, clusters: ClusterResolver) -> None:
+                 signals: SignalCollector, clusters: ClusterResolver,
+                 overrides: MemoryOverrides | None = None) -> None:
+        """`overrides`: operators' allow / deny of accounts (admin listener)."""
         s = policy.settings
         self.secret = secret
         self.max_body_bytes = s.max_body_bytes
@@ -96,6 +99,7 @@ class Gatherer:
         self.geo = geo
         self.signals = signals
         self.clusters = clusters
+        self.overrides = overrides
         rx = _globs(s.harmless_globs())
         self.harmless = (lambda p: rx.fullmatch(p) is not None) if rx is not None else None
 
@@ -109,28 +113,36 @@ class Gatherer:
         are added before the cluster is resolved, as if an indicator had set them. `batch`:
         a batch submission parsed beforehand (pipeline.Gateway.preparse)."""
         peer = _ip(req.peer)
-        client, source = self.resolver.resolve(peer, req.headers)
+        caller = self.resolver.examine(peer, req.headers)
         route = self.route(req)
         api = route.api
-        key = api_key_from(req.headers)
+        provider = apis.provider_of(api) if api else apis.provider_for_request(
+            req.path, req.header_names if req.header_names is not None else
+            [h for h in _ANTHROPIC_HEADERS if req.headers(h) is not None])
+        cred = credential(provider, req.header_values or values_of(req.headers))
         facts = Facts(
             request_id=req.request_id,
             method=req.method,
             path=req.path.split("?", 1)[0],
             peer_ip=peer,
-            client_ip=client,
-            client_ip_source=source,
-            account=account_id(self.secret, key) if key else None,
+            client_ip=caller.ip,
+            client_ip_source=caller.source,
+            account=account_id(self.secret, cred.key) if cred.key else None,
             api=api,
-            provider=apis.provider_of(api) if api else apis.provider_for_request(
-                req.path, req.header_names if req.header_names is not None else
-                [h for h in _ANTHROPIC_HEADERS if req.headers(h) is not None]),
+            provider=provider,
             user_agent=(req.headers("user-agent") or "")[:200],
+            credential_problem=cred.problem,
             route=route.kind,
             ident=route.ident,
         )
-        if self.geo is not None and client is not None:
-            facts.geo = self.geo.lookup(client)
+        if caller.conflict:
+            facts.signals["headers.forwarding_conflict"] = True
+        if cred.problem:
+            facts.signals["headers.credential_conflict"] = True
+        if self.overrides is not None and facts.account is not None:
+            facts.override = self.overrides.lookup(facts.account)
+        if self.geo is not None and caller.ip is not None:
+            facts.geo = self.geo.lookup(caller.ip)
             if facts.geo.country_mismatch:
                 facts.signals["geo.country_mismatch"] = True
         parsed = body = None
@@ -271,7 +283,10 @@ def facts_from_log(rec: dict[str, Any], policy: Policy | None = None) -> tuple[F
                               lambda h: rec.get("upgrade") if h == "upgrade" else None,
                               _harmless_of(policy)).kind,
         choices=int(rec.get("choices") or 1), samples=int(rec.get("samples") or 1),
+        override=rec.get("override"),
     )
+    if f.signals.get("headers.credential_conflict"):
+        f.credential_problem = "conflicting credentials"
     b = rec.get("batch")
     if isinstance(b, dict) and isinstance(b.get("summary"), dict):
         f.batch = BatchSummary.from_json(b["summary"])

@@ -6,6 +6,7 @@ The mitmproxy addon (addon.py) and the offline tools (explain, replay, tests) bo
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -13,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import apis, refusals
+from . import apis, identity, refusals
 from .apis import routes
 from .apis.legacy import json_usage, stream_meter
 from .batching import BatchDesk
@@ -25,6 +26,7 @@ from .decision_log import DecisionLog, iso_time, truncate_ip
 from .facts import Facts
 from .gather import Gatherer, set_body_too_large, set_cluster, set_incomplete
 from .geo import GeoDatabases
+from .overrides import OverriddenLinks, open_overrides
 from .policy import Policy
 from .signals.collect import SignalCollector
 
@@ -49,6 +51,8 @@ class RequestView:
     tls_ja4: str | None = None  # JA4 of the client's TLS ClientHello, when it spoke TLS to us
     header_names: frozenset[str] | None = None  # lower-cased names of the headers present
     arrived: float | None = None  # when the request began to arrive (clock time; None: now)
+    # every line of a header, in order ([] when absent); None: `headers` values count as one
+    header_values: Callable[[str], list[str]] | None = None
 
 
 @dataclass(slots=True)
@@ -64,6 +68,7 @@ class Exchange:
     hide_usage: bool = False
     admission: Admission | None = None
     request_body: bytes | None = None  # the decoded request body (for an output cap rewrite)
+    header_edits: tuple[tuple[str, str], ...] = ()  # identity.strip_edits, applied on forward
     logged: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     side: Any = None  # batching.py: a batch's parse, an upload's spool, a results meter
@@ -125,8 +130,15 @@ class Gateway:
                                        auto_reload=not files_in_background)
         self.backends = open_backends(policy.budgets, clock,
                                       previous=reuse.backends if reuse is not None else None)
+        # operators' allow / deny / detach (admin listener); the metrics observer (set by the
+        # addon when it serves /metrics): both carried over to successors
+        self.overrides = open_overrides(
+            self.backends.state, reuse.overrides if reuse is not None else None)
+        self.metrics: Any = reuse.metrics if reuse is not None else None
         b = policy.budgets
-        self.clusters = ClusterResolver(b.clusters if b is not None else (), self.backends.links)
+        self.clusters = ClusterResolver(b.clusters if b is not None else (), {
+            cid: OverriddenLinks(store, self.overrides, functools.partial(self._linked, cid))
+            for cid, store in self.backends.links.items()})
         self.budgets = BudgetDriver(b.budgets if b is not None else (), self.backends.state,
                                     self.clusters, clock, self.backends.history)
         if reuse is not None:
@@ -134,7 +146,8 @@ class Gateway:
             reuse.shared.add("signals")
             if self.backends.state is not None and self.backends.state is reuse.backends.state:
                 reuse.shared.add("backends")
-        self.gatherer = Gatherer(policy, self.secret, self.geo, self.signals, self.clusters)
+        self.gatherer = Gatherer(policy, self.secret, self.geo, self.signals, self.clusters,
+                                 self.overrides)
         # batch submissions, uploads, results (the addon calls its response-side hooks)
         self.batches = BatchDesk(policy, self.backends.records, self.budgets, self.signals,
                                  clock)
@@ -145,6 +158,11 @@ class Gateway:
             reuse.shared.add("log")
         else:
             self.log = DecisionLog(lp, policy.log.max_bytes, policy.log.backups)
+
+    def _linked(self, definition: str) -> None:
+        """An account was answered a linked cluster it was not in before (metrics)."""
+        if self.metrics is not None:
+            self.metrics.linked(definition)
 
     def successor(self, policy: Policy, geo: GeoDatabases | object | None = OPEN) -> Gateway:
         """A gateway for new rules that keeps what still applies (see `reuse`). The caller
@@ -225,6 +243,11 @@ class Gateway:
         else:
             decision = decide(facts, self.policy)
         ex = Exchange(facts, decision, started, 0, request_body=body, side=batch)
+        if not decision.enforced and facts.credential_problem is not None and \
+                self.policy.settings.extra_credentials == "strip":
+            values = req.header_values or identity.values_of(req.headers)
+            ex.header_edits = identity.strip_edits(
+                identity.credential(facts.provider, values), values)
         if not decision.enforced and facts.api is not None:
             if body is not None and req.content_encoding.strip().lower() not in (
                     "", "identity"):
@@ -250,7 +273,9 @@ class Gateway:
         started = self._arrival(req)
         t0 = time.perf_counter_ns()
         facts = self.gatherer.gather(RequestView(req.method, req.path, req.peer, req.headers,
-                                                 request_id=req.request_id))[0]
+                                                 request_id=req.request_id,
+                                                 header_names=req.header_names,
+                                                 header_values=req.header_values))[0]
         if "body_size_limit" in message:
             set_body_too_large(facts)
             decision = refusals.body_too_large(self.policy.settings.max_body_bytes)
@@ -270,9 +295,20 @@ class Gateway:
             headers.update(ex.admission.headers)
         return status, body, headers
 
+    def upstream_failed(self, ex: Exchange, failure: str) -> tuple[int, bytes, dict[str, str]]:
+        """The provider-format answer for a forwarded request whose upstream failed
+        (`failure`: see upstream.failure_of); the log line gets `upstream_failure`."""
+        ex.extra["upstream_failure"] = failure
+        d, f = refusals.upstream_failure(failure), ex.facts
+        return apis.error_response(f.api, f.provider, d.kind or "upstream", d.reason,
+                                   request_id=f.request_id)
+
     async def admit(self, ex: Exchange) -> None:
         """The budget step, after the rules allowed the request: reserve tokens, or turn the
-        decision into a provider-format 429; may cap the request's output tokens."""
+        decision into a provider-format 429; may cap the request's output tokens. An account
+        an operator allowed skips this step (overrides.py)."""
+        if ex.facts.override == "allow":
+            return
         adm = await self.budgets.admit(ex.facts)
         ex.admission = adm
         if adm.cluster is not None and adm.cluster != ex.facts.cluster_ref:
@@ -332,6 +368,9 @@ class Gateway:
                 log.exception("hydraguard: batch bookkeeping failed")
                 record["batch_error"] = f"{type(e).__name__}: {e}"
         self.log.write(record)
+        if self.metrics is not None:
+            d = ex.decision
+            self.metrics.observe(record, d.kind if d.enforced else None)
         return record
 
     def record(self, ex: Exchange, *, status: int | None, usage: Any, usage_source: str | None,
@@ -384,6 +423,10 @@ class Gateway:
             rec["signals"] = f.signals
         if f.cluster is not None:
             rec["cluster"] = f.cluster
+            if f.cluster_ref is not None and f.cluster_ref.link:
+                rec["link"] = dict(f.cluster_ref.link)
+        if f.override is not None:
+            rec["override"] = f.override
         if ex.admission is not None and ex.admission.refused:
             rec["stage"] = "budget"  # decided by the budget step, not by a rule (for replay)
         if self.policy_digest:

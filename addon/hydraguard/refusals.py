@@ -1,10 +1,13 @@
-"""Every refusal the proxy makes, one builder each: by a rule, by a budget, for a body over
-the cap, for an incomplete or malformed request, for a path that is not served, for what
-cannot be metered (an unknown POST, a WebSocket upgrade, a batch over an unknown file), for
-too many choices.
+"""Every refusal the proxy makes, one builder each: by a rule, by a budget, by an operator's
+deny, for a body over the cap, for an incomplete or malformed request, for conflicting
+credentials, for a path that is not served, for what cannot be metered (an unknown POST, a
+WebSocket upgrade, a batch over an unknown file), for too many choices, and for an upstream
+that failed or went silent.
 
 The provider-format response for a refusal is built from the Decision by
 `apis.error_response`; this module only decides its rule id, kind, reason and retry time.
+An upstream failure is answered the same way, but the rules' decision stays the request's
+decision (it was allowed; the log's `upstream_failure` and status say what happened).
 """
 
 from __future__ import annotations
@@ -44,9 +47,22 @@ def body_too_large(max_body_bytes: int | None) -> Decision:
     return Decision("deny", "body_too_large", f"request body exceeds {what}", kind="too_large")
 
 
+def credential_conflict(problem: str) -> Decision:
+    """Credential headers that disagree or repeat (`settings.extra_credentials: refuse`):
+    which key would the upstream read, and which account is charged? Neither is guessed."""
+    return Decision("deny", "credential_conflict",
+                    f"{problem}; send one credential header, once", kind="invalid_request")
+
+
 def incomplete_request(message: str) -> Decision:
     """A request that failed before it could be decided (client went away mid-upload)."""
     return Decision("deny", "incomplete_request", message, kind="invalid_request")
+
+
+def by_override() -> Decision:
+    """An account an operator denied through the admin listener (overrides.py)."""
+    return Decision("deny", "admin_deny", "this account is blocked by the operator",
+                    kind="permission")
 
 
 def by_budget(rule: str, reason: str, kind: str, retry_after_s: float | None,
@@ -83,3 +99,19 @@ def too_many_choices(samples: int, max_choices: int) -> Decision:
     return Decision("deny", "too_many_choices",
                     f"the request asks for {samples} outputs per prompt; at most {max_choices} "
                     "are served through this proxy", kind="invalid_request")
+# failure (upstream.failure_of) -> (kind, message). No address, no detail of the upstream.
+_UPSTREAM = {
+    "unreachable": ("upstream", "the upstream API could not be reached; try again shortly"),
+    "failed": ("upstream", "the upstream API closed the connection without a complete "
+               "response; try again shortly"),
+    "connect_timeout": ("upstream_timeout", "the upstream API did not accept a connection "
+                        "in time; try again shortly"),
+    "read_timeout": ("upstream_timeout", "the upstream API did not answer in time"),
+}
+
+
+def upstream_failure(failure: str) -> Decision:
+    """The answer to an allowed request whose upstream failed: 502 (unreachable, reset,
+    unparsable), 504 (connect or read timeout)."""
+    kind, message = _UPSTREAM.get(failure, _UPSTREAM["failed"])
+    return Decision("deny", f"upstream_{failure}", message, kind=kind)

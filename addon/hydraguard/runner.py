@@ -102,5 +102,55 @@ def run_mitmdump(args: Sequence[str]) -> int:
     return 0
 
 
+WEB_COLUMNS = "tls,icon,path,method,status,size,time,comment"
+
+
+def web_args(host: str, port: int) -> list[str]:
+    """mitmweb options of `hydraguard run --web`: the UI on ``host:port`` (loopback unless
+    told otherwise), no browser started, the flow list with the decision (comment) column."""
+    return ["--set", f"web_host={host}", "--set", f"web_port={port}",
+            "--set", "web_open_browser=false", "--set", f"web_columns={WEB_COLUMNS}"]
+
+
+def run_web(web: str, args: list[str], n_extra: int) -> int:
+    """`hydraguard run --web [HOST:]PORT`: check the UI address, then `run_mitmweb` with the
+    web options put before the last ``n_extra`` arguments (the user's, after --)."""
+    from .startup import ConfigError, check_port, parse_listen
+
+    try:
+        host, port = parse_listen(web)
+        check_port(host, port)
+    except ConfigError as e:
+        print(f"hydraguard: {str(e).replace('--listen', '--web')}", file=sys.stderr)
+        return CONFIG_ERROR
+    n = len(args) - n_extra
+    return run_mitmweb(args[:n] + web_args(host, port) + args[n:])
+
+
+def run_mitmweb(args: Sequence[str]) -> int:
+    """As `run_mitmdump`, with mitmweb's master: the same proxy and addon, plus the web UI
+    (its address and access token are printed on stderr once it listens)."""
+    from mitmproxy.tools import cmdline
+    from mitmproxy.tools.main import run
+    from mitmproxy.tools.web.master import WebMaster
+
+    class HydraguardWebMaster(WebMaster):
+        """mitmweb's master; says where its UI is (mitmproxy logs that at info level, which
+        `hydraguard run` keeps quiet)."""
+
+        async def running(self) -> None:
+            await super().running()  # the web server listens, the addons ran `running`
+            print(f"hydraguard: mitmweb UI at {self.web_url} (flows show their decision; "
+                  "API key headers masked)", file=sys.stderr, flush=True)
+
+    try:
+        run(HydraguardWebMaster, cmdline.mitmweb, list(args))
+    except SystemExit as e:
+        if e.code == 1:
+            return CONFIG_ERROR
+        raise
+    return 0
+
+
 if __name__ == "__main__":  # `python -m hydraguard.runner ARGS`: the lean mitmdump, no addon
     sys.exit(run_mitmdump(sys.argv[1:]))

@@ -2,10 +2,11 @@
 
 `/__hydraguard/healthz` on the proxy port answers any client, so it says only ``ok`` or
 ``degraded``. The detail (rules version, the last rejected rules change, GeoIP databases and
-their build dates, the budget state backend) goes to a small JSON file that the proxy
-rewrites atomically (temporary file + rename, mode 0640 like the decision log) when something
-changes and every few seconds as a heartbeat. `hydraguard health` reads it; a file older than
-STALE_AFTER_S means the proxy is not running (or hangs).
+their build dates, the budget state backend, the sizes of the hydra-linking structures) goes
+to a small JSON file that the proxy rewrites atomically (temporary file + rename, mode 0640
+like the decision log) when something changes and every few seconds as a heartbeat.
+`hydraguard health` reads it; a file older than STALE_AFTER_S means the proxy is not running
+(or hangs).
 
 Default place: ``<temp dir>/hydraguard-<port>.status.json`` (the port the proxy listens on);
 `hydraguard run --status PATH` or the mitmproxy option ``hydraguard_status`` sets another,
@@ -88,6 +89,7 @@ def snapshot(gateway: Gateway, watcher: RulesWatcher | None, **extra: Any) -> di
             if state is not None else None,
             "healthy": bool(getattr(state, "healthy", True)) if state is not None else None,
         },
+        "linking": {cid: store.stats() for cid, store in gateway.backends.links.items()},
         "decision_log": gateway.log.path,
     }
 
@@ -171,6 +173,12 @@ def render(data: dict[str, Any], age_s: float) -> tuple[list[str], int]:
                      f"({'up' if st.get('healthy') else 'DOWN'})")
     else:
         lines.append("budget state: none (no budgets)")
+    for cid, lk in (data.get("linking") or {}).items():
+        own = lk.get("local", lk)
+        lines.append(f"linking: cluster {cid} ({lk.get('backend')}): {own.get('nodes')} "
+                     f"accounts, {own.get('clusters')} linked clusters, {own.get('pairs')} pair "
+                     f"scores, {own.get('why')} why-records"
+                     + (" (this replica's fallback)" if "local" in lk else ""))
     lines.append(f"decision log: {data.get('decision_log')}")
     return lines, 0 if data["status"] == "ok" else 1
 

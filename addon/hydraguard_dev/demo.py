@@ -170,8 +170,9 @@ def run_demo() -> int:
     if small[0]:
         print(f"  {'(' + str(small[0]) + ' more clusters)':<32}{'':>9}  {'':<27}"
               f"{small[1]:>9}{small[2]:>10}")
-    print("  (a hydra account charges its own cluster until enough accounts shared its exit IP,"
-          " /24\n   or prompt template to link them; from then on all 40 share one budget)")
+    print("  (a hydra account charges its own cluster until what it shares with another account"
+          " (a flagged\n   exit, its /24 or ASN, a prompt template) adds up to the link threshold;"
+          " from then on\n   the linked accounts share one budget)")
     print("\nTokens served per caller group")
     print(f"  {'caller group':<27}{'with':>9}{'without':>10}")
     for g in by_group:

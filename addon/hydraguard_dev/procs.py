@@ -124,10 +124,37 @@ class Proxy:
     log_path: Path
     stderr_path: Path
     status_path: Path | None = None
+    admin_port: int | None = None  # the admin listener's, when started with admin=True
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        assert self.admin_port is not None, "started without admin=True"
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def admin(self, method: str, path: str, body: Any = None, *, token: str | None = None,
+              headers: Mapping[str, str] | None = None) -> tuple[int, Any]:
+        """(status, body: JSON when it is, else text) of one admin listener request; a
+        ``body`` is sent as JSON."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.admin_url + path, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        for k, v in (headers or {}).items():
+            req.add_header(k, v)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                status, raw, ctype = r.status, r.read(), r.headers.get("content-type", "")
+        except urllib.error.HTTPError as e:
+            with e:
+                status, raw, ctype = e.code, e.read(), e.headers.get("content-type", "")
+        text = raw.decode("utf-8", "replace")
+        return status, json.loads(text) if ctype.startswith("application/json") else text
 
     def status(self) -> dict[str, Any]:
         """The proxy's status file (what `hydraguard health --json` reads)."""
@@ -160,13 +187,14 @@ class Proxy:
 def proxy(upstream_url: str, rules: str | Path | None = None, *,
           env: Mapping[str, str] | None = None, extra: Sequence[str] | None = None,
           workdir: Path | None = None, timeout: float = 30.0,
-          rules_log: Path | None = None) -> Iterator[Proxy]:
+          rules_log: Path | None = None, admin: bool = False) -> Iterator[Proxy]:
     """Run `hydraguard run` in front of `upstream_url` on a free port; yields it once healthy.
 
     The decision log, the status file and the process output go to ``workdir`` (a temporary
     directory unless given); ``rules_log``: the rules set ``log.path`` to this file, and no
     ``--log`` is given. ``env`` is added to the environment, with HYDRAGUARD_ACCOUNT_SECRET
-    defaulting to ``DEV_SECRET``."""
+    defaulting to ``DEV_SECRET``. ``admin``: also start the admin listener (`--admin`) on
+    another free loopback port (``Proxy.admin_port``)."""
     with tempfile.TemporaryDirectory() as d:
         wd = Path(workdir or d)
         log_path, err_path = rules_log or wd / "decisions.jsonl", wd / "proxy.stderr"
@@ -178,17 +206,27 @@ def proxy(upstream_url: str, rules: str | Path | None = None, *,
             cmd += ["--log", str(log_path)]
         if rules:
             cmd += ["--rules", str(rules)]
+        admin_port = free_port() if admin else None
+        if admin_port is not None:
+            cmd += ["--admin", f"127.0.0.1:{admin_port}"]
         cmd += list(extra or ())
         full_env = {**os.environ, "HYDRAGUARD_ACCOUNT_SECRET": DEV_SECRET, **(env or {})}
         with open(err_path, "wb") as err:
             proc = subprocess.Popen(cmd, stdout=err, stderr=subprocess.STDOUT, env=full_env,
                                     cwd=ROOT)
-        p = Proxy(port, proc, log_path, err_path, status_path)
+        p = Proxy(port, proc, log_path, err_path, status_path, admin_port)
         try:
             _wait_healthy(p, timeout)
             yield p
         finally:
             _stop(proc)
+
+
+def _listening(port: int) -> bool:
+    """Something accepts connections on 127.0.0.1:`port`."""
+    with socket.socket() as s:
+        s.settimeout(1.0)
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _wait_healthy(p: Proxy, timeout: float) -> None:
@@ -198,7 +236,8 @@ def _wait_healthy(p: Proxy, timeout: float) -> None:
         if p.proc.poll() is not None:
             raise RuntimeError(f"proxy exited {p.proc.returncode}: {p.stderr()[-2000:]}")
         with contextlib.suppress(OSError, urllib.error.URLError):
-            if http_status(p.url + "/__hydraguard/healthz") == 200:
+            if http_status(p.url + "/__hydraguard/healthz") == 200 and (
+                    p.admin_port is None or _listening(p.admin_port)):
                 return
         if time.monotonic() > deadline:
             raise TimeoutError("proxy did not become healthy")

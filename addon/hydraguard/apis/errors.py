@@ -5,6 +5,9 @@ OpenAI: ``{"error":{"message","type","param":null,"code"}}`` + ``x-request-id`` 
 The official SDKs map the status to their exception classes (403 PermissionDeniedError, 429
 RateLimitError, 400 BadRequestError, ...). "unavailable" is Anthropic's 529 ``overloaded_error``
 (the documented "try again later" pair; the SDK raises OverloadedError) and OpenAI's 503.
+"upstream" / "upstream_timeout" answer for an upstream that failed or went silent: 502
+``api_error`` / 504 ``timeout_error`` (Anthropic; the SDK raises InternalServerError /
+GatewayTimeoutError), 502 / 504 ``server_error`` (OpenAI: InternalServerError).
 A 429 whose ``retry-after`` exceeds 60 s also sends ``x-should-retry: false``: both SDKs would
 otherwise ignore so long a wait and retry at once with backoff, only to be refused again.
 """
@@ -31,6 +34,7 @@ _KINDS: dict[str, tuple[int, str, str, str | None]] = {
     "too_large": (413, "request_too_large", "invalid_request_error", "request_too_large"),
     "unavailable": (503, "overloaded_error", "server_error", "service_unavailable"),
     "upstream": (502, "api_error", "server_error", "bad_gateway"),
+    "upstream_timeout": (504, "timeout_error", "server_error", "gateway_timeout"),
 }
 _ANTHROPIC_STATUS = {"unavailable": 529}
 _FALLBACK = (500, "api_error", "server_error", None)

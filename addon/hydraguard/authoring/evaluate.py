@@ -123,6 +123,7 @@ class Evaluation:
     budget: dict[str, Any] | None  # budget fields of the decision log, None: no budget step
     budget_note: str = ""
     record: dict[str, Any] = field(default_factory=dict)  # the decision log line
+    policy: Any = None  # the policy it was evaluated under
 
 
 def _region_text(rule: Any, facts: Facts) -> tuple[bool, str]:
@@ -269,4 +270,4 @@ class Evaluator:
         record = gw.record(ex, status=status, usage=None, usage_source=None, error=None,
                            answered_by_proxy=status is not None)
         return Evaluation(facts, d, trace_rules(facts, gw.policy, rule_decision), status,
-                          budget, note, record)
+                          budget, note, record, gw.policy)

@@ -37,6 +37,42 @@ def _value(v: Any) -> str:
     return json.dumps(v) if not isinstance(v, str) else v
 
 
+def _link_config(ev: Evaluation) -> Any:
+    ref = ev.facts.cluster_ref
+    b = getattr(ev.policy, "budgets", None)
+    for c in getattr(b, "clusters", ()) or ():
+        if ref is not None and c.id == ref.definition:
+            return c.link
+    return None
+
+
+def link_text(ev: Evaluation, cfg: Any) -> str:
+    """The `link` line: why the account is in a linked cluster, or what evidence this request
+    brings towards linking (kinds with the weight each would add, flagged or not)."""
+    from ..clusters.resolve import evidence_of, flagged_of
+
+    f = ev.facts
+    link = f.cluster_ref.link if f.cluster_ref is not None else None
+    if link:
+        kinds = link.get("kinds") or {}
+        why = ", ".join(f"{k} x{n}" for k, n in kinds.items())
+        text = f"linked: cluster of {link['members']} accounts"
+        if "score" in link:
+            text += (f"; pair score {link['score']:g} >= {cfg.threshold:g} from {why}"
+                     f"{' (flagged networks)' if link.get('flagged') else ''}, via account "
+                     f"{link.get('via')}, {link.get('age_s')} s ago")
+        return text
+    if f.account is None:
+        return "not linked (no API key)"
+    flagged = flagged_of(f, cfg)
+    rules = {r.kind: r for r in cfg.rules}
+    parts = [f"{k} {(r.flagged_weight if flagged else r.weight):g}"
+             for k, v in evidence_of(f, cfg).items() if v and (r := rules.get(k)) is not None]
+    net = "flagged network" if flagged else "unflagged network"
+    return (f"not linked; this request's evidence ({net}), weight per shared value: "
+            f"{', '.join(parts) or '(none)'}; threshold {cfg.threshold:g}")
+
+
 def decision_text(ev: Evaluation) -> str:
     d = ev.decision
     head = f"{d.action} by {'rule ' if d.rule not in ('default',) else ''}{d.rule}"
@@ -78,6 +114,9 @@ def render(ev: Evaluation, notes: list[str] | None = None) -> str:
         lines.append(f"  {i}. {t.id:<{width}}  {mode:<15} {t.outcome.upper()}")
         lines.append(f"     {t.detail}")
     lines.append(f"cluster   {f.cluster or '-'}")
+    cfg = _link_config(ev)
+    if cfg is not None:
+        lines.append(f"link      {link_text(ev, cfg)}")
     if ev.budget:
         items = ev.budget.get("budget") if isinstance(ev.budget.get("budget"), list) else None
         if items:
@@ -107,6 +146,8 @@ def as_json(ev: Evaluation, notes: list[str] | None = None) -> dict[str, Any]:
         "rules": [{"id": t.id, "action": t.action, "shadow": t.shadow, "outcome": t.outcome,
                    "detail": t.detail, "where": t.where} for t in ev.trace],
         "cluster": ev.facts.cluster,
+        "link": (dict(ev.facts.cluster_ref.link) if ev.facts.cluster_ref is not None
+                 and ev.facts.cluster_ref.link else None),
         "budget": ev.budget,
         "record": ev.record,
         "notes": list(notes or ()) + ([ev.budget_note] if ev.budget_note else []),

@@ -6,7 +6,10 @@
   closest known name.
 - Hydra-link evidence that nothing produces never links anyone: kind `template` without the
   template indicator (`indicators.prompts.templates`: nothing computes `template.id`), kind
-  `tls_ua` without `indicators.tls` (nothing computes `tls.ja4`).
+  `tls_ua` without `indicators.tls` (nothing computes `tls.ja4`), kind `asn` without a
+  `geoip.asn` database. A `link.flagged_signals` name that nothing sets never flags a
+  network (typo: closest known name), and when none can be set every shared value counts at
+  its unflagged weight.
 """
 
 from __future__ import annotations
@@ -56,19 +59,49 @@ def lint_warnings(policy: Policy) -> list[str]:
 
 
 def evidence_warnings(policy: Policy) -> list[str]:
-    """One line per link evidence that nothing under these rules can produce."""
+    """One line per link evidence that nothing under these rules can produce, and per
+    flagged-network signal that nothing sets."""
     known = possible_signals(policy.indicators)
     needs = {"template": ("template.id", "indicators.prompts.templates"),
              "tls_ua": ("tls.ja4", "indicators.tls")}
+    has_asn = any(role == "asn" for role, _ in (policy.geoip.paths if policy.geoip else ()))
     out = []
     for c in policy.sections.get("clusters") or ():
         link = c["link"]
-        for ev in (link["evidence"] if link else ()):
+        if not link:
+            continue
+        for ev in link["evidence"]:
             need = needs.get(ev["kind"])
             if need is not None and need[0] not in known:
                 out.append(f"{ev.where}: warning: cluster {c['id']!r} links on evidence "
                            f"{ev['kind']!r}, but no {need[1]} indicator is configured: "
                            f"{need[0]} is never set, so this evidence links nobody")
+            if ev["kind"] == "asn" and not has_asn:
+                out.append(f"{ev.where}: warning: cluster {c['id']!r} links on evidence "
+                           "'asn', but no geoip.asn database is configured: the ASN is "
+                           "never known, so this evidence links nobody")
+        out += _flag_warnings(c, link, known)
+    return out
+
+
+def _flag_warnings(c: Any, link: Any, known: frozenset[str]) -> list[str]:
+    from ..policy.budget_model import FLAGGED_SIGNALS
+
+    names = link["flagged_signals"]
+    where = link.at("flagged_signals")
+    names = list(FLAGGED_SIGNALS) if names is None else names
+    out, any_set = [], False
+    for name in names:
+        glob = name.endswith("*")
+        hit = any(k.startswith(name[:-1]) for k in known) if glob else name in known
+        any_set |= hit
+        if not hit and link["flagged_signals"] is not None and not glob:
+            out.append(f"{where}: warning: cluster {c['id']!r}: flagged signal {name!r} is "
+                       f"never set under these rules{did_you_mean(name, sorted(known))}")
+    if not any_set and names:
+        out.append(f"{where}: warning: cluster {c['id']!r}: none of the flagged-network "
+                   "signals can be set (configure indicators.ip): every shared value counts "
+                   "at its unflagged weight")
     return out
 
 

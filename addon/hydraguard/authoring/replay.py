@@ -4,9 +4,10 @@ Each decision log line carries the facts the rules read (client IP and its sourc
 hash, API, model, stream, output cap, token estimate, GeoIP result, signals, cluster), so a
 request is re-decided without secrets or bodies. What replay does NOT re-run:
 
-* budgets: they are stateful. A request that a budget refused (`stage: budget` in the log)
-  keeps that decision when the new rules let it through; when the new rules refuse it, the
-  rule decision is reported. New budget definitions are not simulated.
+* budgets (by default): they are stateful. A request that a budget refused (`stage: budget`
+  in the log) keeps that decision when the new rules let it through; when the new rules
+  refuse it, the rule decision is reported. With `--budgets` (replay_budgets.py) linking,
+  probation and budgets ARE re-run from the logged facts, in log order, on in-memory state.
 * client IP resolution and indicators: the logged client IP and signals are used as they are
   (a change of `trusted_proxies` or of indicator settings is not reflected).
 * GeoIP: the logged result is used, unless `relookup_geo` asks the new rules' databases.
@@ -33,6 +34,7 @@ from ..facts import Facts
 from ..gather import facts_from_log, set_geo
 from ..pipeline import open_geo
 from ..policy import Policy
+from .replay_budgets import BudgetReplay
 
 
 def label(action: str, rule: str, shadow: bool = False, budget: bool = False) -> str:
@@ -80,8 +82,9 @@ def redecide(facts: Facts, policy: Policy) -> Decision:
 
 
 def replay(lines: Iterable[str], policy: Policy, *, examples: int = 3,
-           relookup_geo: bool = False) -> ReplayReport:
-    """Re-decide every decision line under `policy`."""
+           relookup_geo: bool = False, budgets: BudgetReplay | None = None) -> ReplayReport:
+    """Re-decide every decision line under `policy`; with `budgets`, linking, probation and
+    budgets are re-run too (authoring/replay_budgets.py), in log order."""
     rep = ReplayReport()
     geo = open_geo(policy) if relookup_geo else None
     try:
@@ -106,7 +109,11 @@ def replay(lines: Iterable[str], policy: Policy, *, examples: int = 3,
                 set_geo(facts, geo.lookup(facts.client_ip))
             d = redecide(facts, policy)
             new = label(d.action, d.rule, d.shadow)
-            if rec.get("stage") == "budget" and not d.enforced:
+            if budgets is not None:
+                d = budgets.step(facts, rec, d)
+                new = label(d.action, d.rule, d.shadow, d.action == "throttle" and not
+                            any(r.id == d.rule for r in policy.rules))
+            elif rec.get("stage") == "budget" and not d.enforced:
                 new = old  # budgets are not re-simulated: the budget decision stands
                 rep.budget_kept += 1
             _count_batches(rep, rec, facts, d)

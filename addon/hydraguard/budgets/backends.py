@@ -100,17 +100,15 @@ def open_backends(config: BudgetsConfig | None, clock: Callable[[], float], *,
     for c in config.clusters:
         if c.link is None:
             continue
-        settings = (float(c.link.window_s), int(c.link.max_nodes), tuple(c.link.rules))
         old = previous.links.get(c.id) if previous is not None else None
-        if old is not None and old.settings == settings and (
+        if old is not None and old.settings == c.link and (
                 shared is None) == isinstance(old, MemoryLinks) and (
                 shared is None or getattr(old, "state", None) is state):
             links[c.id] = old
         elif shared is not None:
-            links[c.id] = shared(state, c.id, c.link.window_s, c.link.rules,
-                                 max_nodes=c.link.max_nodes, clock=clock)
+            links[c.id] = shared(state, c.id, c.link, clock=clock)
         else:
-            links[c.id] = MemoryLinks(c.link.window_s, c.link.max_nodes, c.link.rules, clock)
+            links[c.id] = MemoryLinks(c.link, clock)
     history = None
     if any(b.probation is not None for b in config.budgets):
         history = previous.history if previous is not None else None

@@ -1,9 +1,9 @@
 """Redis key names and script arguments of the Redis budget backend (``redis_state.py``).
 
 Per budget key a bucket hash ``…:b`` (window levels, and the amount of each open hold) and
-a hold index ``…:h`` (hold expiries), named ``{prefix}:v2:{<group>}:<key>:b`` when the key
+a hold index ``…:h`` (hold expiries), named ``{prefix}:v3:{<group>}:<key>:b`` when the key
 belongs to a group (the budgets of one cluster: one hash slot, one script), else
-``{prefix}:v2:{<key>}:b``. ``v2`` is ``redis_state.LAYOUT_VERSION``: every key (links
+``{prefix}:v3:{<key>}:b``. ``v3`` is ``redis_state.LAYOUT_VERSION``: every key (links
 included) starts with ``{prefix}:v<LAYOUT_VERSION>:``. The rule: a change to what a key holds
 or how it is named bumps the version; replicas of the old and the new layout then use
 disjoint keys, so a rolling update never lets one replica misread the other's state (while

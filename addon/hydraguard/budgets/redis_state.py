@@ -48,7 +48,7 @@ from .spec import Reservation, ReserveResult, WindowSpec, WindowState
 
 __all__ = ["LAYOUT_VERSION", "RedisBudgetState", "StateUnavailable"]
 
-LAYOUT_VERSION = 2  # of the Redis key layout (module doc); bump on any change of layout
+LAYOUT_VERSION = 3  # of the Redis key layout (module doc); bump on any change of layout
 
 log = logging.getLogger("hydraguard.state")
 
@@ -132,6 +132,8 @@ class RedisBudgetState:
         self._rid_seq = itertools.count(1)
         self._wargs: dict[int, tuple[Any, tuple[tuple[WindowSpec, ...], list[str]]]] = {}
         self._keycache: dict[tuple[str, str | None], tuple[str, str]] = {}
+        # called with (seconds, ok) after every script call (admin metrics: round trips)
+        self.observer: Callable[[float, bool], None] | None = None
 
     # -- health --------------------------------------------------------------------------
     @property
@@ -177,12 +179,17 @@ class RedisBudgetState:
     async def _run(self, script: LuaScript, keys: list[str], args: list[str]):
         if not self.breaker.closed:
             raise _Unavailable
+        t0, ok = time.perf_counter(), False
         try:
             async with asyncio.timeout(self._timeout_s):
                 res = await self._runner.run(script, keys, args)
+            ok = True
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed(exc)
             raise _Unavailable from exc
+        finally:
+            if self.observer is not None:
+                self.observer(time.perf_counter() - t0, ok)
         self.breaker.success()
         return res
 
@@ -190,6 +197,11 @@ class RedisBudgetState:
     @property
     def prefix(self) -> str:
         return self._prefix
+
+    @property
+    def client(self) -> aioredis.Redis:
+        """The inspection client (reads for the admin listener; scripts use the runner)."""
+        return self._r
 
     @property
     def keyspace(self) -> str:

@@ -3,15 +3,16 @@ one operator (hydra linking).
 
 - keys.py: cluster keys and linked-cluster ids;
 - resolve.py: the cluster of a request (first matching definition, key attributes);
-- linker.py: the in-process union-find of accounts linked by shared evidence;
+- linker.py: the in-process union-find of accounts linked by combined shared evidence;
+- scoring.py: pair scores (weights, rarity, multi-exit add-up) and why-records;
 - links.py: the link-store interface and its memory implementation;
-- redis_links.py: the same shared by replicas through Redis.
+- redis_links.py + link_script.py: the same shared by replicas through Redis.
 """
 
 from .keys import CLUSTER_KEY_ATTRS, cluster_id, cluster_key
 from .linker import DEFAULT_LINK_RULES, ClusterLinker, LinkRule
 from .links import LinkStore, MemoryLinks
-from .resolve import ClusterResolver, evidence_of
+from .resolve import ClusterResolver, evidence_of, flagged_of
 
 __all__ = [
     "CLUSTER_KEY_ATTRS",
@@ -24,4 +25,5 @@ __all__ = [
     "cluster_id",
     "cluster_key",
     "evidence_of",
+    "flagged_of",
 ]

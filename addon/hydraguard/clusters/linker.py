@@ -1,114 +1,79 @@
 """Hydra linking in one process (pure logic, no I/O).
 
-``ClusterLinker`` links
-accounts that share evidence (IP, network prefix, TLS fingerprint + User-Agent, prompt
-template, …) into clusters with a union-find.
+``ClusterLinker`` links accounts whose *combined* shared evidence crosses a threshold, with a
+union-find over accounts.
 
-Linking scheme (epoch rebuild)
-------------------------------
-For every evidence value ``(kind, value)`` the linker keeps the accounts seen with it and
-when (last time each).  A value *links* its accounts only while the number of distinct
-accounts seen with it within ``window_s`` is between the rule's ``min_accounts`` and
-``max_accounts``: ordinary sharing (2–3 colleagues behind one NAT) stays below
-``min_accounts`` and links nobody; huge shared values (carrier-grade NAT, a popular SDK's
-fingerprint) go above ``max_accounts`` and link nobody either.  Linking is transitive
-across kinds (A~B by IP, B~C by template → one cluster).
+Evidence and pair scores
+------------------------
+A request brings evidence values by kind: its exit (``ip``; an IPv6 address as its /64),
+``prefix`` (/24), ``asn``, ``tls_ua`` (JA4 + User-Agent), ``template`` (prompt template id),
+and whether its network is *flagged* (residential proxy, hosting, VPN, Tor, listed, ...).
+For every value the linker keeps the accounts seen with it in the window (last time, flag).
+A request whose values are all known to the account in the current epoch (see below) costs
+a few dict updates. A value new to it, with ``min_accounts`` <= n <= ``max_accounts``
+accounts, is *scored*: the candidates are the ``candidates`` most recent other accounts of
+each scored value and the account's earlier partners; those already in its cluster are
+dropped; the others are ranked by what they share (every scored value, the most specific
+network value only: an exit, its /24 and its ASN describe one place), each value worth its
+weight (clusters/scoring.py: flagged weight when both came through flagged networks, times
+rarity), and the ``candidates`` strongest are credited, strongest first, so the first link
+usually makes the rest already-linked. When a pair
+score reaches ``threshold`` the two accounts are united. One shared value never links
+(weights stay below the threshold): an office NAT, a SaaS's cloud IPs, a popular tool's
+template or a proxy exit's neighbours alone link nobody; a flagged exit plus a template, or
+two exits used within minutes of each other, do.
 
-New links are added incrementally on ``observe`` (amortised near O(1)).  Union-find cannot
-delete edges, so links age out by rebuilding: every ``rebuild_every_s`` (default
-``window_s / 4``) the whole structure is rebuilt from the evidence still inside the window.
-A link therefore lives at most ``window_s + rebuild_every_s`` after its last evidence.
-A rebuild costs ~1 µs per (account, evidence value) pair still inside the window (≈0.17 s
-for 100k accounts each in two linked groups, on the reference VM), so the automatic one
-runs in slices of about ``REBUILD_SLICE_S`` (1 ms) per ``observe`` / ``cluster_of`` call:
-the current union-find keeps answering, new links go into both, and the new one is swapped
-in when complete (the result is the same as a rebuild at once: roots are chosen by
-first-seen time, not by order of work).  ``rebuild()`` does it all at once.  A value
-that grows past ``max_accounts`` stops linking at once for new observations, but the
-links it already made stay until the next rebuild.
+Epochs
+------
+Time is cut into epochs of one window. Links made during epoch e are written into the
+union-find answering in e *and* into the one that will answer in e+1, so a link lasts at least
+one window and at most two after the evidence that made it; an account seen again in a new
+epoch is scored again (its values count as new), which renews its links while the evidence
+is fresh. Pair scores live for the current and the previous epoch (parts older than the window
+are forgotten). The Redis store (redis_links.py) keeps the same structures in Redis with the
+same arithmetic, so both give the same clusters on the same sequence (ties in time aside).
 
 Stable ids
 ----------
-``cluster_of(account)`` is ``"h-" + hash(root)`` where the root is the component member
-seen first (oldest first-seen, ties by name).  An unlinked account is its own root, so its
-id does not change when newer accounts join it, nor across rebuilds while the component
-holds.  The id of the *younger* side changes when two existing clusters merge (it takes
-the older id), and a cluster's id changes if its oldest member's links expire.
+``cluster_of(account)`` is ``"h-" + hash(root)``; the root of a cluster is its member seen
+first (ties by name), so the id does not change as accounts join and is the same after an
+epoch change while the cluster holds.
 
-Memory bounds
--------------
-``max_nodes`` accounts (LRU by last observation), ``max_evidence`` evidence values (LRU),
-at most ``max_accounts + 1`` accounts per evidence value, and a parent map that is rebuilt
-(from the bounded structures only) when it grows past ``2 * max_nodes``.
+Bounds
+------
+``max_nodes`` accounts (LRU), ``2 * max_nodes`` evidence values (LRU) of at most
+``max_accounts + 1`` accounts each, ``max_pairs`` pair scores (LRU) per epoch and
+``max_partners`` partners per account, ``max_why`` why-records (linked accounts only) per
+union-find. A union-find that grows past ``2 * max_nodes`` entries is started afresh.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 
-from ..policy.budget_model import LinkRule  # rules data; re-exported here
+from ..policy.budget_model import LinkConfig, LinkRule  # rules data; re-exported here
 from .keys import cluster_id
+from .scoring import EPS, KINDS, NETWORK, Pair, Why, link_info
 
 __all__ = ["DEFAULT_LINK_RULES", "ClusterLinker", "LinkRule"]
 
-REBUILD_SLICE_S = 0.001  # CPU time an automatic rebuild may take per observe / cluster_of
+DEFAULT_LINK_RULES: tuple[LinkRule, ...] = tuple(LinkRule(k) for k in KINDS)
 
 
-DEFAULT_LINK_RULES: tuple[LinkRule, ...] = (
-    LinkRule("ip", min_accounts=5, max_accounts=64),
-    LinkRule("prefix", min_accounts=10, max_accounts=256),
-    LinkRule("tls_ua", min_accounts=20, max_accounts=200),
-    LinkRule("template", min_accounts=5, max_accounts=1000),
-)
-
-
-class _Evidence:
-    __slots__ = ("linked", "members")
+class _UnionFind:
+    __slots__ = ("clusters", "parent", "size", "why")
 
     def __init__(self) -> None:
-        # account -> last seen; ordered oldest -> newest observation
-        self.members: OrderedDict[str, float] = OrderedDict()
-        self.linked = False  # all current members already unioned
+        self.parent: dict[str, str] = {}
+        self.size: dict[str, int] = {}
+        self.why: OrderedDict[str, Why] = OrderedDict()
+        self.clusters = 0  # roots of more than one account
 
-
-class ClusterLinker:
-    """Union-find of accounts linked by shared evidence (see module doc)."""
-
-    def __init__(
-        self,
-        window_s: float = 3600.0,
-        max_nodes: int = 100_000,
-        link_rules: Iterable[LinkRule] = DEFAULT_LINK_RULES,
-        clock: Callable[[], float] = time.monotonic,
-        *,
-        max_evidence: int | None = None,
-        rebuild_every_s: float | None = None,
-    ) -> None:
-        if window_s <= 0:
-            raise ValueError("window_s must be > 0")
-        self.window_s = float(window_s)
-        self.max_nodes = int(max_nodes)
-        self.rules: dict[str, LinkRule] = {r.kind: r for r in link_rules}
-        self._clock = clock
-        self.rebuild_every_s = float(rebuild_every_s or window_s / 4)
-        self.max_evidence = int(max_evidence or 2 * self.max_nodes)
-        # LRU maps (oldest first): account -> first seen; (kind, value) -> _Evidence
-        self._nodes: OrderedDict[str, float] = OrderedDict()
-        self._evidence: OrderedDict[tuple[str, str], _Evidence] = OrderedDict()
-        self._parent: dict[str, str] = {}
-        self._size: dict[str, int] = {}
-        self._last_rebuild: float | None = None
-        self.rebuilds = 0
-        # a rebuild in progress: the new (parent, size), evidence keys still to move in
-        self._next: tuple[dict[str, str], dict[str, int]] | None = None
-        self._todo: list[tuple[str, str]] = []
-        self._rebuild_started = 0.0
-
-    # -- union-find ----------------------------------------------------------------------
-    @staticmethod
-    def _find_in(parent: dict[str, str], x: str) -> str:
+    def find(self, x: str) -> str:
+        parent = self.parent
         p = parent.get(x)
         if p is None:
             return x
@@ -120,120 +85,120 @@ class ClusterLinker:
             p = parent.get(x, x)
         return x
 
-    def _find(self, x: str) -> str:
-        return self._find_in(self._parent, x)
 
-    def _rank(self, a: str) -> tuple[float, str]:
-        first = self._nodes.get(a)
-        return (first if first is not None else float("inf"), a)
+class ClusterLinker:
+    """Union-find of accounts linked by combined shared evidence (see module doc)."""
 
-    def _union_in(self, parent: dict[str, str], size: dict[str, int], a: str, b: str) -> None:
-        ra, rb = self._find_in(parent, a), self._find_in(parent, b)
-        if ra == rb:
-            return
-        if self._rank(rb) < self._rank(ra):
-            ra, rb = rb, ra
-        # ra (oldest) stays root
-        parent.setdefault(ra, ra)
-        parent[rb] = ra
-        size[ra] = size.get(ra, 1) + size.pop(rb, 1)
-
-    def _union(self, a: str, b: str) -> None:
-        """Link ``a`` and ``b`` now, and in the union-find being rebuilt, if any."""
-        self._union_in(self._parent, self._size, a, b)
-        if self._next is not None:
-            self._union_in(*self._next, a, b)
-
-    # -- maintenance ---------------------------------------------------------------------
-    def _prune(self, ev: _Evidence, horizon: float, cap: int) -> None:
-        members = ev.members
-        while members:
-            _acct, ts = next(iter(members.items()))
-            if ts >= horizon and len(members) <= cap:
-                break
-            members.popitem(last=False)
-
-    def _qualifies(self, rule: LinkRule, ev: _Evidence) -> bool:
-        return rule.min_accounts <= len(ev.members) <= rule.max_accounts
-
-    def _link_all(
-        self, ev: _Evidence, into: tuple[dict[str, str], dict[str, int]] | None = None
+    def __init__(
+        self,
+        window_s: float = 3600.0,
+        max_nodes: int = 100_000,
+        link_rules: Iterable[LinkRule] = DEFAULT_LINK_RULES,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        config: LinkConfig | None = None,
+        max_evidence: int | None = None,
     ) -> None:
-        """Link all of ``ev``'s accounts: in the given (parent, size) maps, else now and in
-        the union-find being rebuilt, if any."""
-        it = iter(ev.members)
-        anchor = next(it)
-        for acct in it:
-            if into is None:
-                self._union(anchor, acct)
-            else:
-                self._union_in(*into, anchor, acct)
-        ev.linked = True
+        cfg = config or LinkConfig(float(window_s), int(max_nodes), tuple(link_rules))
+        if cfg.window_s <= 0:
+            raise ValueError("window_s must be > 0")
+        self.config = cfg
+        self.window_s = float(cfg.window_s)
+        self.max_nodes = int(cfg.max_nodes)
+        self.rules: dict[str, LinkRule] = {r.kind: r for r in cfg.rules}
+        self._order = tuple(k for k in KINDS if k in self.rules)
+        self._clock = clock
+        self.max_evidence = int(max_evidence or 2 * self.max_nodes)
+        # LRU maps (oldest first): account -> first seen; (kind, value) -> account -> (t, flag)
+        self._nodes: OrderedDict[str, float] = OrderedDict()
+        self._values: OrderedDict[tuple[str, str], OrderedDict[str, tuple[float, bool]]] = \
+            OrderedDict()
+        self.epoch: int | None = None
+        self._uf = _UnionFind()    # answers in the current epoch
+        self._next = _UnionFind()  # will answer in the next one (links made from now on)
+        self._pairs: OrderedDict[tuple[str, str], Pair] = OrderedDict()
+        self._pairs_prev: dict[tuple[str, str], Pair] = {}
+        self._partners: OrderedDict[str, list[str]] = OrderedDict()
+        self._partners_prev: dict[str, list[str]] = {}
+        self.epochs = 0
+        self.links = 0
+        self._held = 0  # accounts held by all evidence values together
 
-    def rebuild(self, now: float | None = None) -> None:
-        """Rebuild the union-find from the evidence inside the window (drops expired links),
-        all at once (the automatic rebuild runs in slices, see ``_maybe_rebuild``)."""
-        if now is None:
-            now = self._clock()
-        self._start_rebuild(now)
-        self._rebuild_step(now, None)
+    # -- epochs and union-find -------------------------------------------------------------
+    def _epoch(self, now: float) -> None:
+        e = math.floor(now / self.window_s)
+        if e == self.epoch:
+            return
+        if self.epoch is not None and e == self.epoch + 1:
+            self._uf, self._next = self._next, _UnionFind()
+            self._pairs_prev, self._partners_prev = self._pairs, self._partners
+        else:
+            self._uf, self._next = _UnionFind(), _UnionFind()
+            self._pairs_prev, self._partners_prev = {}, {}
+        self._pairs, self._partners = OrderedDict(), OrderedDict()
+        self.epoch = e
+        self.epochs += 1
 
-    def _start_rebuild(self, now: float) -> None:
-        self._next = ({}, {})
-        self._todo = list(self._evidence)
-        self._rebuild_started = now
+    def _union(self, uf: _UnionFind, a: str, b: str, why: Why, why_b: Why, now: float) -> None:
+        ra, rb = uf.find(a), uf.find(b)
+        if ra != rb:
+            nodes = self._nodes
+            if (nodes.get(rb, now), rb) < (nodes.get(ra, now), ra):
+                ra, rb = rb, ra
+            parent, size = uf.parent, uf.size
+            parent.setdefault(ra, ra)
+            parent[rb] = ra
+            sa, sb = size.get(ra, 1), size.pop(rb, 1)
+            size[ra] = sa + sb
+            uf.clusters += 1 - (sa > 1) - (sb > 1)
+        w = uf.why
+        for x, rec in ((a, why), (b, why_b)):
+            if x not in w:
+                w[x] = rec
+                if len(w) > self.config.max_why:
+                    w.popitem(last=False)
 
-    def _rebuild_step(self, now: float, slice_s: float | None) -> None:
-        """Move evidence values into the new union-find for about ``slice_s`` seconds of
-        CPU (None: to the end), then swap it in when every value is done.  Meanwhile new
-        links go into both union-finds, so the swap loses none."""
-        todo, new = self._todo, self._next
-        evidence, nodes, horizon = self._evidence, self._nodes, now - self.window_s
-        deadline = None if slice_s is None else time.perf_counter() + slice_s
-        n = 0
-        while todo:
-            n += 1
-            if deadline is not None and n % 16 == 0 and time.perf_counter() > deadline:
-                return
-            ekey = todo.pop()
-            ev = evidence.get(ekey)
-            if ev is None:
-                continue  # evicted meanwhile
-            rule = self.rules.get(ekey[0])
-            if rule is not None:
-                self._prune(ev, horizon, rule.max_accounts + 1)
-                # forget members we no longer track (keeps the parent map within max_nodes)
-                for acct in [a for a in ev.members if a not in nodes]:
-                    del ev.members[acct]
-            if rule is None or not ev.members:
-                del evidence[ekey]
-                continue
-            ev.linked = False
-            if self._qualifies(rule, ev):
-                self._link_all(ev, new)
-        self._parent, self._size = new
-        self._next = None
-        self._last_rebuild = self._rebuild_started
-        self.rebuilds += 1
+    def _partners_of(self, a: str) -> list[str]:
+        partners = self._partners
+        got = partners.get(a)
+        if got is None:
+            got = partners[a] = list(self._partners_prev.get(a, ()))
+            if len(partners) > self.max_nodes:
+                partners.popitem(last=False)
+        return got
 
-    def _maybe_rebuild(self, now: float) -> None:
-        if self._next is not None:
-            self._rebuild_step(now, REBUILD_SLICE_S)
-        elif self._last_rebuild is None:
-            self._last_rebuild = now
-        elif now - self._last_rebuild >= self.rebuild_every_s or now < self._last_rebuild:
-            self._start_rebuild(now)
-            self._rebuild_step(now, REBUILD_SLICE_S)
+    def _pair(self, a: str, b: str) -> Pair:
+        """The pair score of a and b (moved into this epoch's store; a new pair makes each
+        the other's partner)."""
+        key = (a, b) if a < b else (b, a)
+        pairs = self._pairs
+        p = pairs.get(key)
+        if p is not None:
+            pairs.move_to_end(key)
+            return p
+        p = self._pairs_prev.get(key)
+        if p is None:
+            p = Pair()
+            cap = self.config.max_partners
+            for x, y in ((a, b), (b, a)):
+                lst = self._partners_of(x)
+                lst.append(y)
+                if len(lst) > cap:
+                    del lst[0]
+        pairs[key] = p
+        if len(pairs) > self.config.max_pairs:
+            pairs.popitem(last=False)
+        return p
 
     # -- public API ----------------------------------------------------------------------
-    def observe(
-        self, account: str, evidence: Mapping[str, str | None], now: float | None = None
-    ) -> None:
-        """Record that ``account`` was seen with ``evidence`` (kind -> value).  Kinds without
-        a rule and empty values are ignored."""
+    def observe(self, account: str, evidence: Mapping[str, str | None],
+                now: float | None = None, *, flagged: bool = False) -> None:
+        """Record that ``account`` was seen with ``evidence`` (kind -> value), through a
+        flagged network or not, and link it where the combined evidence says so. Kinds
+        without a rule and empty values are ignored."""
         if now is None:
             now = self._clock()
-        self._maybe_rebuild(now)
+        self._epoch(now)
         nodes = self._nodes
         if account in nodes:
             nodes.move_to_end(account)
@@ -241,55 +206,189 @@ class ClusterLinker:
             nodes[account] = now
             if len(nodes) > self.max_nodes:
                 nodes.popitem(last=False)
-        horizon = now - self.window_s
-        for kind, value in evidence.items():
-            rule = self.rules.get(kind)
-            if rule is None or not value:
+        window, horizon = self.window_s, now - self.window_s
+        epoch_start = self.epoch * window
+        values = self._values
+        scored = []  # the values new to the account in this epoch (see _score)
+        for kind in self._order:
+            value = evidence.get(kind)
+            if not value:
                 continue
-            ekey = (kind, value)
-            evs = self._evidence
-            ev = evs.get(ekey)
-            if ev is None:
-                ev = evs[ekey] = _Evidence()
-                if len(evs) > self.max_evidence:
-                    evs.popitem(last=False)
+            rule = self.rules[kind]
+            vkey = (kind, value)
+            members = values.get(vkey)
+            if members is None:
+                members = values[vkey] = OrderedDict()
+                if len(values) > self.max_evidence:
+                    self._held -= len(values.popitem(last=False)[1])
             else:
-                evs.move_to_end(ekey)
-            members = ev.members
-            members[account] = now
+                values.move_to_end(vkey)
+            prev = members.get(account)
+            members[account] = (now, flagged)
             members.move_to_end(account)
-            self._prune(ev, horizon, rule.max_accounts + 1)
-            if self._qualifies(rule, ev):
-                if ev.linked:
-                    self._union(next(iter(members)), account)
-                else:
-                    self._link_all(ev)
-            else:
-                ev.linked = False
-        if len(self._parent) > 2 * self.max_nodes:
-            self.rebuild(now)
+            cap = rule.max_accounts + 1
+            held = len(members)
+            while len(members) > cap or next(iter(members.values()))[0] < horizon:
+                members.popitem(last=False)
+            self._held += len(members) - held + (prev is None)
+            if prev is not None and prev[0] >= epoch_start:
+                continue  # scored in this epoch already
+            n = len(members)
+            if n < rule.min_accounts or n > rule.max_accounts:
+                continue
+            r = math.log10(rule.max_accounts / n)
+            if r > 0:
+                r = 1.0 if r > 1.0 else r
+                scored.append((kind, f"{kind}:{value}", members, rule.flagged_weight * r,
+                               rule.weight * r, kind in NETWORK))
+        if scored:
+            self._score(account, scored, now, flagged)
+        if len(self._uf.parent) > 2 * self.max_nodes:  # safety valve: start afresh
+            self._uf, self._next = self._next, _UnionFind()
+            if len(self._uf.parent) > 2 * self.max_nodes:
+                self._uf = _UnionFind()
+
+    def _score(self, account: str, scored: list, now: float, flagged: bool) -> None:
+        """Credit the pairs of ``account`` with the candidates of its newly scored values,
+        strongest candidate first, and link where a pair reaches the threshold. ``scored``:
+        (kind, "kind:value", members, weight if both flagged, weight otherwise, network?)."""
+        cfg = self.config
+        window, multi_s = self.window_s, cfg.multi_exit_s
+        k = cfg.candidates
+        pool: dict[str, None] = {}  # candidates in order of first appearance
+        for v in scored:
+            got = 0
+            for c in reversed(v[2]):
+                if c != account:
+                    pool[c] = None
+                    got += 1
+                    if got == k:
+                        break
+        for p in self._partners_of(account):
+            pool[p] = None
+        nxt = self._next
+        me = nxt.find(account)
+        ranked = []
+        for i, c in enumerate(pool):
+            if nxt.find(c) == me:
+                continue  # linked already
+            credits = []
+            pot = 0.0
+            net = False
+            for kind, vid, members, wf, wu, network in scored:
+                m = members.get(c)
+                if m is None or (network and net):
+                    continue  # not shared, or a less specific network value
+                net = net or network
+                both = flagged and m[1]
+                w = wf if both else wu
+                pot += w
+                credits.append((kind, vid, w, now - m[0] <= multi_s, both))
+            if credits:
+                ranked.append((-pot, i, c, credits))
+        ranked.sort()
+        left = k  # pairs credited per request: the strongest candidates only
+        for _pot, _i, c, credits in ranked:
+            if nxt.find(c) == me:
+                continue
+            if left == 0:
+                break
+            left -= 1
+            pair = self._pair(account, c)
+            total = 0.0
+            for kind, vid, w, burst, both in credits:
+                if both:
+                    pair.flagged = True
+                total = pair.credit(kind, vid, w, burst, now, window, multi_s)
+            if total >= cfg.threshold - EPS:
+                counts = pair.counts(now, window)
+                wa: Why = (c, total, counts, pair.flagged, now)
+                wc: Why = (account, total, counts, pair.flagged, now)
+                self._union(self._uf, account, c, wa, wc, now)
+                self._union(nxt, account, c, wa, wc, now)
+                self.links += 1
+                me = nxt.find(account)
 
     def cluster_of(self, account: str, now: float | None = None) -> str:
         """Stable cluster id of ``account`` (``"h-"`` + 16 hex)."""
-        if now is None:
-            now = self._clock()
-        self._maybe_rebuild(now)
-        return cluster_id(self._find(account))
+        self._epoch(self._clock() if now is None else now)
+        return cluster_id(self._uf.find(account))
 
     def cluster_size(self, account: str, now: float | None = None) -> int:
         """Number of accounts in ``account``'s cluster (1 when unlinked)."""
-        if now is None:
-            now = self._clock()
-        self._maybe_rebuild(now)
-        return self._size.get(self._find(account), 1)
+        self._epoch(self._clock() if now is None else now)
+        return self._uf.size.get(self._uf.find(account), 1)
+
+    def pair_score(self, a: str, b: str, now: float | None = None) -> float:
+        """The current pair score of two accounts (0 when they share nothing counted)."""
+        now = self._clock() if now is None else now
+        key = (a, b) if a < b else (b, a)
+        p = self._pairs.get(key) or self._pairs_prev.get(key)
+        if p is None:
+            return 0.0
+        horizon = now - self.window_s
+        return sum(q[0] + q[1] for q in p.parts.values() if q[2] >= horizon)
+
+    def why(self, account: str) -> Why | None:
+        """The pair that linked ``account`` in the current union-find (None: unknown)."""
+        return self._uf.why.get(account)
+
+    def link_info(self, account: str, now: float | None = None) -> dict[str, object] | None:
+        """The decision log's ``link`` object for ``account`` (None when it is not linked)."""
+        now = self._clock() if now is None else now
+        uf = self._uf
+        size = uf.size.get(uf.find(account), 1)
+        return link_info(size, uf.why.get(account), now) if size > 1 else None
+
+    # -- read-only views (the admin listener: clusters/view.py) -------------------------
+    def linked(self, now: float | None = None) -> dict[str, list[str]]:
+        """The linked clusters answering now: root -> members (two or more, any order)."""
+        self._epoch(self._clock() if now is None else now)
+        uf, comps = self._uf, {}
+        for x in list(uf.parent):
+            comps.setdefault(uf.find(x), []).append(x)
+        return {r: m for r, m in comps.items() if len(m) > 1}
+
+    def largest(self, now: float | None = None) -> tuple[int, int]:
+        """(linked clusters, accounts in the largest) answering now."""
+        self._epoch(self._clock() if now is None else now)
+        return self._uf.clusters, max(self._uf.size.values(), default=0)
+
+    def first_seen(self, account: str) -> float | None:
+        """When ``account`` was first seen (None: not, or forgotten)."""
+        return self._nodes.get(account)
+
+    def values(self, now: float | None = None) -> list[tuple[str, str, dict]]:
+        """Every evidence value with the accounts seen with it in the window: (kind, value,
+        {account: (last seen, flagged)})."""
+        horizon = (self._clock() if now is None else now) - self.window_s
+        out = []
+        for (kind, value), members in list(self._values.items()):
+            live = {a: m for a, m in members.items() if m[0] >= horizon}
+            if live:
+                out.append((kind, value, live))
+        return out
+
+    def value_keys(self) -> list[tuple[str, str]]:
+        """(kind, value) of every evidence value held (in the window or not)."""
+        return list(self._values)
+
+    def counts(self, kind: str, n: int) -> bool:
+        """Whether a value of ``kind`` seen with ``n`` accounts adds to pair scores."""
+        rule = self.rules.get(kind)
+        return rule is not None and rule.min_accounts <= n < rule.max_accounts
 
     def stats(self) -> dict[str, int]:
+        """Sizes of every bounded structure (for the status file and tests; O(1))."""
         return {
             "nodes": len(self._nodes),
-            "evidence": len(self._evidence),
-            "evidence_members": sum(len(ev.members) for ev in self._evidence.values()),
-            "parent": len(self._parent),
-            "clusters": sum(1 for s in self._size.values() if s > 1),
-            "rebuilds": self.rebuilds,
-            "rebuilding": int(self._next is not None),
+            "evidence": len(self._values),
+            "evidence_members": self._held,
+            "pairs": len(self._pairs) + len(self._pairs_prev),
+            "partners": len(self._partners) + len(self._partners_prev),
+            "parent": len(self._uf.parent) + len(self._next.parent),
+            "clusters": self._uf.clusters,
+            "why": len(self._uf.why) + len(self._next.why),
+            "links": self.links,
+            "epochs": self.epochs,
         }

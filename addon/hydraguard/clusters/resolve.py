@@ -2,38 +2,78 @@
 
 The first cluster definition whose ``when`` holds decides; its key is built from request
 attributes (clusters/keys.py). With ``link:`` the account is first observed with its
-evidence (IP, network prefix, JA4 + User-Agent, prompt template) in that definition's link
-store, and the ``cluster`` attribute is the account's linked cluster id (``h-…``).
+evidence (exit IP, network prefix, ASN, JA4 + User-Agent, prompt template, flagged network
+or not) in that definition's link store, and the ``cluster`` attribute is the account's
+linked cluster id (``h-…``); a linked account's ClusterRef carries the ``link`` object of the
+decision log (cluster size and the pair that linked it).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..addresses import prefix as _prefix
 from ..facts import ClusterRef, Facts
+from ..policy.budget_model import FLAGGED_SIGNALS
 from .keys import cluster_key
 from .links import Evidence, LinkStore
 
 if TYPE_CHECKING:
-    from ..policy.budget_model import ClusterDef
+    from ..policy.budget_model import ClusterDef, LinkConfig
 
-__all__ = ["ClusterResolver", "evidence_of", "rekey"]
+__all__ = ["ClusterResolver", "Confirmed", "evidence_of", "flagged_of", "rekey"]
 
 
-def evidence_of(facts: Facts) -> Evidence:
-    """The link evidence of a request, by kind."""
+def _exit_prefixes(link: LinkConfig | None) -> tuple[int | None, int]:
+    """(IPv6 exit prefix length, IPv6 /prefix length): None keeps the address itself."""
+    bits = link.ipv6_exit_prefix if link is not None else 64
+    return (None if bits >= 128 else bits), (48 if bits > 48 else 32)
+
+
+def evidence_of(facts: Facts, link: LinkConfig | None = None) -> Evidence:
+    """The link evidence of a request, by kind: its exit (the client IP; an IPv6 address as
+    its ``ipv6_exit_prefix`` network, so rotation inside it is one exit), its prefix (/24;
+    IPv6 /48), its ASN, TLS fingerprint + User-Agent and prompt template id."""
     ip = facts.client_ip
     sig = facts.signals
     ja4 = sig.get("tls.ja4")
     tpl = sig.get("template.id")
+    geo = facts.geo
+    asn = geo.asn if geo is not None else None
+    if ip is None:
+        exit_, net = None, None
+    elif ip.version == 4:
+        exit_, net = str(ip), _prefix(ip)
+    else:
+        bits6, net6 = _exit_prefixes(link)
+        exit_ = str(ip) if bits6 is None else _prefix(ip, bits6)
+        net = _prefix(ip, net6)
     return {
-        "ip": str(ip) if ip is not None else None,
-        "prefix": _prefix(ip),
+        "ip": exit_,
+        "prefix": net,
+        "asn": str(asn) if asn is not None else None,
         "tls_ua": f"{ja4}|{facts.user_agent}" if ja4 else None,
         "template": str(tpl) if tpl else None,
     }
+
+
+def flagged_of(facts: Facts, link: LinkConfig | None = None) -> bool:
+    """Whether the request came through a flagged network: one of the link's
+    ``flagged_signals`` is set (a name ending in ``*`` is a prefix)."""
+    names = link.flagged_signals if link is not None else FLAGGED_SIGNALS
+    sig = facts.signals
+    if not sig:
+        return False
+    for name in names:
+        if name.endswith("*"):
+            head = name[:-1]
+            if any(v and k.startswith(head) for k, v in sig.items()):
+                return True
+        elif sig.get(name):
+            return True
+    return False
 
 
 def _attribute(name: str, facts: Facts) -> str | None:
@@ -58,14 +98,33 @@ def _attribute(name: str, facts: Facts) -> str | None:
     return None
 
 
-def rekey(ref: ClusterRef, template: tuple[str, ...], shared: str | None) -> ClusterRef | None:
+class Confirmed(NamedTuple):
+    """The shared store's answer: the agreed cluster id and the account's ``link`` object."""
+
+    cluster_id: str
+    link: Mapping[str, Any] | None
+
+
+def rekey(ref: ClusterRef, template: tuple[str, ...], shared: str | Confirmed | None
+          ) -> ClusterRef | None:
     """``ref`` with the linked cluster id ``shared``; None when that changes nothing."""
-    if shared is None or shared == ref.attr("cluster"):
+    if shared is None:
+        return None
+    link = None
+    if isinstance(shared, Confirmed):
+        shared, link = shared
+    if shared == ref.attr("cluster"):
         return None
     attrs = tuple((k, shared if k == "cluster" else v) for k, v in ref.attrs)
     if all(k != "cluster" for k, _ in attrs):
         attrs += (("cluster", shared),)
-    return ClusterRef(ref.definition, cluster_key(template, dict(attrs)), attrs)
+    return ClusterRef(ref.definition, cluster_key(template, dict(attrs)), attrs, link)
+
+
+async def _confirmed(store: LinkStore, pending: Awaitable[str | None], account: str
+                     ) -> Confirmed | None:
+    cid = await pending
+    return None if cid is None else Confirmed(cid, store.link_info(account))
 
 
 class ClusterResolver:
@@ -75,6 +134,7 @@ class ClusterResolver:
         self.clusters = clusters
         self.links = links
         self._templates = {c.id: c.key for c in clusters}
+        self._link_cfg = {c.id: c.link for c in clusters}
 
     def resolve(self, facts: Facts) -> ClusterRef | None:
         """The request's cluster (records link evidence). None: no definition applies or
@@ -88,21 +148,32 @@ class ClusterResolver:
             return None
         attrs = [(name, _attribute(name, facts)) for name in c.key]
         store = self.links.get(c.id)
+        link = None
         if store is not None:
             acct = facts.account
-            attrs.append(("cluster", None if acct is None else
-                          store.observe(acct, evidence_of(facts))))
+            cid = None
+            if acct is not None:
+                cfg = c.link
+                cid = store.observe(acct, evidence_of(facts, cfg),
+                                    flagged=flagged_of(facts, cfg))
+                link = store.link_info(acct)
+            attrs.append(("cluster", cid))
         t = tuple(attrs)
-        return ClusterRef(c.id, cluster_key(c.key, dict(t)), t)
+        return ClusterRef(c.id, cluster_key(c.key, dict(t)), t, link)
 
-    def confirm(self, facts: Facts, ref: ClusterRef) -> Awaitable[str | None] | None:
+    def confirm(self, facts: Facts, ref: ClusterRef) -> Awaitable[Confirmed | None] | None:
         """Start asking the shared link store for the account's cluster id (None: the
         store is not shared, or the request has no account)."""
         store = self.links.get(ref.definition)
         if store is None or facts.account is None:
             return None
-        return store.confirm(facts.account, evidence_of(facts))
+        cfg = self._link_cfg.get(ref.definition)
+        pending = store.confirm(facts.account, evidence_of(facts, cfg),
+                                flagged=flagged_of(facts, cfg))
+        if pending is None:
+            return None
+        return asyncio.ensure_future(_confirmed(store, pending, facts.account))
 
-    def rekey(self, ref: ClusterRef, shared: str | None) -> ClusterRef | None:
+    def rekey(self, ref: ClusterRef, shared: str | Confirmed | None) -> ClusterRef | None:
         """``ref`` under the shared linked id (None when it is the same)."""
         return rekey(ref, self._templates[ref.definition], shared)

@@ -15,6 +15,10 @@ from .conditions import Condition, FactsView
 from .yamlpos import Where
 
 __all__ = [
+    "EVIDENCE_DEFAULTS",
+    "EVIDENCE_KINDS",
+    "FLAGGED_SIGNALS",
+    "NETWORK_KINDS",
     "BudgetDef",
     "BudgetsConfig",
     "ClusterDef",
@@ -49,20 +53,54 @@ class WindowSpec:
         return self.limit / self.period_s
 
 
+# kind -> (weight, flagged_weight, max_accounts): the defaults of `link.evidence[]`
+EVIDENCE_DEFAULTS: dict[str, tuple[float, float, int]] = {
+    "ip": (0.35, 0.7, 1000),
+    "prefix": (0.15, 0.3, 2000),
+    "asn": (0.05, 0.3, 5000),
+    "tls_ua": (0.25, 0.35, 2000),
+    "template": (0.35, 0.7, 10000),
+}
+EVIDENCE_KINDS = tuple(EVIDENCE_DEFAULTS)  # most specific network kind first
+NETWORK_KINDS = frozenset({"ip", "prefix", "asn"})  # nested: a pair counts the most specific
+MIN_ACCOUNTS = 3
+# signals that mark a request's network as flagged (a name ending in `*` is a prefix)
+FLAGGED_SIGNALS = ("ip.residential_proxy", "ip.hosting", "ip.public_proxy", "ip.tor_exit",
+                   "ip.anonymous_vpn", "ip.hosting_asn", "ip.proxy_asn", "ip.list.*")
+
+
 @dataclass(frozen=True, slots=True)
 class LinkRule:
-    """Link accounts sharing one value of evidence ``kind`` when ``min_accounts`` ≤ distinct
-    accounts seen with it within the window ≤ ``max_accounts``."""
+    """How one kind of shared evidence counts towards linking two accounts.
+
+    A value of ``kind`` (an exit IP, a /24, a template id, ...) counts only while
+    ``min_accounts`` <= distinct accounts seen with it within the window <= ``max_accounts``.
+    Shared by two accounts it adds ``weight`` to their pair score (``flagged_weight`` when
+    both were seen with it through a flagged network), times its rarity
+    ``min(1, log10(max_accounts / n))``: full weight up to a tenth of ``max_accounts``
+    accounts, none at ``max_accounts``. ``None`` takes the kind's default
+    (``EVIDENCE_DEFAULTS``)."""
 
     kind: str
-    min_accounts: int = 5
-    max_accounts: int = 200
+    min_accounts: int = MIN_ACCOUNTS
+    max_accounts: int | None = None
+    weight: float | None = None
+    flagged_weight: float | None = None
 
     def __post_init__(self) -> None:
+        w, fw, mx = EVIDENCE_DEFAULTS.get(self.kind, (0.25, 0.35, 1000))
+        if self.max_accounts is None:
+            object.__setattr__(self, "max_accounts", max(mx, self.min_accounts))
+        if self.weight is None:
+            object.__setattr__(self, "weight", w)
+        if self.flagged_weight is None:
+            object.__setattr__(self, "flagged_weight", max(fw, self.weight))
         if self.min_accounts < 2:
             raise ValueError("min_accounts must be >= 2")
         if self.max_accounts < self.min_accounts:
             raise ValueError("max_accounts must be >= min_accounts")
+        if not (0 <= self.weight <= self.flagged_weight):
+            raise ValueError("weights must be >= 0 and weight <= flagged_weight")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +122,19 @@ class StateConfig:
 
 @dataclass(frozen=True, slots=True)
 class LinkConfig:
-    """Compiled `link:` of a cluster definition (hydra linking)."""
+    """Compiled `link:` of a cluster definition (hydra linking; see clusters/linker.py)."""
 
-    window_s: float
-    max_nodes: int
-    rules: tuple[LinkRule, ...]
+    window_s: float = 3600.0
+    max_nodes: int = 100_000
+    rules: tuple[LinkRule, ...] = ()
+    threshold: float = 1.0           # pair score from which two accounts are linked
+    multi_exit_s: float = 600.0      # values of one kind add up when shared this close
+    candidates: int = 8              # most recent accounts of a value a new one is scored with
+    max_partners: int = 16           # scored partners remembered per account
+    max_pairs: int = 200_000         # pair scores kept (least recently used dropped)
+    max_why: int = 50_000            # why-records of linked accounts kept
+    ipv6_exit_prefix: int = 64       # an IPv6 exit is this network (rotation inside it)
+    flagged_signals: tuple[str, ...] = FLAGGED_SIGNALS
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,9 @@
 
 - ``clusters:`` says which callers share one budget: an ordered list of cluster definitions;
   the first whose ``when`` holds for a model call decides its cluster key (built from request
-  attributes). With ``link:``, accounts that share evidence (IP, /24 prefix, TLS fingerprint +
-  User-Agent, prompt template) within a window are merged into one cluster ("hydra linking").
+  attributes). With ``link:``, accounts whose combined shared evidence (exit IPs, /24 prefix,
+  ASN, TLS fingerprint + User-Agent, prompt template) within a window crosses a threshold are
+  merged into one cluster ("hydra linking"; the `link:` schema is in `link_sections`).
 - ``budgets:`` are token buckets per cluster key: one or more windows, what is counted
   (input / output / weighted total, cache tokens, per-model multipliers), how much output is
   reserved before forwarding, and what happens when the budget is spent (429 or a lowered
@@ -28,12 +29,11 @@ from .budget_model import (
     BudgetDef,
     BudgetsConfig,
     ClusterDef,
-    LinkConfig,
-    LinkRule,
     StateConfig,
     WindowSpec,
 )
 from .conditions import ConditionSpec
+from .link_sections import LINK, compile_link
 from .probation_section import PROBATION, compile_probation
 from .schema import (
     INVALID,
@@ -52,7 +52,6 @@ from .schema import (
 from .yamlpos import Where
 
 KEY_ATTRS = ("account", "ip", "prefix", "asn", "country", "ja4", "api", "model", "cluster")
-EVIDENCE_KINDS = ("ip", "prefix", "tls_ua", "template")
 PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0, "week": 604800.0}
 COUNTS = ("input", "output", "total")
 ON_EXCEED = ("throttle", "cap_max_tokens")
@@ -133,45 +132,6 @@ STATE = Struct(
     },
 )
 
-EVIDENCE = Struct(
-    doc="One kind of shared evidence that links accounts.",
-    fields={
-        "kind": Field(
-            Str(choices=EVIDENCE_KINDS), required=True,
-            doc="ip: same client IP; prefix: same /24 (IPv4) or /64 (IPv6); tls_ua: same TLS "
-            "fingerprint (JA4) and User-Agent; template: same near-duplicate prompt template "
-            "(signal template.id).", example="ip"),
-        "min_accounts": Field(
-            Int(min=2, max=1_000_000), default=5,
-            doc="A value links its accounts only once this many distinct accounts were seen "
-            "with it within the window (below: ordinary sharing, e.g. an office NAT).",
-            example=5),
-        "max_accounts": Field(
-            Int(min=2, max=1_000_000), default=500,
-            doc="...and no more than this many (above: carrier-grade NAT or a popular "
-            "client; links nobody).", example=500),
-    },
-)
-
-LINK = Struct(
-    doc="Hydra linking: merge accounts that act as one operator into one cluster.",
-    fields={
-        "window": Field(
-            Num(min=1, max=30 * 86400), default=3600,
-            doc="Seconds evidence is remembered; links expire this long after their last "
-            "evidence (plus at most a quarter of it).", example=3600),
-        "max_accounts_tracked": Field(
-            Int(min=10, max=10_000_000), default=100_000,
-            doc="Accounts remembered by the linker (least recently seen dropped first).",
-            example=100000),
-        "evidence": Field(
-            ListOf(EVIDENCE, min_len=1), required=True,
-            doc="Kinds of evidence that link accounts, each with its thresholds.",
-            example=[{"kind": "ip", "min_accounts": 5, "max_accounts": 500},
-                     {"kind": "template", "min_accounts": 10}]),
-    },
-)
-
 CLUSTER = Struct(
     doc="A cluster definition: which model calls it covers and how their budget key is built.",
     fields={
@@ -190,7 +150,8 @@ CLUSTER = Struct(
             "link). A missing attribute counts as one shared value '-'.",
             example=["asn"]),
         "link": Field(LINK, doc=LINK.doc,
-                      example={"window": 3600, "evidence": [{"kind": "ip", "min_accounts": 5}]}),
+                      example={"window": 3600, "evidence": [{"kind": "ip"},
+                                                            {"kind": "template"}]}),
     },
 )
 
@@ -345,22 +306,7 @@ def compile_budgets(checked: dict[str, Any], errors: Errors, *,
             errors.add(c.at("key"), f"{path}.key: an attribute is listed twice")
         link = None
         if c["link"] is not None:
-            lk = c["link"]
-            rules: list[LinkRule] = []
-            kinds: set[str] = set()
-            for j, ev in enumerate(lk["evidence"]):
-                epath = f"{path}.link.evidence[{j}]"
-                if ev["kind"] in kinds:
-                    errors.add(ev.where, f"{epath}: evidence kind {ev['kind']!r} listed twice")
-                    continue
-                kinds.add(ev["kind"])
-                if ev["max_accounts"] < ev["min_accounts"]:
-                    errors.add(ev.at("max_accounts"), f"{epath}.max_accounts: "
-                               f"{ev['max_accounts']} is below min_accounts "
-                               f"{ev['min_accounts']}")
-                    continue
-                rules.append(LinkRule(ev["kind"], ev["min_accounts"], ev["max_accounts"]))
-            link = LinkConfig(float(lk["window"]), lk["max_accounts_tracked"], tuple(rules))
+            link = compile_link(c["link"], path, errors)
             if "cluster" not in key:
                 errors.add(c.at("link"), f"{path}.link: has no effect unless key includes "
                            "'cluster' (the linked account cluster), e.g. key: [cluster]")

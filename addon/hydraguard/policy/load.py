@@ -12,18 +12,16 @@ from .budget_sections import compile_budgets
 from .conditions import ConditionSpec
 from .indicator_sections import SECTIONS as INDICATOR_SECTIONS
 from .indicator_sections import compile_indicators
-from .model import ACTIONS, DENY_KINDS, GeoSettings, LogSettings, Policy, Rule, Settings
+from .model import ACTIONS, DENY_KINDS, GeoSettings, Policy, Rule
 from .regions import GEOIP, REGION, compile_region
 from .schema import (
     INVALID,
     Bool,
     Checked,
-    Custom,
     Errors,
     Field,
     Int,
     ListOf,
-    Network,
     Num,
     PolicyIssue,
     Str,
@@ -31,104 +29,8 @@ from .schema import (
     _type_name,
     did_you_mean,
 )
+from .settings_sections import LOG, SETTINGS, compile_log, compile_settings
 from .yamlpos import Where, YamlError, load_located
-
-
-def _harmless_glob(v: str) -> str:
-    v = v.strip()
-    if v != "default" and not v.startswith("/"):
-        raise ValueError(f"{v!r} is neither a path glob starting with '/' nor 'default'")
-    return v
-
-
-SETTINGS = Struct(
-    doc="How the proxy finds the caller and treats odd requests.",
-    fields={
-        "trusted_proxies": Field(
-            ListOf(Network()), default=(),
-            doc="CIDRs of proxies/load balancers whose forwarding headers are believed. "
-            "The header chain is walked right to left, skipping trusted hops.",
-            example=["10.0.0.0/8", "127.0.0.1/32"],
-        ),
-        "client_ip_headers": Field(
-            ListOf(Str(choices=("forwarded", "x-forwarded-for")), min_len=1),
-            default=("forwarded", "x-forwarded-for"),
-            doc="Forwarding headers consulted (first present wins), only from trusted peers.",
-        ),
-        "account_secret_env": Field(
-            Str(), default="HYDRAGUARD_ACCOUNT_SECRET",
-            doc="Environment variable holding the HMAC secret that turns API keys into "
-            "account hashes. Every replica must share it.",
-        ),
-        "non_model_paths": Field(
-            Str(choices=("pass", "deny")), default="pass",
-            doc="What to do with requests that are not model calls (logged either way).",
-        ),
-        "max_body_bytes": Field(
-            Int(min=1024, max=1 << 30), default=16 * 1024 * 1024,
-            doc="Largest request body accepted (after decompression); larger gets 413.",
-        ),
-        "bad_body": Field(
-            Str(choices=("deny", "pass")), default="deny",
-            doc="Model call whose body is not valid JSON: answer 400 (deny) or forward (pass).",
-        ),
-        "harmless_posts": Field(
-            ListOf(Custom(_harmless_glob)), default=("default",),
-            doc="POST / PUT / PATCH paths (globs, as `when: {path}`) that spend no tokens and "
-            "are forwarded without a budget; any other POST the proxy does not meter gets 403. "
-            "`default` stands for the shipped list (count_tokens, input_tokens, response "
-            "cancel, stored-completion updates, moderations, uploads, conversations, skills: "
-            "policy/catalogue.py). Model calls, batches, file uploads and batch cancels are "
-            "routed by the proxy itself.",
-            example=["default", "/v1/vector_stores/*/search"],
-        ),
-        "max_choices": Field(
-            Int(min=1, max=1024), default=16,
-            doc="Most outputs one prompt may ask for (OpenAI chat / completions `n`, "
-            "`best_of`); more gets 400. Whatever passes is reserved in full: n times the "
-            "output cap.",
-        ),
-        "max_batch_body_bytes": Field(
-            Int(min=1024, max=1 << 31), default=256 * 1024 * 1024,
-            doc="Largest Anthropic Message Batches body accepted (POST /v1/messages/batches, "
-            "buffered to be estimated before it is forwarded); larger gets 413.",
-        ),
-        "max_batch_requests": Field(
-            Int(min=1, max=1_000_000), default=100_000,
-            doc="Most requests in one batch (Anthropic) or batch input file (OpenAI); a "
-            "batch with more is refused (400 / 403).",
-        ),
-        "max_upload_bytes": Field(
-            Int(min=1024, max=1 << 31), default=200 * 1024 * 1024,
-            doc="Largest file upload (POST /v1/files), streamed to the upstream and never "
-            "held in memory; larger gets 413.",
-        ),
-        "batch_record_ttl": Field(
-            Num(min=60), default=30 * 86400,
-            doc="Seconds a batch (and an uploaded batch input file) is remembered for the "
-            "refund its results bring (Anthropic keeps results 29 days).",
-        ),
-        "public_base_url": Field(
-            Str(non_empty=False), default="",
-            doc="Base URL clients reach the proxy at, for the `results_url` of Anthropic "
-            "batches (rewritten so results are read through the proxy). Empty: a path-only "
-            "URL, which the SDKs resolve against their base_url.",
-            example="https://llm-gateway.example.com",
-        ),
-    },
-)
-
-LOG = Struct(
-    doc="The decision log: one JSON line per request.",
-    fields={
-        "path": Field(Str(), default="-", doc="File to append to, or '-' for stdout."),
-        "max_bytes": Field(Int(min=0), default=100 * 1024 * 1024,
-                           doc="Rotate the file at this size (0: never)."),
-        "backups": Field(Int(min=0, max=100), default=5, doc="Rotated files kept."),
-        "truncate_ip": Field(Bool(), default=False,
-                             doc="Log client IPs truncated to /24 (IPv4) and /64 (IPv6)."),
-    },
-)
 
 RULE = Struct(
     doc="An access rule. Rules are evaluated in order; the first enforcing match decides.",
@@ -189,33 +91,6 @@ class PolicyError(Exception):
     def __init__(self, issues: list[PolicyIssue]) -> None:
         self.issues = sorted(issues)
         super().__init__("\n".join(str(i) for i in self.issues))
-
-
-def _settings(c: dict[str, Any] | None) -> Settings:
-    if c is None:
-        return Settings()
-    return Settings(
-        trusted_proxies=tuple(c["trusted_proxies"]),
-        client_ip_headers=tuple(c["client_ip_headers"]),
-        account_secret_env=c["account_secret_env"],
-        non_model_paths=c["non_model_paths"],
-        max_body_bytes=c["max_body_bytes"],
-        bad_body=c["bad_body"],
-        harmless_posts=tuple(c["harmless_posts"]),
-        max_choices=c["max_choices"],
-        max_batch_body_bytes=c["max_batch_body_bytes"],
-        max_batch_requests=c["max_batch_requests"],
-        max_upload_bytes=c["max_upload_bytes"],
-        batch_record_ttl=float(c["batch_record_ttl"]),
-        public_base_url=c["public_base_url"],
-    )
-
-
-def _log(c: dict[str, Any] | None) -> LogSettings:
-    if c is None:
-        return LogSettings()
-    return LogSettings(path=c["path"], max_bytes=c["max_bytes"], backups=c["backups"],
-                       truncate_ip=c["truncate_ip"])
 
 
 def _rule(c: Any) -> Rule:
@@ -430,8 +305,8 @@ class _Assembler:
             raise PolicyError(errors)
         geo_base = self.section_base.get("geoip", Path(root.file).resolve().parent)
         return Policy(
-            settings=_settings(checked["settings"]),
-            log=_log(checked["log"]),
+            settings=compile_settings(checked["settings"]),
+            log=compile_log(checked["log"]),
             rules=rules,
             geoip=_geoip(checked["geoip"], geo_base),
             indicators=indicators,

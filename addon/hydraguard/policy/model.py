@@ -14,6 +14,8 @@ from .yamlpos import Where
 
 ACTIONS = ("allow", "deny", "throttle")
 DENY_KINDS = ("permission", "region")
+FORWARDING_HEADERS = ("x-forwarded-for", "forwarded")  # client_ip_headers choices
+CREDENTIAL_MODES = ("refuse", "strip")  # extra_credentials choices
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,11 +23,14 @@ class Settings:
     """Global proxy behaviour (`settings:` section)."""
 
     trusted_proxies: tuple[IPNetwork, ...] = ()
-    client_ip_headers: tuple[str, ...] = ("forwarded", "x-forwarded-for")
+    client_ip_headers: tuple[str, ...] = ("x-forwarded-for",)
     account_secret_env: str = "HYDRAGUARD_ACCOUNT_SECRET"
+    extra_credentials: str = "refuse"  # conflicting / repeated credential headers
     non_model_paths: str = "pass"
     max_body_bytes: int = 16 * 1024 * 1024
     bad_body: str = "deny"
+    upstream_connect_timeout: float = 10.0  # seconds
+    upstream_read_timeout: float = 600.0  # seconds of upstream silence
     harmless_posts: tuple[str, ...] = ("default",)  # globs; "default": catalogue.HARMLESS_POSTS
     max_choices: int = 16
     max_batch_body_bytes: int = 256 * 1024 * 1024

@@ -20,6 +20,13 @@ headers:
                                    (Forwarded, X-Forwarded-For, X-Real-IP, ...) from untrusted
                                    peers, and from trusted peers when the chain holds hops left
                                    of the client address (the client or its proxy sent them)
+set by the pipeline whatever `indicators:` says (gather.py):
+  geo.country_mismatch       bool  GeoIP country differs from the registered country
+  headers.forwarding_conflict bool a trusted peer sent Forwarded and X-Forwarded-For naming
+                                   different clients (settings.client_ip_headers decided)
+  headers.credential_conflict bool credential headers disagree or repeat (x-api-key beside
+                                   the Bearer token of an OpenAI call, two x-api-key lines...;
+                                   settings.extra_credentials refuses or strips them)
 tls (only for clients that spoke TLS to hydraguard):
   tls.ja4                    str   JA4 of the connection's ClientHello
   tls.ja4_accounts           int   distinct accounts seen with this JA4 in the window
@@ -70,7 +77,9 @@ BEHAVIOUR_SIGNALS = (
     "behaviour.ips_per_account", "behaviour.asns_per_account", "behaviour.countries_per_account",
     "behaviour.requests_per_account",
 )
-PIPELINE_SIGNALS = ("geo.country_mismatch",)  # set by pipeline.py, not by an indicator
+PIPELINE_SIGNALS = (  # set by gather.py whatever the indicators, not by an indicator
+    "geo.country_mismatch", "headers.forwarding_conflict", "headers.credential_conflict",
+)
 
 
 def possible_signals(settings: Any) -> frozenset[str]:

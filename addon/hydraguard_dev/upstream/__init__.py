@@ -24,7 +24,10 @@ Test knobs (request headers): ``x-stub-output-tokens: N``; ``x-stub-delay-ms: N`
 every SSE event but the first, or once before a JSON reply); ``x-stub-cut-after: K`` (send K SSE
 events then drop the connection: no terminator, no final chunk); ``x-stub-error-after: K``
 (send K events then a provider-format mid-stream error and end the body cleanly);
-``x-stub-status: N`` (reply N with a provider-format error body).
+``x-stub-status: N`` (reply N with a provider-format error body); ``x-stub-reset: 1`` (read
+the request, then drop the connection with a TCP reset, no response); ``x-stub-stall: K`` (a
+JSON reply: send nothing; SSE: send the head and K events; then stay silent until the client
+hangs up, at most ``STALL_MAX_S``).
 
 Introspection: ``GET /__stub/stats`` (requests per path), ``GET /__stub/last?path=/v1/...``
 (headers and JSON body of the last request to that path), ``POST /__stub/reset``.

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import socket
+import struct
 import sys
 import threading
 import time
@@ -37,6 +38,7 @@ from .openai_format import (
     responses_events,
 )
 
+STALL_MAX_S = 120.0  # longest an `x-stub-stall` request is held before the stub gives up
 DESCRIPTION = ("A stand-in model API upstream (Anthropic Messages and Message Batches, OpenAI "
                "Chat Completions, Responses, Batch API and files, legacy completions and "
                "embeddings).")
@@ -160,6 +162,9 @@ class _Handler(BaseHTTPRequestHandler):
         srv.record(path, dict(self.headers.items()), body)
         rid = srv.next_id()
         h = self.headers
+        if h.get("x-stub-reset"):
+            self._reset()
+            return
         status = as_count(h.get("x-stub-status"))
         if status is not None and status != 200 and 100 <= status <= 599:
             self._error(path, status, f"stub error {status}", rid)
@@ -181,7 +186,11 @@ class _Handler(BaseHTTPRequestHandler):
         created = int(time.time())
         delay = (as_count(h.get("x-stub-delay-ms")) or 0) / 1000
         rid_header = {"request-id" if path == MESSAGES else "x-request-id": rid}
+        stall = as_count(h.get("x-stub-stall"))
         if body.get("stream") is not True:
+            if stall is not None:
+                self._stall()
+                return
             if delay:
                 time.sleep(delay)
             if path == MESSAGES:
@@ -208,11 +217,10 @@ class _Handler(BaseHTTPRequestHandler):
         err = as_count(h.get("x-stub-error-after"))
         if err is not None and err < len(events):
             events = [*events[:err], _stream_error(path, rid)]
-        self._stream(events, delay, cut, rid_header)
+        self._stream(events, delay, cut, rid_header, stall)
 
-    def _stream(
-        self, events: list[bytes], delay: float, cut: int | None, headers: dict[str, str]
-    ) -> None:
+    def _stream(self, events: list[bytes], delay: float, cut: int | None,
+                headers: dict[str, str], stall: int | None = None) -> None:
         self.send_response(200)
         self.send_header("content-type", "text/event-stream; charset=utf-8")
         self.send_header("cache-control", "no-cache")
@@ -225,10 +233,30 @@ class _Handler(BaseHTTPRequestHandler):
             if cut is not None and i >= cut:
                 self._abort()
                 return
+            if stall is not None and i >= stall:
+                self._stall()
+                return
             if delay and i:
                 time.sleep(delay)
             w.write(b"%x\r\n%s\r\n" % (len(e), e))
         w.write(b"0\r\n\r\n")
+
+    def _reset(self) -> None:
+        """Drop the connection with a TCP reset, without a response."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+            self.connection.close()
+
+    def _stall(self) -> None:
+        """Send nothing more until the client hangs up (at most STALL_MAX_S), then close."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.wfile.flush()
+            self.connection.settimeout(STALL_MAX_S)
+            while self.connection.recv(65536):
+                pass
 
     def _abort(self) -> None:
         self.close_connection = True
