@@ -3,6 +3,10 @@
     .venv/bin/python bench/efficacy.py [--seeds 1 2 3] [--variants all|base,slower,...]
         [--scale small|full] [--rules FILE ...] [--budgets shipped|x2|both] [--detail]
 
+Variant "batches": half of the hydra's accounts send one Message Batch of 25 prompts (max_tokens
+8192 each) instead of single calls, as a hydra throttled on /v1/messages would; the other half
+call as in "base". A batch let through counts every token its requests are served.
+
 For every seed and hydra variant: a world (bench/efficacy_world.py: networks, GeoIP databases,
 the hydra and the legitimate look-alikes) is replayed through the stand-in upstream and a real
 `hydraguard run` with the rules under test rewritten for the world (bench/efficacy_proxy.py).
@@ -167,17 +171,25 @@ def _check(world: World, tokens: list[int], results: list[px.Result], log: list[
     log_served: Counter[str] = Counter()
     why: dict[str, Counter[str]] = defaultdict(Counter)
     clusters: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    batches = Counter()
     for rec in log:
         pop = pop_of.get(rec.get("account"), "?")
-        if rec.get("status") == 200:
+        if rec.get("route") == "batch":  # served later upstream: no usage in the log line
+            batches["refused" if rec.get("enforced") else "allowed"] += 1
+            batches["requests"] += (rec.get("batch") or {}).get("requests") or 0
+        elif rec.get("status") == 200:
             log_served[pop] += (rec.get("input_tokens") or 0) + (rec.get("output_tokens") or 0)
         elif rec.get("enforced") or rec.get("stage") == "budget":
             why[pop][f"{rec.get('stage') or 'rule'}:{rec.get('rule')}"] += 1
         if rec.get("cluster"):
             clusters[rec["cluster"]][pop].add(rec["account"])
+    if batches:
+        row.notes.append(f"batches: {batches['allowed']} allowed, {batches['refused']} "
+                         f"refused ({batches['requests']} requests in them)")
     client_served: Counter[str] = Counter()
     for r, res in zip(world.requests, results, strict=True):
-        client_served[r.pop] += res.served
+        if r.path != px.BATCH_PATH:
+            client_served[r.pop] += res.served
     for pop, n in client_served.items():
         if abs(log_served[pop] - n) > 0.01 * max(n, 1):
             row.notes.append(f"{pop}: log says {log_served[pop]} tokens served, clients {n}")

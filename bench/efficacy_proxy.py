@@ -29,7 +29,7 @@ from types import ModuleType
 from typing import Any
 
 import yaml
-from efficacy_world import Request, World
+from efficacy_world import BATCH_PATH, Request, World
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "efficacy-bench-secret"
@@ -77,11 +77,14 @@ def account_of(key: str) -> str:
 
 
 def expected_tokens(r: Request) -> int:
-    """Input + output tokens the stand-in upstream serves for `r` when it is let through."""
+    """Input + output tokens the stand-in upstream serves for `r` when it is let through (a
+    Message Batch: for every request in it)."""
     stub = stub_module()
     body = json.loads(r.body)
     out = dict(r.headers).get("x-stub-output-tokens")
-    return int(stub.input_tokens_for(body)) + int(stub.output_tokens_for(body, out)[0])
+    bodies = [x["params"] for x in body["requests"]] if r.path == BATCH_PATH else [body]
+    return sum(int(stub.input_tokens_for(b)) + int(stub.output_tokens_for(b, out)[0])
+               for b in bodies)
 
 
 def write_geoip(world: World, out_dir: Path) -> dict[str, str]:
@@ -278,7 +281,8 @@ def replay(url: str, requests: list[Request], scale: float, workers: int = 24) -
                 conn.request("POST", r.path, body=r.body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
-                served = served_tokens(data) if resp.status == 200 else 0
+                served = 0 if resp.status != 200 else (
+                    expected_tokens(r) if r.path == BATCH_PATH else served_tokens(data))
                 results[i] = Result(resp.status, served, lag)
             except (OSError, http.client.HTTPException, ValueError):
                 conn.close()

@@ -22,7 +22,10 @@ from typing import Any
 
 import efficacy_text as text
 
-VARIANTS = ("base", "slower", "more-exits", "fewer-per-exit", "paraphrased", "no-cot")
+VARIANTS = ("base", "slower", "more-exits", "fewer-per-exit", "paraphrased", "no-cot",
+            "batches")
+BATCH_PATH = "/v1/messages/batches"
+BATCH_SIZE = 25  # prompts per batch of the "batches" hydra
 LEGIT = ("ordinary", "same-tool", "neighbours", "office", "saas")
 POPULATIONS = ("hydra", *LEGIT, "refused-country")
 
@@ -319,9 +322,15 @@ def _hydra(rng: random.Random, w: World, s: Scale, addr: Addresses, t0: float, s
         n_exits = -(-s.hydra_accounts // 4) * 3
     w.exits = _exits(rng, w, addr, n_exits, v6=max(1, n_exits // 20))
     sdk = rng.choice(("anthropic-py", "openai-py"))
+    if v == "batches":  # throttled on /v1/messages, it moves to Message Batches
+        sdk = "anthropic-py"
     ep = "/v1/messages" if sdk == "anthropic-py" else "/v1/chat/completions"
     model = MODELS[SDKS[sdk][0]][0]
     for a in range(s.hydra_accounts):
+        if v == "batches" and a % 2:
+            _hydra_batch(rng, w, Client(new_client(rng, sdk, ep).key, sdk, ep, model),
+                         t0 + rng.uniform(0, span), rng.choice(w.exits).pick(rng))
+            continue
         c = Client(new_client(rng, sdk, ep).key, sdk, ep, model)
         start = t0 + rng.uniform(0, span)
         pool = w.exits[(a // 4) * 3:(a // 4) * 3 + 3] if per_exit_groups else w.exits
@@ -334,6 +343,21 @@ def _hydra(rng: random.Random, w: World, s: Scale, addr: Addresses, t0: float, s
                                       user=user, max_tokens=8192,
                                       output=rng.randint(1200, 3500), stream=False))
             t += rng.uniform(1, 5)
+
+
+def _hydra_batch(rng: random.Random, w: World, c: Client, t: float, ip: str) -> None:
+    """One Message Batch of BATCH_SIZE templated prompts (max_tokens 8192 each): what a
+    hydra account throttled on /v1/messages sends instead. The stand-in upstream runs every
+    request of it; nobody reads its results through the proxy, so nothing is refunded."""
+    reqs = []
+    output = rng.randint(1200, 3500)
+    for i in range(BATCH_SIZE):
+        system, user = text.hydra_prompt(rng, rng.randrange(6), cot=True, paraphrased=False)
+        one = request(c, t=t, pop="hydra", ip=ip, system=system, user=user, max_tokens=8192,
+                      output=output, stream=False)
+        reqs.append({"custom_id": f"h{i}", "params": json.loads(one.body)})
+    body = json.dumps({"requests": reqs}).encode()
+    w.requests.append(Request(t, "hydra", c.key, ip, BATCH_PATH, one.headers, body))
 
 
 def _ordinary(rng: random.Random, w: World, pop: str, c: Client, ip: str, n: int, *,

@@ -401,6 +401,45 @@ def test_replay_json(capsys, tmp_path):
     assert doc["truncated_ips"] == 1 and doc["malformed"] == 0
 
 
+def test_replay_decides_batches_per_model_and_unmetered_posts(capsys, tmp_path):
+    """A batch line carries its summary, so a rule on one of its models refuses it; a POST
+    the old proxy forwarded unmetered is refused now; settlements are counted."""
+    summary = {"requests": 3, "errors": 0, "coarse": False, "models": [
+        {"model": "claude-haiku", "requests": 2, "input_tokens": 20,
+         "outputs": [[100, 1, 2]], "inputs_hist": [[55, 2]]},
+        {"model": "claude-opus-4", "requests": 1, "input_tokens": 10,
+         "outputs": [[8192, 1, 1]], "inputs_hist": [[55, 1]]}]}
+    log = tmp_path / "d.jsonl"
+    log.write_text("\n".join([
+        _line(request_id="req_b", path="/v1/messages/batches", api="anthropic.batches",
+              model=None, route="batch", enforced=False,
+              batch={"id": "msgbatch_1", "requests": 3, "tokens_reserved": 8422,
+                     "summary": summary}),
+        _line(request_id="req_u", path="/v1/images/generations", api=None, model=None),
+        _line(request_id="req_r", method="GET", path="/v1/messages/batches/msgbatch_1/results",
+              api=None, model=None, route="results", batch_settle=[{
+                  "id": "msgbatch_1", "mode": "results",
+                  "budgets": [{"id": "b", "charged": 8422, "now": 90, "change": -8332}]}]),
+    ]) + "\n")
+    rules = tmp_path / "r.yaml"
+    rules.write_text("version: 1\nrules:\n  - id: no-opus\n    when: {model: \"claude-opus-*\"}"
+                     "\n    action: deny\n")
+    rc, out = run(capsys, "replay", str(log), "--rules", str(rules))
+    assert rc == 0
+    assert out[:5] == [
+        f"replayed 3 request(s) from {log} under {rules}: 2 would change, 1 unchanged",
+        "changed (old -> new):",
+        "        1  allow/default -> deny/no-opus",
+        "        1  allow/default -> deny/unmetered_path",
+        "unchanged:",
+    ]
+    assert "    req_b 2025-01-01T00:00:00.000Z 192.0.2.33 anthropic.batches (3 requests): " \
+        "request refused by rule no-opus" in out
+    assert ("batches: 1 submission(s), 3 request(s), 8422 token(s) reserved as logged; the "
+            "new rules refuse 1 of them (3 request(s)); 1 settlement(s) gave back 8332 "
+            "token(s)") in out
+
+
 def test_check_shows_build_date_and_warns_when_stale(capsys, tmp_path):
     import datetime as dt
     import time

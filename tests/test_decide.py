@@ -86,3 +86,47 @@ def test_bad_body_and_non_model_paths():
     d = decide(facts(api=None), strict)
     assert (d.action, d.rule) == ("deny", "non_model_path")
     assert decide(facts(api=None), POLICY).rule == "default"
+
+
+# -- what cannot be metered, and batches ---------------------------------------------------
+
+def test_unknown_posts_and_upgrades_are_refused_unless_an_allow_rule_matches():
+    d = decide(facts(api=None, route="unknown", path="/v1/images/generations"), POLICY)
+    assert (d.action, d.rule, d.kind, d.reason) == (
+        "deny", "unmetered_path", "permission",
+        "POST /v1/images/generations is not served through this proxy: it cannot be metered")
+    assert decide(facts(api=None, route="harmless"), POLICY).rule == "default"
+    up = {"api": None, "route": "upgrade", "method": "GET", "path": "/v1/realtime"}
+    d = decide(facts(**up), POLICY)
+    assert (d.action, d.rule, d.kind) == ("deny", "unmetered_upgrade", "permission")
+    d = decide(facts(account="acct_vip", **up), POLICY)  # an allow rule matched it
+    assert (d.action, d.rule, d.enforced) == ("allow", "vip", False)
+    d = decide(facts(ip="203.0.113.9", **up), POLICY)  # a refusing rule says why
+    assert d.rule == "bad-net"
+
+
+def test_too_many_choices():
+    d = decide(facts(api="openai.chat", choices=64, samples=32), POLICY)
+    assert (d.action, d.rule, d.kind, d.reason) == (
+        "deny", "too_many_choices", "invalid_request",
+        "the request asks for 32 outputs per prompt; at most 16 are served through this proxy")
+    assert decide(facts(api="openai.chat", choices=64, samples=16), POLICY).rule == "default"
+
+
+def test_a_batch_is_decided_per_model_it_names():
+    from hydraguard.apis.batches import BatchSummary, ModelPart
+
+    def part(model):
+        return ModelPart(model, 1, 10, ((100, 1, 1),), ())
+
+    mixed = BatchSummary(2, (part("claude-haiku"), part("claude-opus-4")))
+    rules = parse_policy(RULES.replace("api: anthropic.messages",
+                                       "api: [anthropic.messages, anthropic.batches]"))
+    f = facts(api="anthropic.batches", route="batch", model=None, batch=mixed)
+    d = decide(f, rules)
+    assert (d.action, d.rule) == ("throttle", "slow-model")  # the opus part decides
+    only = BatchSummary(1, (part("claude-haiku"),))
+    assert decide(facts(api="anthropic.batches", route="batch", batch=only), rules
+                  ).rule == "default"
+    d = decide(facts(api="openai.batches", route="batch", unmetered="file unknown"), rules)
+    assert (d.rule, d.kind, d.reason) == ("unmetered_batch", "permission", "file unknown")

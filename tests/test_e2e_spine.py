@@ -20,6 +20,8 @@ version: 1
 settings:
   trusted_proxies: [127.0.0.1/32]
   max_body_bytes: 65536
+  max_batch_body_bytes: 65536   # mitmproxy's hard cap stays 2 x max_body_bytes (see below)
+  max_upload_bytes: 65536
 rules:
   - id: blocked-net
     when: {client_ip: [203.0.113.0/24]}
@@ -378,7 +380,8 @@ def test_request_without_api_key_is_logged_without_account(gw):
 
 
 def test_chunked_body_over_mitmproxy_limit_is_refused_and_logged(gw, stub):
-    """No content-length: mitmproxy's hard cap (2 x max_body_bytes) stops buffering; the
+    """No content-length: mitmproxy's hard cap (the largest of 2 x max_body_bytes,
+    max_batch_body_bytes and max_upload_bytes: here 2 x max_body_bytes) stops buffering; the
     request never reaches the upstream and still gets its decision line."""
     n = len(gw.lines())
     before = stub.stats().get("/v1/messages", 0)

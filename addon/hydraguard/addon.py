@@ -98,6 +98,13 @@ def _metered(feed: Callable[[bytes], bytes | None], progress: Callable[[], None]
     return stream
 
 
+def _edit_credentials(flow: http.HTTPFlow, ex: Exchange) -> None:
+    """settings.extra_credentials: strip: keep only the credential the upstream reads."""
+    for name, how in ex.header_edits:
+        lines = flow.request.headers.get_all(name)
+        flow.request.headers.set_all(name, lines[:1] if how == "first" else [])
+
+
 def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -338,12 +345,23 @@ class HydraGuard:
             flow.metadata["hydraguard_health"] = True
             return
         flow.metadata[ARRIVED] = flow.request.timestamp_start or time.time()
-        length = flow.request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > gw.policy.settings.max_body_bytes:
+        req = flow.request
+        route = gw.route(req.method, req.path, req.headers.get)
+        length = req.headers.get("content-length", "")
+        if length.isdigit() and int(length) > gw.batches.body_cap(route):
             ex = gw.too_large(_view(flow, _request_id(flow)))
             flow.metadata[KEY] = ex
             flow.metadata[GW] = gw
             _respond(flow, *gw.denial(ex))
+        elif route.kind == "upload":  # decided on its headers, streamed, never buffered
+            ex = gw.begin(_view(flow, _request_id(flow)))
+            flow.metadata[KEY] = ex
+            flow.metadata[GW] = gw
+            if ex.decision.enforced:
+                _respond(flow, *gw.denial(ex))
+            else:
+                _edit_credentials(flow, ex)
+                req.stream = gw.batches.upload_stream(ex, req.headers.get("content-type"))
 
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         gw = self.gateway
@@ -356,9 +374,12 @@ class HydraGuard:
         gw = self.gateway
         if gw is None or flow.response or flow.error:
             return
+        if KEY in flow.metadata:  # an upload, decided on its headers and streamed
+            self._watch(flow, flow.metadata.get(GW, gw))
+            return
         view = _view(flow, _request_id(flow))
         view.tls_ja4 = self._ja4.get(flow.client_conn)
-        ex = gw.begin(view)
+        ex = gw.begin(view, batch=await gw.preparse(view))
         flow.metadata[KEY] = ex
         flow.metadata[GW] = gw
         if not ex.decision.enforced:
@@ -366,14 +387,16 @@ class HydraGuard:
         if ex.decision.enforced:
             _respond(flow, *gw.denial(ex))
             return
-        for name, how in ex.header_edits:  # settings.extra_credentials: strip
-            lines = flow.request.headers.get_all(name)
-            flow.request.headers.set_all(name, lines[:1] if how == "first" else [])
+        _edit_credentials(flow, ex)
         if ex.body is not None:
             flow.request.headers.pop("content-encoding", None)
             flow.request.content = ex.body  # also fixes content-length
         if ex.facts.stream:
             flow.request.headers["accept-encoding"] = "identity"  # meter plain SSE bytes
+        self._watch(flow, gw)
+
+    def _watch(self, flow: http.HTTPFlow, gw: Gateway) -> None:
+        """Start the upstream connect / read deadlines of a forwarded request."""
         s = gw.policy.settings
         flow.metadata[WATCH] = upstream.UpstreamWatch(
             flow, s.upstream_connect_timeout, s.upstream_read_timeout, self._abort_upstream)
@@ -400,6 +423,8 @@ class HydraGuard:
             meter = gw.stream_meter(ex)
             if meter is not None:
                 resp.stream = _metered(meter.feed, watch.progress if watch else None)
+        elif (results := gw.batches.response_stream(ex, resp.status_code)) is not None:
+            resp.stream = _metered(results.feed, watch.progress if watch else None)
 
     async def response(self, flow: http.HTTPFlow) -> None:
         ex: Exchange | None = flow.metadata.get(KEY)
@@ -412,6 +437,9 @@ class HydraGuard:
         resp = flow.response
         assert resp is not None
         body = None if ex.meter is not None else resp.get_content(strict=False)
+        new = gw.batches.rewrite(ex, resp.status_code, body)
+        if new is not None:
+            resp.content = body = new  # a batch's results_url, sent through the proxy
         await gw.finish(ex, status=resp.status_code, body=body,
                         answered_by_proxy=bool(flow.metadata.get("hydraguard_answered")))
 

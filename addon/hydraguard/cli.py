@@ -90,7 +90,9 @@ def _preflight(a: argparse.Namespace, rules: str) -> tuple[list[str], int]:
         return [], 2
     for w in geo_notes:  # only once the configuration is known to be usable
         print(f"hydraguard: WARNING: {w}", file=sys.stderr)
-    extra = ["--set", f"body_size_limit={policy.settings.max_body_bytes * 2}"]
+    s = policy.settings  # mitmproxy's hard cap: above every cap the proxy answers itself
+    limit = max(s.max_body_bytes * 2, s.max_batch_body_bytes, s.max_upload_bytes)
+    extra = ["--set", f"body_size_limit={limit}"]
     if admin is not None:
         ahost, aport = admin
         extra += ["--set", f"hydraguard_admin=[{ahost}]:{aport}" if ":" in ahost

@@ -6,11 +6,13 @@ cluster resolution return values that gather.py assigns).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .apis.batches import BatchSummary
     from .geo.info import GeoInfo
 
 from .addresses import IPAddress
@@ -65,4 +67,17 @@ class Facts:
     signals: dict[str, Any] = field(default_factory=dict)
     cluster: str | None = None  # ClusterRef.name (also set from a log line by replay)
     cluster_ref: ClusterRef | None = None
+    route: str = "model"  # what the request is: apis/routes.py (model, batch, upload, ...)
+    ident: str | None = None  # the batch or file id its path names
+    choices: int = 1  # outputs asked for, each up to max_output (chat n, completions best_of)
+    samples: int = 1  # outputs asked for per prompt (what settings.max_choices limits)
+    deferred: bool = False  # the response carries no usage (Responses background)
+    batch: BatchSummary | None = None  # a batch submission's requests
+    unmetered: str | None = None  # why the proxy cannot meter it (a batch over an unknown file)
     override: str | None = None  # an operator's "allow" / "deny" of the account (overrides.py)
+
+
+def for_model(facts: Facts, model: str | None) -> Facts:
+    """A copy of ``facts`` that differs only in ``model``: the rules and budget conditions of a
+    batch are evaluated once per model it names. A throwaway view; nothing stores it."""
+    return dataclasses.replace(facts, model=model, signals=facts.signals)

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import apis, identity, refusals
+from .apis import routes
+from .apis.legacy import json_usage, stream_meter
+from .batching import BatchDesk
 from .budgets.backends import open_backends
 from .budgets.driver import Admission, BudgetDriver
 from .clusters.resolve import ClusterResolver
@@ -68,6 +71,7 @@ class Exchange:
     header_edits: tuple[tuple[str, str], ...] = ()  # identity.strip_edits, applied on forward
     logged: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    side: Any = None  # batching.py: a batch's parse, an upload's spool, a results meter
 
 
 def open_geo(policy: Policy, *, auto_reload: bool = True) -> GeoDatabases | None:
@@ -144,6 +148,9 @@ class Gateway:
                 reuse.shared.add("backends")
         self.gatherer = Gatherer(policy, self.secret, self.geo, self.signals, self.clusters,
                                  self.overrides)
+        # batch submissions, uploads, results (the addon calls its response-side hooks)
+        self.batches = BatchDesk(policy, self.backends.records, self.budgets, self.signals,
+                                 clock)
         lp = log_path if log_path else policy.log.path
         if reuse is not None and (reuse.log.path, reuse.log.max_bytes, reuse.log.backups) == (
                 lp, policy.log.max_bytes, policy.log.backups):
@@ -206,19 +213,36 @@ class Gateway:
         cluster (records the request in the signal windows and link evidence)."""
         return self.gatherer.gather(req)[0]
 
-    def begin(self, req: RequestView, extra_signals: Mapping[str, Any] | None = None
-              ) -> Exchange:
+    def route(self, method: str, path: str, headers: Callable[[str], str | None]
+              ) -> routes.Route:
+        """What a request is (apis/routes.py): known before its body arrives."""
+        return routes.route_of(method, path, headers, self.gatherer.harmless)
+
+    async def preparse(self, req: RequestView) -> Any:
+        """A batch submission's heavy parsing, off the event loop, or the batch a results
+        read settles (None for other requests); hand it to `begin`."""
+        route = self.gatherer.route(req)
+        if route.kind in (routes.MODEL, routes.READ, routes.HARMLESS):
+            return None
+        return await self.batches.preparse(req, route)
+
+    def begin(self, req: RequestView, extra_signals: Mapping[str, Any] | None = None,
+              batch: Any = None) -> Exchange:
         """Gather facts and decide by the rules. The caller then runs `admit` (budgets) when
         the decision is not enforced, and answers `denial()` when it is. `extra_signals`:
-        signals an authoring tool supplies as if an indicator had set them."""
+        signals an authoring tool supplies as if an indicator had set them. `batch`: what
+        `preparse` returned (without it an Anthropic batch is parsed here, blocking)."""
         started = self._arrival(req)
         t0 = time.perf_counter_ns()
-        facts, body = self.gatherer.gather(req, extra_signals)
+        if batch is None:
+            batch = self.batches.unparsed(req, self.gatherer.route(req))
+        facts, body = self.gatherer.gather(req, extra_signals,
+                                           getattr(batch, "parse", None))
         if facts.body_error == "too_large":
             decision = refusals.body_too_large(self.policy.settings.max_body_bytes)
         else:
             decision = decide(facts, self.policy)
-        ex = Exchange(facts, decision, started, 0, request_body=body)
+        ex = Exchange(facts, decision, started, 0, request_body=body, side=batch)
         if not decision.enforced and facts.credential_problem is not None and \
                 self.policy.settings.extra_credentials == "strip":
             values = req.header_values or identity.values_of(req.headers)
@@ -295,18 +319,21 @@ class Gateway:
                                              out.retry_after_s, ex.decision.shadow_rules)
             return
         if out.max_output_cap is not None and ex.facts.api is not None:
-            src = ex.body if ex.body is not None else ex.request_body
-            new = apis.with_max_output(ex.facts.api, src, out.max_output_cap) if src else None
+            if ex.facts.batch is not None:
+                new = await self.batches.capped_body(ex, out.max_output_cap)
+            else:
+                src = ex.body if ex.body is not None else ex.request_body
+                new = apis.with_max_output(ex.facts.api, src, out.max_output_cap) \
+                    if src else None
             if new is not None:
                 ex.body = new
 
     # -- response side ------------------------------------------------------------------
     def stream_meter(self, ex: Exchange) -> Any:
         """A StreamMeter for a streamed model response (None for other requests)."""
-        if ex.facts.api is None:
+        if ex.facts.api is None or ex.facts.route != routes.MODEL:
             return None
-        ex.meter = apis.make_stream_meter(ex.facts.api, hide_usage_chunk=ex.hide_usage,
-                                          input_tokens_est=ex.facts.input_tokens_est)
+        ex.meter = stream_meter(ex.facts.api, ex.hide_usage, ex.facts.input_tokens_est)
         return ex.meter
 
     async def finish(self, ex: Exchange, *, status: int | None, body: bytes | None = None,
@@ -321,18 +348,25 @@ class Gateway:
         if ex.meter is not None:
             usage = ex.meter.usage
             usage_source = "stream" if ex.meter.usage_reported else "stream_estimate"
-        elif body and ex.facts.api is not None and status is not None and status < 400:
-            usage = apis.usage_from_json(ex.facts.api, body)
-            usage_source = "json" if usage is not None else None
+        elif body and ex.facts.route == routes.MODEL and status is not None and status < 400:
+            usage, usage_source = json_usage(ex.facts.api, body, ex.facts.input_tokens_est)
         record = self.record(ex, status=status, usage=usage, usage_source=usage_source,
                              error=error, answered_by_proxy=answered_by_proxy)
         if ex.admission is not None:
             failed = answered_by_proxy or (usage is None and (status is None or status >= 400))
+            if ex.facts.route == routes.BATCH:  # no answer seen: the batch may exist upstream
+                failed = answered_by_proxy or (status is not None and status >= 400)
             try:
                 record.update(await self.budgets.settle(ex.admission, usage, failed=failed))
             except Exception as e:  # never lose the log line
                 log.exception("hydraguard: settling budgets failed")
                 record["budget_error"] = str(e)
+        if ex.facts.route not in (routes.MODEL, routes.READ, routes.HARMLESS):
+            try:
+                record.update(await self.batches.finish(ex, status, body, error))
+            except Exception as e:  # never lose the log line
+                log.exception("hydraguard: batch bookkeeping failed")
+                record["batch_error"] = f"{type(e).__name__}: {e}"
         self.log.write(record)
         if self.metrics is not None:
             d = ex.decision
@@ -374,6 +408,13 @@ class Gateway:
             "decision_us": ex.decision_us,
             "duration_ms": round((self.clock() - ex.started) * 1000, 3),
         }
+        if f.route != routes.MODEL:  # what it is; upgrade: what replay needs to know
+            rec.update(route=f.route, **({"upgrade": "websocket"} if f.route == "upgrade"
+                                         else {}))
+        if f.choices > 1:
+            rec["choices"], rec["samples"] = f.choices, f.samples
+        if f.deferred or f.unmetered:
+            rec.update(deferred=f.deferred, unmetered=f.unmetered)
         if f.body_error:
             rec["body_error"] = f.body_error
         if f.geo is not None:

@@ -1,6 +1,8 @@
 """Every refusal the proxy makes, one builder each: by a rule, by a budget, by an operator's
 deny, for a body over the cap, for an incomplete or malformed request, for conflicting
-credentials, for a path that is not served, and for an upstream that failed or went silent.
+credentials, for a path that is not served, for what cannot be metered (an unknown POST, a
+WebSocket upgrade, a batch over an unknown file), for too many choices, and for an upstream
+that failed or went silent.
 
 The provider-format response for a refusal is built from the Decision by
 `apis.error_response`; this module only decides its rule id, kind, reason and retry time.
@@ -70,6 +72,33 @@ def by_budget(rule: str, reason: str, kind: str, retry_after_s: float | None,
                     shadow_rules=shadow_rules)
 
 
+def unmetered_post(method: str, path: str) -> Decision:
+    """A POST (PUT, PATCH) to a path the proxy neither meters nor lists as harmless
+    (`settings.harmless_posts`): what it would spend is unknown."""
+    return Decision("deny", "unmetered_path",
+                    f"{method} {path} is not served through this proxy: it cannot be metered",
+                    kind="permission")
+
+
+def unmetered_upgrade(path: str) -> Decision:
+    """A WebSocket (or other protocol) upgrade no `allow` rule matched: a realtime session
+    cannot be metered here."""
+    return Decision("deny", "unmetered_upgrade",
+                    f"protocol upgrades ({path}) are not served through this proxy: realtime "
+                    "sessions cannot be metered", kind="permission")
+
+
+def unmetered_batch(reason: str) -> Decision:
+    """A batch whose cost is not known (its input file was not uploaded through this proxy,
+    or has lines it cannot estimate)."""
+    return Decision("deny", "unmetered_batch", reason, kind="permission")
+
+
+def too_many_choices(samples: int, max_choices: int) -> Decision:
+    """More outputs per prompt (`n`, `best_of`) than `settings.max_choices`."""
+    return Decision("deny", "too_many_choices",
+                    f"the request asks for {samples} outputs per prompt; at most {max_choices} "
+                    "are served through this proxy", kind="invalid_request")
 # failure (upstream.failure_of) -> (kind, message). No address, no detail of the upstream.
 _UPSTREAM = {
     "unreachable": ("upstream", "the upstream API could not be reached; try again shortly"),

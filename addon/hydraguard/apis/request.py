@@ -1,4 +1,5 @@
-"""Request side of the model APIs: routing, parsing, token estimates and body rewrites.
+"""Request side of the model APIs: parsing, token estimates and body rewrites (routing:
+routes.py; the legacy completions and embeddings endpoints: legacy.py).
 
 Token estimate heuristic (``ParsedRequest.input_tokens_est``): every piece of text the model
 will read (system prompt / instructions, all message text, tool-call arguments, tool results and
@@ -12,14 +13,21 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-ANTHROPIC_MESSAGES = "anthropic.messages"
-OPENAI_CHAT = "openai.chat"
-OPENAI_RESPONSES = "openai.responses"
-APIS = (ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_RESPONSES)
+from .routes import (  # noqa: F401  (re-exported: the routing used to live here)
+    ANTHROPIC_COMPLETE,
+    ANTHROPIC_MESSAGES,
+    APIS,
+    LEGACY_APIS,
+    OPENAI_CHAT,
+    OPENAI_COMPLETIONS,
+    OPENAI_RESPONSES,
+    api_for_path,
+    provider_for_request,
+    provider_of,
+)
 
 IMAGE_TOKENS = 1600
 """Fixed estimate for one image (Anthropic caps a ~1.15 MP image at about 1600 tokens)."""
@@ -27,54 +35,6 @@ FILE_TOKENS = 1600
 """Fixed estimate for one non-text document / file block."""
 TEXT_CAP = 16 * 1024
 """``system_text`` and ``last_user_text`` are cut to this many characters."""
-
-_PATHS = {
-    "/v1/messages": ANTHROPIC_MESSAGES,
-    "/v1/chat/completions": OPENAI_CHAT,
-    "/v1/responses": OPENAI_RESPONSES,
-}
-_ANTHROPIC_PREFIXES = ("/v1/messages", "/v1/complete")
-_OPENAI_PREFIXES = (
-    "/v1/chat/", "/v1/responses", "/v1/completions", "/v1/embeddings", "/v1/audio/",
-    "/v1/images/", "/v1/moderations", "/v1/assistants", "/v1/threads", "/v1/realtime",
-)
-_ANTHROPIC_HEADERS = frozenset({"x-api-key", "anthropic-version", "anthropic-beta"})
-
-
-def _strip_path(path: str) -> str:
-    path = path.split("?", 1)[0].split("#", 1)[0]
-    if len(path) > 1 and path.endswith("/"):
-        path = path[:-1]
-    return path
-
-
-def api_for_path(method: str, path: str) -> str | None:
-    """Return the model API a request targets, or None (only POST to the three model paths)."""
-    if not isinstance(method, str) or not isinstance(path, str) or method.upper() != "POST":
-        return None
-    return _PATHS.get(_strip_path(path))
-
-
-def provider_of(api: str | None) -> str:
-    """Provider of a model API: "anthropic" or "openai" (None and unknown give "openai").
-
-    For requests that are not model calls use :func:`provider_for_request`.
-    """
-    return "anthropic" if api == ANTHROPIC_MESSAGES else "openai"
-
-
-def provider_for_request(path: str, headers: Mapping[str, str]) -> str:
-    """Guess the provider of any request: path prefix first, then Anthropic-only headers."""
-    p = _strip_path(path) if isinstance(path, str) else ""
-    if p.startswith(_ANTHROPIC_PREFIXES):
-        return "anthropic"
-    if p.startswith(_OPENAI_PREFIXES):
-        return "openai"
-    try:
-        anthropic = any(str(k).lower() in _ANTHROPIC_HEADERS for k in headers)
-    except Exception:  # a broken mapping must not make us raise
-        anthropic = False
-    return "anthropic" if anthropic else "openai"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +51,14 @@ class ParsedRequest:
     """Text of the last user turn that has text (a turn of only tool results is skipped)."""
     include_usage: bool
     error: str | None
+    choices: int = 1
+    """Outputs the request asks for, each up to ``max_output`` (chat ``n``; completions
+    ``max(n, best_of)`` per prompt): the reservation is ``choices`` times the output cap."""
+    samples: int = 1
+    """Outputs per prompt (``n``, ``best_of``): what ``settings.max_choices`` limits."""
+    deferred: bool = False
+    """The response will carry no usage (Responses ``background: true``): nothing settles
+    the reservation, so it reserves the whole output cap."""
 
 
 def _load(body: bytes) -> tuple[Any, str | None]:
@@ -318,12 +286,30 @@ def parse_request(api: str, body: bytes) -> ParsedRequest:
 
     On a non-fatal problem (e.g. "model missing") the other fields are still filled in.
     """
-    parser = _PARSERS.get(api)
-    if parser is None:
+    if api in LEGACY_APIS:
+        from .legacy import parse_legacy
+
+        return parse_legacy(api, body)
+    if api not in _PARSERS:
         return _bad(str(api), "unknown api")
     obj, error = _load(body)
     if obj is None:
         return _bad(api, error or "body is not a JSON object")
+    return parse_object(api, obj)
+
+
+def _choices(v: Any) -> int | None:
+    """A count of choices (``n``): a positive int, 1 when absent, None when invalid."""
+    if v is None:
+        return 1
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 1 else None
+
+
+def parse_object(api: str, obj: dict[str, Any]) -> ParsedRequest:
+    """Like `parse_request`, for a body already decoded (a batch's request params)."""
+    parser = _PARSERS.get(api)
+    if parser is None:
+        return _bad(str(api), "unknown api")
     c = _Counter()
     try:
         system_text, last_user, error = parser(obj, c)
@@ -336,9 +322,14 @@ def parse_request(api: str, body: bytes) -> ParsedRequest:
         error, model = "model is not a string", None
     stream = obj.get("stream") is True
     include_usage = False
+    choices = 1
     if api == OPENAI_CHAT:
         opts = obj.get("stream_options")
         include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
+        n = _choices(obj.get("n"))
+        if n is None:
+            error, n = "n is not a positive integer", 1
+        choices = n
     return ParsedRequest(
         api=api,
         model=model if isinstance(model, str) and model else None,
@@ -349,6 +340,9 @@ def parse_request(api: str, body: bytes) -> ParsedRequest:
         last_user_text=_cap(last_user),
         include_usage=include_usage,
         error=error,
+        choices=choices,
+        samples=choices,
+        deferred=api == OPENAI_RESPONSES and obj.get("background") is True,
     )
 
 
@@ -377,6 +371,8 @@ _CAP_FIELDS = {
     ANTHROPIC_MESSAGES: ("max_tokens",),
     OPENAI_RESPONSES: ("max_output_tokens",),
     OPENAI_CHAT: ("max_completion_tokens", "max_tokens"),
+    OPENAI_COMPLETIONS: ("max_tokens",),
+    ANTHROPIC_COMPLETE: ("max_tokens_to_sample",),
 }
 
 

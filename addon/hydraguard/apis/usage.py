@@ -12,7 +12,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .request import ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_RESPONSES
+from .routes import (
+    ANTHROPIC_MESSAGES,
+    OPENAI_CHAT,
+    OPENAI_COMPLETIONS,
+    OPENAI_EMBEDDINGS,
+    OPENAI_RESPONSES,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +88,8 @@ USAGE_READERS = {
     ANTHROPIC_MESSAGES: anthropic_usage,
     OPENAI_CHAT: chat_usage,
     OPENAI_RESPONSES: responses_usage,
+    OPENAI_COMPLETIONS: chat_usage,  # prompt_tokens / completion_tokens, as chat
+    OPENAI_EMBEDDINGS: chat_usage,  # prompt_tokens only
 }
 
 

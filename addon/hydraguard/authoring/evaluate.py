@@ -68,9 +68,11 @@ class RequestSpec:
         obj: dict[str, Any] = {}
         if self.model is not None:
             obj["model"] = self.model
-        if api == apis.ANTHROPIC_MESSAGES:
+        if api in (apis.ANTHROPIC_MESSAGES, "anthropic.batches"):
             obj["max_tokens"] = self.max_tokens or 256
             obj["messages"] = [{"role": "user", "content": self.prompt}]
+            if api != apis.ANTHROPIC_MESSAGES:  # a one-request Message Batch
+                return json.dumps({"requests": [{"custom_id": "r0", "params": obj}]}).encode()
         elif api == apis.OPENAI_CHAT:
             obj["messages"] = [{"role": "user", "content": self.prompt}]
             if self.max_tokens:
@@ -245,7 +247,7 @@ class Evaluator:
         self._n += 1
         view = spec.view(f"req_hgtool{self._n:06d}")
         t0 = time.perf_counter_ns()
-        ex = gw.begin(view, extra_signals=spec.signals)
+        ex = gw.begin(view, extra_signals=spec.signals, batch=await gw.preparse(view))
         facts = ex.facts
         rule_decision = ex.decision
         budget: dict[str, Any] | None = None

@@ -12,6 +12,12 @@ request is re-decided without secrets or bodies. What replay does NOT re-run:
   (a change of `trusted_proxies` or of indicator settings is not reflected).
 * GeoIP: the logged result is used, unless `relookup_geo` asks the new rules' databases.
   With `log.truncate_ip`, the logged address is a network; its first address is used.
+
+Batches: a batch submission's line carries its summary (`batch.summary`: requests, input
+estimate and output caps per model), so the new rules decide it per model like the proxy
+does; the report counts batch submissions, the requests and tokens they asked for, those
+the new rules would refuse, and the settlements (refunds) logged. The route (unknown POSTs,
+protocol upgrades, harmless POSTs) is worked out again under the new `harmless_posts`.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ class ReplayReport:
     malformed_lines: list[int] = field(default_factory=list)
     truncated_ips: int = 0
     budget_kept: int = 0
+    batches: Counter = field(default_factory=Counter)  # submissions, requests, tokens, ...
     changed: Counter = field(default_factory=Counter)  # (old, new) -> n
     unchanged: Counter = field(default_factory=Counter)  # label -> n
     examples: dict[tuple[str, str], list[Example]] = field(
@@ -88,7 +95,7 @@ def replay(lines: Iterable[str], policy: Policy, *, examples: int = 3,
                 rec = json.loads(line)
                 if not isinstance(rec, dict):
                     raise ValueError("not an object")
-                facts, truncated = facts_from_log(rec)
+                facts, truncated = facts_from_log(rec, policy)
                 old = label(str(rec["action"]), str(rec["rule"]), bool(rec.get("shadow")),
                             rec.get("stage") == "budget")
             except (ValueError, KeyError, TypeError):
@@ -109,20 +116,40 @@ def replay(lines: Iterable[str], policy: Policy, *, examples: int = 3,
             elif rec.get("stage") == "budget" and not d.enforced:
                 new = old  # budgets are not re-simulated: the budget decision stands
                 rep.budget_kept += 1
+            _count_batches(rep, rec, facts, d)
             if new == old:
                 rep.unchanged[old] += 1
                 continue
             rep.changed[(old, new)] += 1
             ex = rep.examples[(old, new)]
             if len(ex) < examples:
+                what = f"{facts.api or facts.path} {facts.model or ''}".strip()
+                if facts.batch is not None:
+                    what += f" ({facts.batch.requests} requests)"
                 ex.append(Example(facts.request_id, str(rec.get("ts", "")),
-                                  str(rec.get("client_ip")),
-                                  f"{facts.api or facts.path} {facts.model or ''}".strip(),
-                                  old, new, d.reason))
+                                  str(rec.get("client_ip")), what, old, new, d.reason))
     finally:
         if geo is not None:
             geo.close()
     return rep
+
+
+def _count_batches(rep: ReplayReport, rec: dict[str, Any], facts: Facts, d: Decision) -> None:
+    b = rec.get("batch")
+    if facts.route == "batch" and isinstance(b, dict):
+        c = rep.batches
+        c["submissions"] += 1
+        c["requests"] += int(b.get("requests") or 0)
+        c["tokens_reserved"] += int(b.get("tokens_reserved") or 0)
+        if not rec.get("enforced") and d.enforced:
+            c["refused_now"] += 1
+            c["requests_refused_now"] += int(b.get("requests") or 0)
+    for s in rec.get("batch_settle") or ():
+        if isinstance(s, dict):
+            rep.batches["settlements"] += 1
+            rep.batches["tokens_returned"] -= sum(
+                min(0, int(x.get("change") or 0)) for x in s.get("budgets") or ()
+                if isinstance(x, dict))
 
 
 def render(rep: ReplayReport, log_name: str, rules_name: str) -> str:
@@ -146,6 +173,13 @@ def render(rep: ReplayReport, log_name: str, rules_name: str) -> str:
             lines.append(f"  {old} -> {new}")
             for e in exs:
                 lines.append(f"    {e.request_id} {e.ts} {e.client_ip} {e.what}: {e.reason}")
+    if rep.batches:
+        c = rep.batches
+        lines.append(f"batches: {c['submissions']} submission(s), {c['requests']} request(s), "
+                     f"{c['tokens_reserved']} token(s) reserved as logged; the new rules "
+                     f"refuse {c['refused_now']} of them ({c['requests_refused_now']} "
+                     f"request(s)); {c['settlements']} settlement(s) gave back "
+                     f"{c['tokens_returned']} token(s)")
     notes = []
     if rep.budget_kept:
         notes.append(f"{rep.budget_kept} budget refusal(s) kept as logged "
@@ -161,6 +195,7 @@ def as_json(rep: ReplayReport) -> dict[str, Any]:
     return {
         "total": rep.total, "changed": rep.changed_total, "malformed": rep.malformed,
         "budget_kept": rep.budget_kept, "truncated_ips": rep.truncated_ips,
+        "batches": dict(rep.batches),
         "transitions": [{"old": o, "new": n, "count": c} for (o, n), c in rep.changed.items()],
         "unchanged": dict(rep.unchanged),
         "examples": [{"old": o, "new": n, "request_id": e.request_id, "ts": e.ts,

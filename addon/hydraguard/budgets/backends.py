@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from ..clusters.links import LinkStore, MemoryLinks
 from .history import AccountHistory
 from .memory import MemoryBudgetState
+from .records import MemoryRecords, RecordStore
 from .spec import BudgetState
 
 if TYPE_CHECKING:
@@ -54,17 +55,34 @@ class Backends:
     state: BudgetState | None = None  # None: no budgets
     links: dict[str, LinkStore] = field(default_factory=dict)  # cluster definition id -> store
     history: AccountHistory | None = None  # accounts' first seen / served: probation budgets
+    records: RecordStore | None = None  # batch charges and batch input file estimates
 
     async def close(self) -> None:
         if self.state is not None:
             await self.state.close()
 
 
+def _records(state: BudgetState | None, clock: Callable[[], float],
+             previous: Backends | None) -> RecordStore:
+    """Batch records on the shared state when it is Redis, else in memory (kept over a
+    reload when the state is kept)."""
+    old = previous.records if previous is not None else None
+    if state is not None and type(state).__name__ == "RedisBudgetState":
+        if old is not None and getattr(old, "state", None) is state:
+            return old
+        from .redis_records import RedisRecords
+
+        return RedisRecords(state)  # type: ignore[arg-type]
+    if isinstance(old, MemoryRecords):
+        return old
+    return MemoryRecords(clock)
+
+
 def open_backends(config: BudgetsConfig | None, clock: Callable[[], float], *,
                   previous: Backends | None = None) -> Backends:
     """Budget state and link stores for ``config`` (see module doc for ``previous``)."""
     if config is None:
-        return Backends()
+        return Backends(records=_records(None, clock, previous))
     prev_cfg = previous.config if previous is not None else None
     state = None
     if config.budgets:
@@ -96,4 +114,4 @@ def open_backends(config: BudgetsConfig | None, clock: Callable[[], float], *,
         history = previous.history if previous is not None else None
         if history is None:
             history = AccountHistory(clock)
-    return Backends(config, state, links, history)
+    return Backends(config, state, links, history, _records(state, clock, previous))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -177,3 +177,33 @@ class BudgetDriver:
             if items:
                 await self.state.settle_many(items)
         return dict(admission.outcome.log)
+
+    def budget(self, budget_id: str) -> BudgetDef | None:
+        """The budget of this policy with that id (None: no longer defined)."""
+        return next((b for b in self.budgets if b.id == budget_id), None)
+
+    async def adjust(self, charges: Sequence[Mapping[str, object]], moves: Mapping[str, int]
+                     ) -> dict[str, dict[str, object]]:
+        """Move a batch's charges (its record's ``budget``, ``key``, ``group``) by ``moves``
+        (negative: give back) in each budget's current windows. Returns, per budget id that
+        could not be moved, why (logged with the settlement)."""
+        out: dict[str, dict[str, object]] = {}
+        for c in charges:
+            bid = str(c["budget"])
+            delta = int(moves.get(bid, 0))
+            if not delta:
+                continue
+            b = self.budget(bid)
+            if b is None or self.state is None:
+                out[bid] = {"skipped": "budget no longer defined"}
+                continue
+            group = c.get("group")
+            try:
+                ok = await self.state.adjust(str(c["key"]), b.windows, delta,
+                                             group=None if group is None else str(group))
+            except Exception as e:  # never lose the log line
+                log.exception("hydraguard: adjusting a batch charge failed")
+                ok, out[bid] = False, {"skipped": f"{type(e).__name__}: {e}"}
+            if not ok and bid not in out:
+                out[bid] = {"skipped": "state unavailable"}
+        return out

@@ -262,6 +262,26 @@ class MemoryBudgetState:
         self._store(reservation.key, st, plan, cells, now)
         return True
 
+    async def adjust(self, key: str, windows: Sequence[WindowSpec], tokens: int,
+                     now: float | None = None, *, group: str | None = None) -> bool:
+        return self.adjust_nowait(key, windows, tokens, now)
+
+    def adjust_nowait(self, key: str, windows: Sequence[WindowSpec], tokens: int,
+                      now: float | None = None) -> bool:
+        """Charge ``tokens`` more (negative: give them back) to every window of ``key``,
+        outside any reservation; levels never go below 0. True when applied."""
+        if now is None:
+            now = self._clock()
+        st = self._get(key, now)
+        if st is None and tokens <= 0:
+            return True  # nothing stored (a full bucket): nothing to give back
+        _, plan = self._plan(windows)
+        cells = self._cells(st, plan, now)
+        for c in cells:
+            c[0] = max(0.0, c[0] + tokens)
+        self._store(key, st, plan, cells, now)
+        return True
+
     async def peek(
         self, key: str, windows: Sequence[WindowSpec], now: float | None = None, *,
         group: str | None = None,

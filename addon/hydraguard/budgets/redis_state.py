@@ -431,6 +431,21 @@ class RedisBudgetState:
                 return moved
         return moved
 
+    async def adjust(self, key: str, windows: Sequence[WindowSpec], tokens: int,
+                     now: float | None = None, *, group: str | None = None) -> bool:
+        """Charge ``tokens`` more (negative: give back) outside any reservation (CHARGE);
+        never below 0. False when Redis is unavailable: a charge is sent later, a refund is
+        dropped (the cluster keeps paying: fails safe)."""
+        ws, wargs = self._windows(windows)
+        args = [repr(float(self._clock() if now is None else now)), self._ttl, str(tokens),
+                *wargs, *self._floors(key, ws)]
+        try:
+            await self._run(self._charge_s, list(self.keys_of(key, group)), args)
+        except _Unavailable:
+            self.debts.charge(key, group, ws, tokens)
+            return False
+        return True
+
     async def peek(self, key: str, windows: Sequence[WindowSpec], now: float | None = None, *,
                    group: str | None = None) -> tuple[WindowState, ...]:
         """Current window states; empty tuple when Redis is unavailable."""

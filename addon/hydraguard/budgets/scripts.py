@@ -36,7 +36,8 @@ work but formatting numbers.
   amount is replaced by ``actual``; an expired hold (a marker) is charged ``actual`` in
   full.  Answers 1 per key, or 0 when the hold was settled before (or is unknown).
 - CHARGE (one budget key): ``ARGV[3]`` tokens, the window block and floors: usage a
-  replica served from its local share while Redis was down.
+  replica served from its local share while Redis was down, or an adjustment after the
+  fact (a batch settled by its results): negative tokens give back, never below 0.
 - PEEK: ``ARGV[3]`` m, then per key its window block; the level per window.
 - RENEW: ``ARGV[3:]`` reservation ids (one bucket key): those still held expire TTL from
   now; answers how many moved.
@@ -274,7 +275,10 @@ CHARGE = (
 local tokens = tonumber(ARGV[3])
 local b = load(KEYS[1], KEYS[2], 4)
 floors(b, b.next)
-for i = 1, b.n do b.us[i] = b.us[i] + tokens end
+for i = 1, b.n do
+  b.us[i] = b.us[i] + tokens
+  if b.us[i] < 0 then b.us[i] = 0 end
+end
 store(b)
 return 1
 """

@@ -87,7 +87,9 @@ class BudgetState(Protocol):
     a shared backend can keep them in one place and reserve them in one step.
     ``reserve_many`` answers each ``(key, windows, amount)`` on its own, in order (one
     reservation id for all); ``settle_many`` commits each ``(reservation, actual)``
-    (``actual`` 0 releases)."""
+    (``actual`` 0 releases). ``adjust`` charges (negative: gives back) tokens outside any
+    reservation, never below an empty bucket: a batch settled by its results long after it
+    was charged."""
 
     async def reserve(
         self,
@@ -116,6 +118,16 @@ class BudgetState(Protocol):
     async def settle_many(
         self, items: Sequence[tuple[Reservation, int]], now: float | None = None
     ) -> list[bool]: ...
+
+    async def adjust(
+        self,
+        key: str,
+        windows: tuple[WindowSpec, ...] | list[WindowSpec],
+        tokens: int,
+        now: float | None = None,
+        *,
+        group: str | None = None,
+    ) -> bool: ...
 
     async def peek(
         self,

@@ -5,7 +5,11 @@ backend and feeds the answers in.
 
 A request's budget step runs in up to two rounds:
 1. `plan`: one `Ask` per budget that applies, reserving
-   ``ceil((w_in * input estimate + w_out * min(max_output, max_output_reserve)) * multiplier)``;
+   ``ceil((w_in * input estimate + w_out * choices * min(max_output, max_output_reserve))
+   * multiplier)`` (``choices``: every output the request asks for, e.g. chat ``n``; a
+   Responses ``background`` request, whose response carries no usage to settle with, reserves
+   its whole ``max_output`` unclamped); a batch submission is one `Ask` per budget for the
+   whole batch (budgets/batch_math.py);
 2. `cap_retry`: for a refused budget with ``on_exceed: cap_max_tokens``, the smaller ask
    with the output capped;
 then `outcome` reads the answers in budget order: the first enforcing budget that refused
@@ -25,6 +29,7 @@ from ..addresses import prefix
 from ..apis.errors import RateLimitInfo, ratelimit_headers
 from ..clusters.keys import cluster_key
 from ..facts import ClusterRef, Facts
+from . import batch_math
 from .spec import Reservation, ReserveResult, WindowState
 
 if TYPE_CHECKING:
@@ -66,10 +71,11 @@ def charge_amount(b: BudgetDef, usage: Usage, model: str | None) -> int:
     return _ceil(total * b.multiplier(model))
 
 
-def output_allowance(b: BudgetDef, max_output: int | None) -> int:
-    """The output part of a reservation: the request's cap (or default), clamped."""
+def output_allowance(b: BudgetDef, max_output: int | None, deferred: bool = False) -> int:
+    """The output part of a reservation per output: the request's cap (or default), clamped
+    unless the response will carry no usage (``deferred``)."""
     out = b.default_output if max_output is None else max_output
-    return min(out, b.max_output_reserve)
+    return out if deferred else min(out, b.max_output_reserve)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +91,7 @@ class Ask:
     capped: bool = False  # the cap_max_tokens retry
     group: str | None = None
     network: str | None = None  # the network key of a probation budget
+    covers: tuple[str | None, ...] | None = None  # a batch: the models it charged for
 
 
 _NETWORK_KINDS = (("residential_proxy", "ip.residential_proxy"),
@@ -119,28 +126,45 @@ def plan(budgets: Sequence[BudgetDef], cluster: ClusterRef, facts: Facts,
     budget applies only while ``established(spec)`` is false (no answer: not established)."""
     asks = []
     for b in budgets:
-        if not b.applies(cluster.definition, facts):
-            continue
-        out = output_allowance(b, facts.max_output)
-        amount = reserve_amount(b, facts.input_tokens_est, out, facts.model)
+        covers = None
+        if facts.batch is not None:
+            parts = batch_math.covered(b, cluster.definition, facts)
+            if not parts:
+                continue
+            amount, out = batch_math.reserve_batch(b, parts)
+            covers = tuple(p.model for p in parts)
+        else:
+            if not b.applies(cluster.definition, facts):
+                continue
+            out = output_allowance(b, facts.max_output, facts.deferred)
+            amount = reserve_amount(b, facts.input_tokens_est, out * facts.choices,
+                                    facts.model)
         spec = b.probation
         if spec is None:
-            asks.append(Ask(b, f"{b.id}:{cluster.name}", amount, out, group=cluster.name))
+            asks.append(Ask(b, f"{b.id}:{cluster.name}", amount, out, group=cluster.name,
+                            covers=covers))
         elif established is None or not established(spec):
             net = network_key(spec, facts)
             key = f"{b.id}:net:{net}"
-            asks.append(Ask(b, key, amount, out, group=key, network=net))
+            asks.append(Ask(b, key, amount, out, group=key, network=net, covers=covers))
     return asks
 
 
 def cap_retry(ask: Ask, answer: ReserveResult, facts: Facts) -> Ask | None:
-    """The capped ask to try when ``ask`` was refused and its budget may cap the output."""
+    """The capped ask to try when ``ask`` was refused and its budget may cap the output (an
+    OpenAI batch cannot be capped: its requests are in a file the proxy does not rewrite)."""
     b = ask.budget
     if answer.ok or _unavailable(answer) or b.shadow or b.on_exceed != "cap_max_tokens" \
-            or b.cap_to is None or b.cap_to >= ask.output:
+            or b.cap_to is None or b.cap_to >= ask.output or facts.api == "openai.batches":
         return None
-    return Ask(b, ask.key, reserve_amount(b, facts.input_tokens_est, b.cap_to, facts.model),
-               b.cap_to, capped=True, group=ask.group, network=ask.network)
+    if facts.batch is not None:
+        parts = [p for p in facts.batch.parts if p.model in (ask.covers or ())]
+        amount = batch_math.reserve_batch(b, parts, b.cap_to)[0]
+    else:
+        amount = reserve_amount(b, facts.input_tokens_est, b.cap_to * facts.choices,
+                                facts.model)
+    return Ask(b, ask.key, amount, b.cap_to, capped=True, group=ask.group,
+               network=ask.network, covers=ask.covers)
 
 
 def tightest(b: BudgetDef, windows: Sequence[WindowState], amount: int = 0
@@ -165,6 +189,9 @@ class Hold:
     remaining: float  # of the tightest window, right after the reservation
     entry: dict[str, Any]  # its decision log entry (charged / remaining set when settled)
     model: str | None  # of the request (model multipliers apply to the charge too)
+    key: str = ""  # the state key (a batch record keeps it for refunds)
+    group: str | None = None
+    covers: tuple[str | None, ...] | None = None  # a batch: the models it charged for
 
 
 @dataclass(slots=True)
@@ -237,7 +264,8 @@ def outcome(asks: Sequence[Ask], answers: Sequence[ReserveResult], facts: Facts,
                 entry["capped_to"] = b.cap_to
                 cap = b.cap_to if cap is None else min(cap, b.cap_to)
             entries.append(entry)
-            out.holds.append(Hold(b, r.reservation, ask.amount, remaining, entry, model))
+            out.holds.append(Hold(b, r.reservation, ask.amount, remaining, entry, model,
+                                  ask.key, ask.group, ask.covers))
             if not b.shadow and ws is not None and (
                     binding is None or remaining / ws.limit < binding[1] / binding[0].limit):
                 binding = (ws, remaining)

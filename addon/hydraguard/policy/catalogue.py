@@ -1,5 +1,6 @@
-"""Default tables the rules refer to by name: the shipped prompt patterns (`builtin:`) and the
-proxy / forwarding header names hydraguard looks at (`indicators.headers.ignore`).
+"""Default tables the rules refer to by name: the shipped prompt patterns (`builtin:`), the
+proxy / forwarding header names hydraguard looks at (`indicators.headers.ignore`) and the
+POSTs that spend nothing (`settings.harmless_posts: [default, ...]`).
 
 Plain constants. The signal code (`hydraguard.signals.prompts`,
 `hydraguard.signals.proxy_headers`) imports them from here.
@@ -7,7 +8,7 @@ Plain constants. The signal code (`hydraguard.signals.prompts`,
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_PATTERNS", "FORWARDING_HEADERS", "PROXY_HEADERS"]
+__all__ = ["DEFAULT_PATTERNS", "FORWARDING_HEADERS", "HARMLESS_POSTS", "PROXY_HEADERS"]
 
 # --- prompt patterns ---------------------------------------------------------------------------
 
@@ -75,4 +76,29 @@ PROXY_HEADERS = frozenset(
         "xroxy-connection",
         "x-imforwards",
     }
+)
+
+# --- harmless POSTs ----------------------------------------------------------------------------
+
+#: POST / PUT / PATCH paths (fnmatch globs, as `when: {path: ...}`) that the official SDKs send
+#: and that spend no model tokens: forwarded without a budget. Any other POST the proxy does not
+#: meter is refused (403). Model calls, batch submissions, file uploads and batch cancels are
+#: routed by the proxy itself and need no entry. `settings.harmless_posts: [default, ...]`
+#: keeps this list and adds to it.
+HARMLESS_POSTS: tuple[str, ...] = (
+    # Anthropic
+    "/v1/messages/count_tokens",  # token counting (free)
+    "/v1/skills",  # create an Agent Skill / a version of it: stores files
+    "/v1/skills/*/versions",
+    # OpenAI
+    "/v1/responses/input_tokens",  # token counting (free)
+    "/v1/responses/*/cancel",  # cancel a background response
+    "/v1/chat/completions/*",  # update a stored completion's metadata
+    "/v1/moderations",  # free
+    "/v1/uploads",  # multipart file uploads (a batch over such a file is refused: unmetered)
+    "/v1/uploads/*/parts",
+    "/v1/uploads/*/complete",
+    "/v1/uploads/*/cancel",
+    "/v1/conversations",  # stored conversation state: no model call
+    "/v1/conversations/*",
 )

@@ -20,7 +20,8 @@ from .isocodes import IsoCode
 from .schema import INVALID, Errors, ListOf, MapOf, Network, Num, Spec, Str, _type_name
 from .yamlpos import Where
 
-API_NAMES = ("anthropic.messages", "openai.chat", "openai.responses")
+API_NAMES = ("anthropic.messages", "openai.chat", "openai.responses", "openai.completions",
+             "anthropic.complete", "openai.embeddings", "anthropic.batches", "openai.batches")
 
 
 class FactsView(Protocol):

@@ -31,6 +31,22 @@ class Settings:
     bad_body: str = "deny"
     upstream_connect_timeout: float = 10.0  # seconds
     upstream_read_timeout: float = 600.0  # seconds of upstream silence
+    harmless_posts: tuple[str, ...] = ("default",)  # globs; "default": catalogue.HARMLESS_POSTS
+    max_choices: int = 16
+    max_batch_body_bytes: int = 256 * 1024 * 1024
+    max_batch_requests: int = 100_000
+    max_upload_bytes: int = 200 * 1024 * 1024
+    batch_record_ttl: float = 30 * 86400.0
+    public_base_url: str = ""
+
+    def harmless_globs(self) -> tuple[str, ...]:
+        """`harmless_posts` with `default` expanded to the shipped list."""
+        from .catalogue import HARMLESS_POSTS
+
+        out: list[str] = []
+        for g in self.harmless_posts:
+            out += HARMLESS_POSTS if g == "default" else (g,)
+        return tuple(dict.fromkeys(out))
 
 
 @dataclass(frozen=True, slots=True)

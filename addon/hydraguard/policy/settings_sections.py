@@ -5,9 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from .model import CREDENTIAL_MODES, FORWARDING_HEADERS, LogSettings, Settings
-from .schema import Bool, Field, Int, ListOf, Network, Num, Str, Struct
+from .schema import Bool, Custom, Field, Int, ListOf, Network, Num, Str, Struct
 
 _DEFAULT = Settings()
+
+
+def _harmless_glob(v: str) -> str:
+    v = v.strip()
+    if v != "default" and not v.startswith("/"):
+        raise ValueError(f"{v!r} is neither a path glob starting with '/' nor 'default'")
+    return v
+
 
 SETTINGS = Struct(
     doc="How the proxy finds the caller, treats odd requests and waits for the upstream.",
@@ -71,6 +79,49 @@ SETTINGS = Struct(
             "way. mitmproxy's own `tcp_timeout` (600 s) also closes idle client "
             "connections: raise it (`-- --set tcp_timeout=N`) for a longer read timeout.",
         ),
+        "harmless_posts": Field(
+            ListOf(Custom(_harmless_glob)), default=("default",),
+            doc="POST / PUT / PATCH paths (globs, as `when: {path}`) that spend no tokens and "
+            "are forwarded without a budget; any other POST the proxy does not meter gets 403. "
+            "`default` stands for the shipped list (count_tokens, input_tokens, response "
+            "cancel, stored-completion updates, moderations, uploads, conversations, skills: "
+            "policy/catalogue.py). Model calls, batches, file uploads and batch cancels are "
+            "routed by the proxy itself.",
+            example=["default", "/v1/vector_stores/*/search"],
+        ),
+        "max_choices": Field(
+            Int(min=1, max=1024), default=16,
+            doc="Most outputs one prompt may ask for (OpenAI chat / completions `n`, "
+            "`best_of`); more gets 400. Whatever passes is reserved in full: n times the "
+            "output cap.",
+        ),
+        "max_batch_body_bytes": Field(
+            Int(min=1024, max=1 << 31), default=256 * 1024 * 1024,
+            doc="Largest Anthropic Message Batches body accepted (POST /v1/messages/batches, "
+            "buffered to be estimated before it is forwarded); larger gets 413.",
+        ),
+        "max_batch_requests": Field(
+            Int(min=1, max=1_000_000), default=100_000,
+            doc="Most requests in one batch (Anthropic) or batch input file (OpenAI); a "
+            "batch with more is refused (400 / 403).",
+        ),
+        "max_upload_bytes": Field(
+            Int(min=1024, max=1 << 31), default=200 * 1024 * 1024,
+            doc="Largest file upload (POST /v1/files), streamed to the upstream and never "
+            "held in memory; larger gets 413.",
+        ),
+        "batch_record_ttl": Field(
+            Num(min=60), default=30 * 86400,
+            doc="Seconds a batch (and an uploaded batch input file) is remembered for the "
+            "refund its results bring (Anthropic keeps results 29 days).",
+        ),
+        "public_base_url": Field(
+            Str(non_empty=False), default="",
+            doc="Base URL clients reach the proxy at, for the `results_url` of Anthropic "
+            "batches (rewritten so results are read through the proxy). Empty: a path-only "
+            "URL, which the SDKs resolve against their base_url.",
+            example="https://llm-gateway.example.com",
+        ),
     },
 )
 
@@ -101,6 +152,13 @@ def compile_settings(c: dict[str, Any] | None) -> Settings:
         bad_body=c["bad_body"],
         upstream_connect_timeout=float(c["upstream_connect_timeout"]),
         upstream_read_timeout=float(c["upstream_read_timeout"]),
+        harmless_posts=tuple(c["harmless_posts"]),
+        max_choices=c["max_choices"],
+        max_batch_body_bytes=c["max_batch_body_bytes"],
+        max_batch_requests=c["max_batch_requests"],
+        max_upload_bytes=c["max_upload_bytes"],
+        batch_record_ttl=float(c["batch_record_ttl"]),
+        public_base_url=c["public_base_url"],
     )
 
 

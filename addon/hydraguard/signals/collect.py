@@ -42,6 +42,8 @@ prompts (model calls only; never any prompt text):
   prompt.<pattern name>      bool  the pattern matched the system prompt / last user turn
   template.id                str   id (t-<16 hex>) of the near-duplicate template (MinHash)
   template.accounts          int   distinct accounts using that template in the window
+  template.batch_templates   int   batch submissions: distinct templates among its prompts
+                                   (observe_prompts: all prompts, or a sample of 32)
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ def possible_signals(settings: Any) -> frozenset[str]:
     if p is not None:
         names.update(f"prompt.{x.name}" for x in p.patterns or ())
         if p.templates is not None:
-            names.update(("template.id", "template.accounts"))
+            names.update(("template.id", "template.accounts", "template.batch_templates"))
     return frozenset(names)
 
 
@@ -192,6 +194,37 @@ class SignalCollector:
                 step(facts, req, parsed, out)
             except Exception:  # a broken indicator must not fail the request
                 log.exception("hydraguard: indicator %s failed", step.__name__)
+        return out
+
+    def observe_prompts(self, facts: Facts, prompts: Any) -> dict[str, Any]:
+        """The prompt signals of a batch: every prompt of ``prompts`` (each with
+        ``system_text`` and ``last_user_text``: all of a small batch's, a uniform sample of a
+        large one's) is seen by the prompt patterns and the template tracker, as the request
+        of one model call would be. ``prompt.<name>``: any prompt matched; ``template.id``: the
+        template most of them matched (ties: the first seen), ``template.accounts`` its
+        accounts; ``template.batch_templates``: how many distinct templates they matched."""
+        if self.patterns is None and self.templates is None:
+            return {}
+        out: dict[str, Any] = {}
+        seen: dict[str, tuple[int, int]] = {}  # template id -> (count, accounts)
+        for p in prompts:
+            one: dict[str, Any] = {}
+            try:
+                self._prompts(facts, None, p, one)
+            except Exception:  # a broken indicator must not fail the request
+                log.exception("hydraguard: prompt indicators failed on a batch prompt")
+                continue
+            tid = one.pop("template.id", None)
+            n = one.pop("template.accounts", 0)
+            out.update(one)
+            if tid:
+                c, _ = seen.get(tid, (0, 0))
+                seen[tid] = (c + 1, n)
+        if seen:
+            tid = max(seen, key=lambda t: seen[t][0])  # first seen wins a tie
+            out["template.id"] = tid
+            out["template.accounts"] = seen[tid][1]
+            out["template.batch_templates"] = len(seen)
         return out
 
     def adopt(self, old: SignalCollector) -> None:

@@ -1,17 +1,20 @@
-"""A stand-in model API upstream (Anthropic Messages, OpenAI Chat Completions and Responses).
+"""A stand-in model API upstream (Anthropic Messages and Message Batches, OpenAI Chat
+Completions, Responses, the Batch API with files, legacy completions and embeddings,
+Anthropic Text Completions).
 
 Stdlib only: HTTP/1.1 with keep-alive on a ``ThreadingHTTPServer``. JSON and SSE replies parse
 with the official SDKs. Run ``python -m hydraguard_dev.upstream --port 0 --port-file PATH``, or
 ``server, port = start_stub()`` and later ``server.shutdown()``.
 
-Modules: ``content`` (token counts, text, SSE framing), ``anthropic_format`` and
-``openai_format`` (reply, event and error bodies per provider), ``server`` (HTTP routes, knobs,
-introspection, the CLI).
+Modules: ``content`` (token counts, text, SSE framing), ``anthropic_format``,
+``openai_format`` and ``legacy_format`` (reply, event and error bodies per provider),
+``batches`` (batches, files and the older endpoints, with their knobs), ``server`` (HTTP
+routes, knobs, introspection, the CLI).
 
 Deterministic usage:
 - input tokens = ``max(1, chars // 4)`` where ``chars`` is the total length of every string
-  value found (at any depth) under the keys ``system``, ``instructions``, ``content``, ``text``
-  and ``input``;
+  value found (at any depth) under the keys ``system``, ``instructions``, ``content``, ``text``,
+  ``input`` and ``prompt``;
 - output tokens = ``x-stub-output-tokens`` header (default 64), lowered to the request's
   ``max_tokens`` / ``max_completion_tokens`` / ``max_output_tokens`` when that is smaller (then
   the stop reason is ``max_tokens`` / ``length`` / Responses status ``incomplete``);

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 DEFAULT_OUTPUT_TOKENS = 64
-TEXT_KEYS = frozenset({"system", "instructions", "content", "text", "input"})
+TEXT_KEYS = frozenset({"system", "instructions", "content", "text", "input", "prompt"})
 MESSAGES, CHAT, RESPONSES = "/v1/messages", "/v1/chat/completions", "/v1/responses"
 COUNT_TOKENS = "/v1/messages/count_tokens"
 MODELS = ("stub-model", "claude-stub", "gpt-stub")

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from .anthropic_format import anthropic_error, anthropic_events, anthropic_message
+from .batches import handle as handle_batches
 from .content import (
     CHAT,
     COUNT_TOKENS,
@@ -31,14 +32,16 @@ from .content import (
 from .openai_format import (
     chat_completion,
     chat_events,
+    chat_usage,
     openai_error,
     response_object,
     responses_events,
 )
 
 STALL_MAX_S = 120.0  # longest an `x-stub-stall` request is held before the stub gives up
-DESCRIPTION = ("A stand-in model API upstream (Anthropic Messages, OpenAI Chat Completions and "
-               "Responses).")
+DESCRIPTION = ("A stand-in model API upstream (Anthropic Messages and Message Batches, OpenAI "
+               "Chat Completions, Responses, Batch API and files, legacy completions and "
+               "embeddings).")
 
 
 def error_body(anthropic: bool, status: int, message: str, request_id: str) -> dict[str, Any]:
@@ -138,6 +141,8 @@ class _Handler(BaseHTTPRequestHandler):
                         for m in MODELS]
                 self._json(200, {"object": "list", "data": data}, {"x-request-id": rid})
             return
+        if handle_batches(self, "GET", url.path.rstrip("/") or "/", b""):
+            return
         self._error(url.path, 404, f"Not found: {url.path}", rid)
 
     def do_POST(self) -> None:
@@ -163,6 +168,8 @@ class _Handler(BaseHTTPRequestHandler):
         status = as_count(h.get("x-stub-status"))
         if status is not None and status != 200 and 100 <= status <= 599:
             self._error(path, status, f"stub error {status}", rid)
+            return
+        if handle_batches(self, "POST", path, raw):
             return
         if path not in (MESSAGES, CHAT, RESPONSES, COUNT_TOKENS):
             self._error(path, 404, f"Not found: {path}", rid)
@@ -190,6 +197,10 @@ class _Handler(BaseHTTPRequestHandler):
                 obj = anthropic_message(model, n_in, n_out, truncated, "msg_" + rid)
             elif path == CHAT:
                 obj = chat_completion(model, n_in, n_out, truncated, "chatcmpl-" + rid, created)
+                n = as_count(body.get("n")) or 1
+                if n > 1:  # n choices, each billed
+                    obj["choices"] = [{**obj["choices"][0], "index": i} for i in range(n)]
+                    obj["usage"] = chat_usage(n_in, n_out * n)
             else:
                 obj = response_object(model, n_in, n_out, truncated, "resp_" + rid, created)
             self._json(200, obj, rid_header)
