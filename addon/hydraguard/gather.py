@@ -108,13 +108,16 @@ class Gatherer:
         return routes.route_of(req.method, req.path, req.headers, self.harmless)
 
     def gather(self, req: RequestView, extra_signals: Mapping[str, Any] | None = None,
-               batch: BatchParse | None = None) -> tuple[Facts, bytes | None]:
+               batch: BatchParse | None = None, route: routes.Route | None = None
+               ) -> tuple[Facts, bytes | None]:
         """(facts, decoded body of a model call or None). `extra_signals` (authoring tools)
         are added before the cluster is resolved, as if an indicator had set them. `batch`:
-        a batch submission parsed beforehand (pipeline.Gateway.preparse)."""
+        a batch submission parsed beforehand (pipeline.Gateway.preparse); `route`: the
+        request's, when the caller has it already."""
         peer = _ip(req.peer)
         caller = self.resolver.examine(peer, req.headers)
-        route = self.route(req)
+        if route is None:
+            route = self.route(req)
         api = route.api
         provider = apis.provider_of(api) if api else apis.provider_for_request(
             req.path, req.header_names if req.header_names is not None else

@@ -234,10 +234,11 @@ class Gateway:
         `preparse` returned (without it an Anthropic batch is parsed here, blocking)."""
         started = self._arrival(req)
         t0 = time.perf_counter_ns()
-        if batch is None:
-            batch = self.batches.unparsed(req, self.gatherer.route(req))
-        facts, body = self.gatherer.gather(req, extra_signals,
-                                           getattr(batch, "parse", None))
+        route = self.gatherer.route(req)
+        if batch is None and route.kind == routes.BATCH:
+            batch = self.batches.unparsed(req, route)
+        facts, body = self.gatherer.gather(req, extra_signals, getattr(batch, "parse", None),
+                                           route)
         if facts.body_error == "too_large":
             decision = refusals.body_too_large(self.policy.settings.max_body_bytes)
         else:
