@@ -17,10 +17,11 @@ from mitmproxy import connection, exceptions, http, tls
 from . import status, upstream
 from .admin.listener import DEFAULT_TOKEN_ENV, AdminListener, check_admin
 from .decision_log import iso_time
+from .flows import ARRIVED, edit_credentials, hostport, metered, request_id, respond, view
 from .geo import GeoDatabaseError
 from .geo.notices import geo_lines, geo_warnings, not_shown_yet
 from .metrics import Metrics
-from .pipeline import HEALTH_PATH, Exchange, Gateway, RequestView
+from .pipeline import HEALTH_PATH, Exchange, Gateway
 from .policy import PolicyError, load_policy
 from .reload import RulesWatcher, next_gateway
 from .startup import ConfigError
@@ -31,44 +32,9 @@ DEFAULT_RULES = Path(__file__).resolve().parents[2] / "rules" / "default.yaml"
 KEY = "hydraguard"
 GW = "hydraguard_gw"  # the Gateway (policy snapshot) a flow was decided with
 WATCH = "hydraguard_watch"  # the flow's upstream.UpstreamWatch (connect / read deadlines)
-ARRIVED = "hydraguard_arrived"  # when the request began to arrive (epoch seconds)
 RETIRE_AFTER_S = 300.0  # a replaced gateway's own resources are closed after this long
 FILES_CHECK_S = 0.5  # the GeoIP / list refresher wakes this often (files: own intervals)
 STATUS_CHECK_S = 0.5  # the status file is rewritten on a change seen this often
-
-
-def _request_id(flow: http.HTTPFlow) -> str:
-    return "req_hg" + flow.id.replace("-", "")[:22]
-
-
-def _view(flow: http.HTTPFlow, request_id: str) -> RequestView:
-    req = flow.request
-    joined: dict[str, str] = {}  # one pass over the raw fields; lookups are then O(1)
-    repeated: dict[str, list[str]] = {}  # every line of the headers sent more than once
-    for k, v in req.headers.fields:
-        name = k.decode("latin-1").lower()
-        value = v.decode("utf-8", "surrogateescape")
-        if name in joined:
-            if name not in repeated:
-                repeated[name] = [joined[name]]
-            repeated[name].append(value)
-            joined[name] = f"{joined[name]}, {value}"
-        else:
-            joined[name] = value
-
-    def values(name: str) -> list[str]:
-        got = repeated.get(name)
-        if got is not None:
-            return got
-        return [joined[name]] if name in joined else []
-
-    peer = flow.client_conn.peername[0] if flow.client_conn.peername else None
-    return RequestView(
-        method=req.method, path=req.path, peer=peer, headers=joined.get,
-        body=req.raw_content or b"", content_encoding=joined.get("content-encoding", ""),
-        request_id=request_id, header_names=frozenset(joined),
-        arrived=flow.metadata.get(ARRIVED) or req.timestamp_start, header_values=values,
-    )
 
 
 def _announce_geo(gw: Gateway) -> None:
@@ -78,35 +44,6 @@ def _announce_geo(gw: Gateway) -> None:
         log.info("hydraguard: %s", line)
     for w in not_shown_yet(geo_warnings(gw.policy, gw.geo)):
         log.warning("hydraguard: %s", w)
-
-
-def _respond(flow: http.HTTPFlow, code: int, body: bytes, headers: dict[str, str]) -> None:
-    flow.response = http.Response.make(code, body, headers)
-    flow.metadata["hydraguard_answered"] = True
-
-
-def _metered(feed: Callable[[bytes], bytes | None], progress: Callable[[], None] | None
-             ) -> Callable[[bytes], bytes | list]:
-    """The stream callable of a metered response. mitmproxy sends a b"" data chunk as
-    "0\r\n\r\n" (the chunked terminator) to an HTTP/1.1 client; an empty list sends nothing."""
-    if progress is None:
-        return lambda chunk: feed(chunk) or []
-
-    def stream(chunk: bytes) -> bytes | list:
-        progress()  # the upstream is not silent (read timeout)
-        return feed(chunk) or []
-    return stream
-
-
-def _edit_credentials(flow: http.HTTPFlow, ex: Exchange) -> None:
-    """settings.extra_credentials: strip: keep only the credential the upstream reads."""
-    for name, how in ex.header_edits:
-        lines = flow.request.headers.get_all(name)
-        flow.request.headers.set_all(name, lines[:1] if how == "first" else [])
-
-
-def _hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class HydraGuard:
@@ -236,7 +173,7 @@ class HydraGuard:
         ps = ctx.master.addons.get("proxyserver")
         addrs = ps.listen_addrs() if ps is not None else []
         tls = bool(ctx.options.certs)
-        listen = [f"{'https' if tls else 'http'}://{_hostport(a[0], a[1])}" for a in addrs]
+        listen = [f"{'https' if tls else 'http'}://{hostport(a[0], a[1])}" for a in addrs]
         upstream = ", ".join(m.split(":", 1)[1] if m.startswith("reverse:") else m
                              for m in ctx.options.mode)
         opt = ctx.options.hydraguard_status
@@ -340,7 +277,7 @@ class HydraGuard:
         if flow.request.path.split("?", 1)[0] == HEALTH_PATH:
             # Any client reaches this: ok / degraded only (`hydraguard health` has the detail).
             state = "degraded" if status.problems(gw, self.watcher) else "ok"
-            _respond(flow, 200, json.dumps({"status": state}).encode(),
+            respond(flow, 200, json.dumps({"status": state}).encode(),
                      {"content-type": "application/json", "cache-control": "no-store"})
             flow.metadata["hydraguard_health"] = True
             return
@@ -349,18 +286,18 @@ class HydraGuard:
         route = gw.route(req.method, req.path, req.headers.get)
         length = req.headers.get("content-length", "")
         if length.isdigit() and int(length) > gw.batches.body_cap(route):
-            ex = gw.too_large(_view(flow, _request_id(flow)))
+            ex = gw.too_large(view(flow, request_id(flow)))
             flow.metadata[KEY] = ex
             flow.metadata[GW] = gw
-            _respond(flow, *gw.denial(ex))
+            respond(flow, *gw.denial(ex))
         elif route.kind == "upload":  # decided on its headers, streamed, never buffered
-            ex = gw.begin(_view(flow, _request_id(flow)))
+            ex = gw.begin(view(flow, request_id(flow)))
             flow.metadata[KEY] = ex
             flow.metadata[GW] = gw
             if ex.decision.enforced:
-                _respond(flow, *gw.denial(ex))
+                respond(flow, *gw.denial(ex))
             else:
-                _edit_credentials(flow, ex)
+                edit_credentials(flow, ex)
                 req.stream = gw.batches.upload_stream(ex, req.headers.get("content-type"))
 
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
@@ -377,17 +314,17 @@ class HydraGuard:
         if KEY in flow.metadata:  # an upload, decided on its headers and streamed
             self._watch(flow, flow.metadata.get(GW, gw))
             return
-        view = _view(flow, _request_id(flow))
-        view.tls_ja4 = self._ja4.get(flow.client_conn)
-        ex = gw.begin(view, batch=await gw.preparse(view))
+        req = view(flow, request_id(flow))
+        req.tls_ja4 = self._ja4.get(flow.client_conn)
+        ex = gw.begin(req, batch=await gw.preparse(req))
         flow.metadata[KEY] = ex
         flow.metadata[GW] = gw
         if not ex.decision.enforced:
             await gw.admit(ex)
         if ex.decision.enforced:
-            _respond(flow, *gw.denial(ex))
+            respond(flow, *gw.denial(ex))
             return
-        _edit_credentials(flow, ex)
+        edit_credentials(flow, ex)
         if ex.body is not None:
             flow.request.headers.pop("content-encoding", None)
             flow.request.content = ex.body  # also fixes content-length
@@ -422,9 +359,9 @@ class HydraGuard:
         if "text/event-stream" in resp.headers.get("content-type", ""):
             meter = gw.stream_meter(ex)
             if meter is not None:
-                resp.stream = _metered(meter.feed, watch.progress if watch else None)
+                resp.stream = metered(meter.feed, watch.progress if watch else None)
         elif (results := gw.batches.response_stream(ex, resp.status_code)) is not None:
-            resp.stream = _metered(results.feed, watch.progress if watch else None)
+            resp.stream = metered(results.feed, watch.progress if watch else None)
 
     async def response(self, flow: http.HTTPFlow) -> None:
         ex: Exchange | None = flow.metadata.get(KEY)
@@ -453,7 +390,7 @@ class HydraGuard:
             watch.stop()
         msg = flow.error.msg if flow.error else "flow error"
         if ex is None:  # failed before the request hook (e.g. body over mitmproxy's limit)
-            ex = gw.failed_early(_view(flow, _request_id(flow)), msg)
+            ex = gw.failed_early(view(flow, request_id(flow)), msg)
         failure = None if flow.metadata.get("hydraguard_answered") else \
             upstream.failure_of(flow)
         if failure is not None:
