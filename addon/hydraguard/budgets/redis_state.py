@@ -45,6 +45,7 @@ from .breaker import Breaker
 from .fallback import Debts, LocalShare
 from .redis_keys import bucket_keys, redact_url, safe_part, script_args
 from .redis_scripts import LuaScript, ScriptRunner
+from .redis_upkeep import RedisUpkeep, _Unavailable
 from .spec import Reservation, ReserveResult, WindowSpec, WindowState
 
 __all__ = ["LAYOUT_VERSION", "RedisBudgetState", "StateUnavailable"]
@@ -57,14 +58,10 @@ _PROBE = LuaScript("return 1")
 _Ask = tuple[str, Sequence[WindowSpec], int]
 
 
-class _Unavailable(Exception):
-    pass
-
-
 StateUnavailable = _Unavailable  # public name: Redis down or slow (see RedisBudgetState.call)
 
 
-class RedisBudgetState:
+class RedisBudgetState(RedisUpkeep):
     """``BudgetState`` backed by Redis (see module doc)."""
 
     def __init__(
@@ -206,24 +203,6 @@ class RedisBudgetState:
     @property
     def prefix(self) -> str:
         return self._prefix
-
-    @property
-    def client(self) -> aioredis.Redis:
-        """The inspection client (reads for the admin listener; scripts use the runner)."""
-        return self._r
-
-    async def client_for(self, key: str) -> aioredis.Redis:
-        """The inspection client holding ``key``: on a Redis Cluster, the master owning its
-        hash slot (budgets/redis_cluster.py), else the one client."""
-        if self.cluster:
-            return await self._runner.client_for(key)
-        return self._r
-
-    async def scan_clients(self) -> list[aioredis.Redis]:
-        """Inspection clients covering every key: one per master on a Redis Cluster."""
-        if self.cluster:
-            return await self._runner.clients()
-        return [self._r]
 
     @property
     def keyspace(self) -> str:
@@ -381,55 +360,6 @@ class RedisBudgetState:
         for j, (_, r, _) in enumerate(group):
             self._open.pop((r.id, keys[2 * j]), None)
         return [(i, bool(int(x))) for (i, _, _), x in zip(group, reply, strict=True)]
-
-    async def _flush(self) -> None:
-        """Send what Redis missed (see ``fallback.Debts``) while it answers."""
-        if self._flushing:
-            return
-        self._flushing = True
-        try:
-            debts = self.debts
-            while debts.settles and self.breaker.closed and not self._closed:
-                k = next(iter(debts.settles))
-                res, actual = debts.settles.pop(k)
-                if not (await self._settle_group([(0, res, actual)], self._clock()))[0][1] \
-                        and k in debts.settles:
-                    return  # Redis failed again: kept for the next recovery
-            while debts.charges and self.breaker.closed and not self._closed:
-                (key, group), (windows, tokens) = next(iter(debts.charges.items()))
-                del debts.charges[(key, group)]
-                args = [repr(float(self._clock())), self._ttl, str(tokens),
-                        *self._windows(windows)[1], *self._floors(key, windows)]
-                try:
-                    await self._run(self._charge_s, list(self.keys_of(key, group)), args)
-                except _Unavailable:
-                    debts.charge(key, group, windows, tokens)
-                    return
-        finally:
-            self._flushing = False
-
-    async def _renew_loop(self) -> None:
-        """Move the expiry of this replica's open holds forward every third of the TTL."""
-        while not self._closed:
-            await asyncio.sleep(self._ttl_s / 3)
-            await self.renew()
-
-    async def renew(self) -> int:
-        """Renew every open hold now (skipped while Redis is down); how many were moved."""
-        if not self.breaker.closed or not self._open:
-            return 0
-        by_bucket: dict[tuple[str, str], list[str]] = {}
-        for (rid, _), kk in list(self._open.items()):
-            by_bucket.setdefault(kk, []).append(rid)
-        now = repr(float(self._clock()))
-        moved = 0
-        for (kb, kx), rids in by_bucket.items():
-            try:
-                moved += int(await self._run(self._renew_s, [kb, kx],
-                                             [now, self._ttl, *rids]))
-            except _Unavailable:
-                return moved
-        return moved
 
     async def adjust(self, key: str, windows: Sequence[WindowSpec], tokens: int,
                      now: float | None = None, *, group: str | None = None) -> bool:

@@ -29,6 +29,8 @@ account lists, why-records ``via<TAB>score<TAB>counts<TAB>flag<TAB>time``
 Redis orders equal scores by member name, memory by arrival.
 """
 
+from .link_evidence import LOCAL_EVIDENCE  # evidence sets in this script's own keys
+
 HEAD = r"""
 local pcur, pnext, fcur, fprev = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local qcur, qprev, ncur, nprev = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
@@ -235,30 +237,6 @@ local function pair_key(a, b)
   return b .. '\t' .. a
 end
 
-"""
-
-LOCAL_EVIDENCE = r"""
--- evidence sets in this script's keys (KEYS[13..], one per value; one hash slot)
-local NV = #KEYS - 12
-local function ev_record(i, mx)
-  local z = KEYS[13 + i]
-  local me1, me0 = acct .. '\t1', acct .. '\t0'
-  local old = redis.call('ZMSCORE', z, me1, me0)
-  local prev = old[1] or old[2]
-  redis.call('ZADD', z, ARGV[1], flagged and me1 or me0)
-  if old[flagged and 2 or 1] then redis.call('ZREM', z, flagged and me0 or me1) end
-  redis.call('PEXPIRE', z, window_ms)
-  if prev and tonumber(prev) >= epoch_start then return true, 0 end
-  redis.call('ZREMRANGEBYSCORE', z, '-inf', '(' .. fmt(horizon))
-  local n = redis.call('ZCARD', z)
-  if n > mx + 1 then
-    redis.call('ZREMRANGEBYRANK', z, 0, n - mx - 2)
-    n = mx + 1
-  end
-  return false, n
-end
-local function ev_top(i) return redis.call('ZREVRANGE', KEYS[13 + i], 0, K) end
-local function ev_shares(i, ask) return redis.call('ZMSCORE', KEYS[13 + i], unpack(ask)) end
 """
 
 BODY = r"""
