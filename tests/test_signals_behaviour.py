@@ -30,9 +30,8 @@ def test_distinct_counter_window() -> None:
     assert d.add("ip", "c") == 3
     c.t += 31  # a and b (seen at t=1000) are now out of the window
     assert d.count("ip") == 1
-    assert d.add("ip", "a") == 2
-    assert d.members("ip") == ["c", "a"]
-    assert d.count("unknown") == 0 and d.members("unknown") == []
+    assert d.add("ip", "a") == 2  # c and a
+    assert d.count("unknown") == 0
     c.t += 1000
     assert d.count("ip") == 0
 
@@ -53,6 +52,7 @@ def test_distinct_counter_bounds() -> None:
     for i in range(20):
         assert d.add("k", i) == min(i + 1, 5)  # saturates at the member cap
     for k in "abcdef":
+        c.t += 0.1  # (touch times have a 1/16 s resolution)
         d.add(k, 1)
     assert len(d) == 3  # LRU keeps the last three keys
     assert d.count("a") == 0 and d.count("f") == 1

@@ -159,8 +159,10 @@ def test_shared_persona_and_templated_user_turns_match() -> None:
     m = TemplateMatcher(clock=Clock())
     results = [m.observe(PERSONA, templated(i), f"acct{i}") for i in range(40)]
     assert len({tid for tid, _ in results}) == 1
-    assert [n for _, n in results] == list(range(1, 41))
-    assert m.accounts(results[0][0]) == 40
+    # exact up to 32 accounts (sketch.EXACT), a HyperLogLog estimate above
+    assert [n for _, n in results[:32]] == list(range(1, 33))
+    assert all(abs(n - (i + 1)) <= 0.25 * (i + 1) for i, (_, n) in enumerate(results))
+    assert abs(m.accounts(results[0][0]) - 40) <= 10
 
 
 def test_same_user_template_under_other_personas_is_another_template() -> None:

@@ -12,6 +12,12 @@ are cumulative; fields it omits keep their ``message_start`` value). OpenAI chat
 usage chunk; Responses the usage of ``response.completed`` / ``incomplete`` / ``failed``. Until
 then output is estimated as ``ceil(delivered_chars / 4)`` of text, tool-argument and thinking
 deltas, and input comes from ``message_start`` or the ``input_tokens_est`` given by the caller.
+
+Cost: only the events that can carry usage, an error or the end of the stream are parsed as
+JSON. The content events (most of a stream) are recognised by their shape and their text is
+measured where it lies in the bytes (``_scan.py``): about 1-2 µs an event instead of 10-20.
+The counts are the same as a full parse would give for every well-formed event; an event whose
+shape is not the usual one is parsed in full.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import json
 import re
 from typing import Any
 
+from . import _scan
 from .request import ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_RESPONSES
 from .usage import Usage, anthropic_usage, chat_usage, count_of, responses_usage
 
@@ -58,8 +65,9 @@ class StreamMeter:
     """Meters one streamed response; see the module docstring for the rules."""
 
     __slots__ = (
-        "_buf", "_chars", "_data", "_drop_blank", "_event", "_hide", "_hold", "_input_est",
-        "_passing", "_reported", "_skip_line", "_start", "api", "completed", "error",
+        "_buf", "_chars", "_data", "_drop_blank", "_event", "_hide", "_hold", "_idle",
+        "_input_est", "_passing", "_plain", "_reported", "_scan", "_skip_line", "_start",
+        "_whole", "api", "completed", "error",
     )
 
     def __init__(self, api: str, hide_usage_chunk: bool = False, input_tokens_est: int = 0):
@@ -78,6 +86,10 @@ class StreamMeter:
         self._hold = b""  # hide mode: unterminated line not yet forwarded
         self._passing = False  # hide mode: current line is being forwarded as it comes
         self._drop_blank = False  # hide mode: drop the blank line after a dropped chunk
+        self._scan = _scan.SCANNERS.get(api, _scan.none)  # content events, unparsed
+        self._whole = _scan.EVENTS.get(api, _scan.NEVER).fullmatch  # one content event
+        self._plain = _scan.PLAIN_EVENTS.get(api, _scan.NEVER).fullmatch  # ... of plain text
+        self._idle = True  # no partial line or event pending
 
     # -- results -----------------------------------------------------------------------------
 
@@ -106,9 +118,15 @@ class StreamMeter:
 
     def feed(self, chunk: bytes) -> bytes:
         """Take the next chunk (``b""`` at end of stream); return the bytes to forward now."""
-        if not isinstance(chunk, bytes | bytearray | memoryview):
-            return b""
-        chunk = bytes(chunk)
+        if type(chunk) is not bytes:
+            if not isinstance(chunk, bytes | bytearray | memoryview):
+                return b""
+            chunk = bytes(chunk)
+        if self._idle and chunk.endswith(b"\n\n"):
+            m = self._plain(chunk)  # the usual chunk: one content event of plain text
+            if m is not None:
+                self._chars += m.end(1) - m.start(1)
+                return self._filter(chunk) if self._hide else chunk
         try:
             self._parse(chunk)
         except Exception as e:  # metering must never break the stream
@@ -118,6 +136,20 @@ class StreamMeter:
         return self._filter(chunk)
 
     def _parse(self, chunk: bytes) -> None:
+        if self._idle and chunk.endswith(b"\n\n"):
+            # whole events and nothing pending: the same result as line by line
+            m = self._whole(chunk)  # one content event
+            if m is not None:
+                self._chars += _scan.text_len(m.group(1))
+                return
+            if b"\r" not in chunk:
+                self._blocks(chunk)
+                return
+        self._idle = False
+        self._by_line(chunk)
+        self._idle = not (self._buf or self._data or self._event or self._skip_line)
+
+    def _by_line(self, chunk: bytes) -> None:
         if not chunk:
             # End of stream (or an empty chunk mid-stream: nothing here may lose data). An event
             # whose lines are complete but lacks its blank line is read; a torn line is not.
@@ -145,6 +177,39 @@ class StreamMeter:
         if len(rest) > MAX_LINE:
             self._buf, self._skip_line = b"", True
 
+    def _blocks(self, chunk: bytes) -> None:
+        """Whole events (no partial line, nothing pending), each taken at once when it is an
+        event line and one data line."""
+        scan = self._scan
+        for block in chunk[:-2].split(b"\n\n"):
+            if block.startswith(b"event:"):
+                nl = block.find(b"\n")
+                if nl < 0 or not block.startswith(b"data:", nl + 1) or \
+                        block.find(b"\n", nl + 1) >= 0:
+                    self._lines(block)
+                    continue
+                name = block[6:nl].strip()
+                data = block[nl + 6 :]
+            elif block.startswith(b"data:") and b"\n" not in block:
+                name = b""
+                data = block[5:]
+            else:
+                self._lines(block)
+                continue
+            if data[:1] == b" ":
+                data = data[1:]
+            n = scan(data) if data and name != b"ping" else 0
+            if n is None:
+                self._dispatch(name.decode("utf-8", "replace"), data)
+            else:
+                self._chars += n
+
+    def _lines(self, block: bytes) -> None:
+        """The lines of one event (no blank line inside), then the end of the event."""
+        for line in block.split(b"\n"):
+            self._line(line)
+        self._line(b"")
+
     def _line(self, line: bytes) -> None:
         if not line:
             if self._data or self._event:
@@ -165,6 +230,10 @@ class StreamMeter:
             return
         if self.api == OPENAI_CHAT and data.strip() == b"[DONE]":
             self.completed = True
+            return
+        n = self._scan(data)
+        if n is not None:  # a content event measured without parsing it
+            self._chars += n
             return
         try:
             obj = json.loads(data)
@@ -271,6 +340,10 @@ class StreamMeter:
     def _filter(self, chunk: bytes) -> bytes:
         if not chunk:  # keep a torn line: SSE clients discard it at the end anyway
             return b""
+        if (not self._hold and not self._drop_blank and chunk.endswith(b"\n")
+                and _EMPTY_CHOICES.search(chunk) is None):
+            self._passing = False  # whole lines, none of them a usage-only chunk
+            return chunk
         if b"\n" not in chunk:
             if self._passing:
                 return chunk

@@ -57,7 +57,7 @@ class TlsSettings:
 class BehaviourSettings:
     window: float = 3600.0
     rate_window: float = 60.0
-    max_keys: int = 100_000
+    max_keys: int = 1_000_000
     max_members_per_key: int = 200
 
 

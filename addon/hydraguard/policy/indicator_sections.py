@@ -114,8 +114,9 @@ TLS = Struct(
                           doc="Fingerprints tracked (least recently seen dropped).",
                           example=10_000),
         "max_accounts_per_key": Field(Int(min=1, max=1_000_000), default=1000,
-                                      doc="Accounts remembered per fingerprint (the count "
-                                      "saturates there).", example=1000),
+                                      doc="The count saturates here. Exact up to 32 accounts, "
+                                      "an estimate above (~7-9 % error, ~1.3 KB per "
+                                      "fingerprint whatever the number).", example=1000),
         "sdk_fingerprints": Field(
             MapOf(ListOf(JA4_PREFIX, min_len=1, allow_scalar=True), key=RUNTIME), default={},
             doc="Per claimed runtime (from X-Stainless-Lang/-Runtime or the User-Agent: python, "
@@ -135,12 +136,15 @@ BEHAVIOUR = Struct(
                         example=3600),
         "rate_window": Field(WINDOW, default=60, doc="Seconds of the request-rate window "
                              "(behaviour.requests_per_account).", example=60),
-        "max_keys": Field(Int(min=1, max=10_000_000), default=100_000,
-                          doc="Keys (IPs, networks, accounts) per counter; least recently "
-                          "seen dropped. About 0.5 KB each, 7 counters.", example=100_000),
+        "max_keys": Field(Int(min=1, max=10_000_000), default=1_000_000,
+                          doc="Accounts, client IPs and networks tracked (each; least "
+                          "recently seen dropped). About 50-100 bytes per account and 20-40 "
+                          "per IP: a million of each takes ~180 MB.", example=1_000_000),
         "max_members_per_key": Field(Int(min=1, max=100_000), default=200,
-                                     doc="Members remembered per key: counts saturate there, so "
-                                     "keep it above your thresholds.", example=200),
+                                     doc="Counts saturate here, so keep it above your "
+                                     "thresholds. Exact up to 32 members, an estimate above "
+                                     "(~7-9 % error); memory does not grow with it.",
+                                     example=200),
     },
 )
 
@@ -210,8 +214,9 @@ TEMPLATES = Struct(
                                doc="Templates tracked (least recently seen dropped).",
                                example=10_000),
         "max_accounts_per_template": Field(Int(min=1, max=1_000_000), default=1000,
-                                           doc="Accounts remembered per template (the count "
-                                           "saturates there).", example=1000),
+                                           doc="The count saturates here. Exact up to 32 "
+                                           "accounts, an estimate above (~7-9 % error).",
+                                           example=1000),
     },
 )
 
