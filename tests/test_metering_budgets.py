@@ -47,7 +47,7 @@ class Metering:
 
     async def admit(self, f: Facts) -> Admission:
         adm = await self.driver.admit(f)
-        if adm.cluster is not None and adm.cluster != f.cluster_ref:
+        if adm.cluster is not None and adm.cluster is not f.cluster_ref:
             set_cluster(f, adm.cluster)
         return adm
 
@@ -449,3 +449,39 @@ def test_adopt_keeps_levels_and_links_on_reload():
         assert m4.linkers["acct"] is not m.linkers["acct"]
 
     run(go())
+
+
+@pytest.mark.redis
+def test_shared_linking_reserves_once_per_request():
+    """With linking shared through Redis, a request whose shared cluster id is the one it was
+    reserved under is not reserved a second time (only its `link` answer is taken)."""
+    from .redis_util import delete_prefix, require_redis, unique_prefix
+
+    url, prefix = require_redis(), unique_prefix()
+    text = (f"state: {{backend: redis, redis_url: '{url}', prefix: {prefix}}}\n"
+            "clusters:\n  - {id: a, key: [cluster], link: {window: 3600, evidence: [{kind: ip}]}}\n"
+            "budgets:\n  - {id: b, windows: [{per: minute, tokens: 100000}]}\n")
+
+    async def go():
+        m = Metering(parse_policy(text, "r.yaml").budgets, FakeClock(T0))
+        calls = []
+        orig = m.state.reserve_many
+
+        async def counted(*a, **k):
+            calls.append(1)
+            return await orig(*a, **k)
+
+        m.state.reserve_many = counted
+        try:
+            for i in range(5):
+                f = facts(account=f"solo{i}", ip=f"192.0.2.{i + 1}")
+                a = await admit(m, f)
+                assert not a.refused and a.log["budget"][0]["reserved"] == 150
+        finally:
+            await m.close()
+        assert len(calls) == 5
+
+    try:
+        asyncio.run(go())
+    finally:
+        delete_prefix(url, prefix)

@@ -313,7 +313,7 @@ class Gateway:
             return
         adm = await self.budgets.admit(ex.facts)
         ex.admission = adm
-        if adm.cluster is not None and adm.cluster != ex.facts.cluster_ref:
+        if adm.cluster is not None and adm.cluster is not ex.facts.cluster_ref:
             set_cluster(ex.facts, adm.cluster)  # the shared linking named another cluster
         out = adm.outcome
         if out.refused:

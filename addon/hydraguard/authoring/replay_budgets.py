@@ -96,7 +96,7 @@ class BudgetReplay:
         logged = int(rec.get("input_tokens") or 0) + int(rec.get("output_tokens") or 0)
         if not decision.enforced and facts.cluster_ref is not None:
             adm = self._loop.run_until_complete(self.driver.admit(facts))
-            if adm.cluster is not None and adm.cluster != facts.cluster_ref:
+            if adm.cluster is not None and adm.cluster is not facts.cluster_ref:
                 set_cluster(facts, adm.cluster)
             out = adm.outcome
             if out.refused:

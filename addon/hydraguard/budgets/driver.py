@@ -99,9 +99,12 @@ class BudgetDriver:
             adm = await self._reserve(facts, ref)
             if pending is not None:
                 moved = self.clusters.rekey(ref, await pending)
-                if moved is not None:  # merged meanwhile: charge the agreed cluster instead
+                if moved is not None and moved.key != ref.key:
+                    # merged meanwhile: charge the agreed cluster instead
                     await self._release([h.reservation for h in adm.outcome.holds])
                     adm = await self._reserve(facts, moved)
+                elif moved is not None:  # same cluster: only the shared `link` answer is new
+                    adm.cluster = moved
             return adm
         except Exception as e:  # a bug must not take the proxy down: fail open, say so
             log.exception("hydraguard: budget admission failed")

@@ -11,6 +11,7 @@ decision log (cluster size and the pair that linked it).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -107,14 +108,16 @@ class Confirmed(NamedTuple):
 
 def rekey(ref: ClusterRef, template: tuple[str, ...], shared: str | Confirmed | None
           ) -> ClusterRef | None:
-    """``ref`` with the linked cluster id ``shared``; None when that changes nothing."""
+    """``ref`` with the linked cluster id ``shared``; None when that changes nothing. The same
+    id with the shared store's `link` answer gives ``ref`` with that link and the same key
+    (the reservation stays where it is)."""
     if shared is None:
         return None
     link = None
     if isinstance(shared, Confirmed):
         shared, link = shared
     if shared == ref.attr("cluster"):
-        return None
+        return None if link is None or link == ref.link else dataclasses.replace(ref, link=link)
     attrs = tuple((k, shared if k == "cluster" else v) for k, v in ref.attrs)
     if all(k != "cluster" for k, _ in attrs):
         attrs += (("cluster", shared),)
@@ -146,8 +149,10 @@ class ClusterResolver:
                 break
         else:
             return None
-        attrs = [(name, _attribute(name, facts)) for name in c.key]
         store = self.links.get(c.id)
+        # with linking, the `cluster` attribute is the linked id, added once below
+        attrs = [(name, _attribute(name, facts)) for name in c.key
+                 if store is None or name != "cluster"]
         link = None
         if store is not None:
             acct = facts.account
