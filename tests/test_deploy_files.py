@@ -202,3 +202,38 @@ def test_every_yaml_block_in_the_guide_loads(tmp_path: Path) -> None:
 def test_guide_links_resolve() -> None:
     for target in re.findall(r"\]\(([^)#]+)\)", DEPLOY):
         assert (DOCS / target).exists(), target
+
+
+def test_alert_rules_name_only_exported_metrics() -> None:
+    """docs/alerts.yml: Prometheus rule groups whose every hydraguard metric is one the real
+    exposition carries (parsed with prometheus_client's text parser)."""
+    from types import SimpleNamespace
+
+    import yaml
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from hydraguard.metrics import Metrics
+    from hydraguard.overrides import MemoryOverrides
+    from hydraguard.policy import parse_policy
+
+    doc = yaml.safe_load((DOCS / "alerts.yml").read_text())
+    rules = [r for g in doc["groups"] for r in g["rules"]]
+    assert len(rules) >= 8 and all(set(r) >= {"alert", "expr"} for r in rules)
+    assert len({r["alert"] for r in rules}) == len(rules)
+    state = SimpleNamespace(breaker=object(), healthy=True)
+    gw = SimpleNamespace(policy=parse_policy("version: 1\n"), overrides=MemoryOverrides(),
+                         backends=SimpleNamespace(state=state, links={}))
+    m = Metrics(lambda: (gw, None))
+    m.observe({"api": "anthropic.messages", "action": "allow", "rule": "default",
+               "decision_us": 90, "status": 200, "upstream_status": 200}, None)
+    exported = set()  # sample names, those of labelled families without samples too
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
+                "gauge": ("",)}
+    for fam in text_string_to_metric_families(m.render().decode()):
+        exported.update(fam.name + x for x in suffixes[fam.type])
+        exported.update(s.name for s in fam.samples)
+    used = {n for r in rules for n in re.findall(r"\bhydraguard_[a-z_]+", r["expr"])}
+    assert len(used) >= 9
+    assert used <= exported, sorted(used - exported)
+    assert {"hydraguard_state_up", "hydraguard_reloads_total",
+            "hydraguard_decision_seconds_bucket"} <= used
