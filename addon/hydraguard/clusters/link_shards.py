@@ -30,7 +30,8 @@ first-seen times hold; a find stops after ``shard_links.HOPS`` levels all the sa
 no path compression (trees are shallow: a root goes under another only when two clusters
 merge). ``UNITE`` moves the loser's size out atomically and ``GROW`` adds it to the winner
 only while that is still a root (else to its new root), so sizes are exact once the unions
-of a moment are done, and can read low while one is in flight.
+of a moment are done, and can read low while one is in flight (and stay low, until the
+epoch's union-find expires, if Redis fails between the two).
 
 Atomicity given up (each step is atomic on its slot, a request's steps together are not):
 a request running between another's steps may miss (or not yet see) that one's newest
@@ -105,14 +106,17 @@ end
 return out
 """
 
-# KEYS parent, sizes (one union-find), first seen (period, previous) of one shard. ARGV
-# accounts of the shard. Returns {parent, size, first seen} per account ('' for none).
+# KEYS parent, sizes (one union-find), first seen (period, previous) of one shard. ARGV what
+# to read (1: parents, 2: and sizes, 3: and first seen), then accounts of the shard. Returns
+# {parent, size, first seen} per account ('' for none or not read).
 HOP = r"""
-local out = {}
-for _, x in ipairs(ARGV) do
+local out, what = {}, tonumber(ARGV[1])
+for j = 2, #ARGV do
+  local x = ARGV[j]
   out[#out + 1] = redis.call('HGET', KEYS[1], x) or ''
-  out[#out + 1] = redis.call('HGET', KEYS[2], x) or ''
-  out[#out + 1] = redis.call('HGET', KEYS[3], x) or redis.call('HGET', KEYS[4], x) or ''
+  out[#out + 1] = what > 1 and redis.call('HGET', KEYS[2], x) or ''
+  out[#out + 1] = what > 2 and (redis.call('HGET', KEYS[3], x) or
+                                redis.call('HGET', KEYS[4], x)) or ''
 end
 return out
 """

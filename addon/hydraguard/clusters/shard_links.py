@@ -67,10 +67,11 @@ class ShardedLinking:
         return self.links.key(part, n, shard=shard_of(account))
 
     # -- union-find across shards -------------------------------------------------------
-    async def roots(self, epoch: int, nodes: Sequence[str], period: int
+    async def roots(self, epoch: int, nodes: Sequence[str], period: int, what: int = 3
                     ) -> dict[str, tuple[str, int, float | None]]:
         """node -> (root, root's size, root's first seen) in the union-find of ``epoch``:
-        level by level, one HOP per shard and level (concurrently)."""
+        level by level, one HOP per shard and level (concurrently). ``what``: 1 reads the
+        roots only (size 1, first seen None), 2 also sizes, 3 also first seen."""
         call, key = self.links.state.call, self.links.key
         up = {x: x for x in nodes}
         todo, out = list(up), {}
@@ -84,7 +85,7 @@ class ShardedLinking:
             got = await asyncio.gather(*(
                 call(self._hop, [key(PARENT, epoch, shard=s), key(SIZES, epoch, shard=s),
                                  key(FIRST, period, shard=s), key(FIRST, period - 1, shard=s)],
-                     xs) for s, xs in asks))
+                     [str(what), *xs]) for s, xs in asks))
             info = {}
             for (_s, xs), rep in zip(asks, got, strict=True):
                 for j, x in enumerate(xs):
@@ -126,7 +127,7 @@ class ShardedLinking:
                                   [x, str(n), self._ttl]))
                 if not p:
                     break
-                x = (await self.roots(epoch, [p], period))[p][0]
+                x = (await self.roots(epoch, [p], period, what=1))[p][0]
             return ra, rb
         return None
 
@@ -164,10 +165,10 @@ class ShardedLinking:
                                float(rule.weight) * r, kind in NETWORK, top, sc))
         made = await self._score(acct, scored, partners, flagged, now) if scored else None
         if made is not None:  # links were made: read the answer again
-            root, rsize, _f = (await self.roots(e, [acct], period))[acct]
+            root, rsize, _f = (await self.roots(e, [acct], period, what=2))[acct]
             return root, rsize, made
         if parent and parent != acct:
-            root, rsize, _f = (await self.roots(e, [parent], period))[parent]
+            root, rsize, _f = (await self.roots(e, [parent], period, what=2))[parent]
             return root, rsize, why
         return acct, int(float(size or 1)), why
 
@@ -189,7 +190,7 @@ class ShardedLinking:
                         break
         for p in partners:
             pool[p] = None
-        roots = await self.roots(e + 1, [*pool, acct], period)
+        roots = await self.roots(e + 1, [*pool, acct], period, what=1)
         alias: dict[str, str] = {}
 
         def root_next(x: str) -> str:
