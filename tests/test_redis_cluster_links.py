@@ -14,6 +14,7 @@ import redis
 from redis.crc import key_slot
 
 from hydraguard.budgets.redis_state import LAYOUT_VERSION, RedisBudgetState
+from hydraguard.clusters import cluster_id as _cid
 from hydraguard.clusters.link_script import PARENT, SIZES
 from hydraguard.clusters.redis_links import RedisLinks
 from hydraguard.clusters.shard_links import SHARDS
@@ -179,3 +180,29 @@ async def test_racing_requests_keep_sizes_exact(cluster):
     finally:
         for s in states:
             await s.close()
+
+
+async def test_a_cycle_stops_at_the_hop_limit(cluster):
+    """Parent pointers in a cycle (cannot happen while first-seen times hold; written by
+    hand here): a find stops after HOPS levels, a union and a request still finish."""
+    clock = FakeClock(1_000_200.0)
+    prefix = f"hgy{uuid.uuid4().hex[:6]}"
+    state = RedisBudgetState(cluster.url, prefix=prefix, clock=clock, cluster=True)
+    links = RedisLinks(state, "acct", CONFIG)
+    try:
+        e, period = links.epoch_of(clock.t), links.period_of(clock.t)
+        for x, p in (("y1", "y2"), ("y2", "y1")):
+            k = links.key(PARENT, e, shard=links.shard_of(x))
+            node = redis.Redis.from_url(_node_of(cluster, k))
+            node.hset(k, x, p)
+            node.close()
+        sh = links._sharded
+        got = await sh.roots(e, ["y1", "y3"], period)
+        assert got["y3"] == ("y3", 1, None) and got["y1"][0] in ("y1", "y2")
+        assert got["y1"][1:] == (1, None)
+        # y3 (a root) goes under y1; y1's size can find no root (given up after TRIES)
+        assert await sh.union(e, "y1", "y3", period, clock.t) == ("y1", "y3")
+        assert (await sh.roots(e, ["y3"], period))["y3"][0] in ("y1", "y2")
+        assert await links.cluster_of("y3", {}) in (_cid("y1"), _cid("y2"))
+    finally:
+        await state.close()

@@ -26,7 +26,9 @@ id, the same rule as the one script, so every replica names a cluster alike) is 
 the earlier with a compare-and-set on its shard (``UNITE``: only while it is still a root;
 otherwise find again, up to ``shard_links.TRIES`` times). Parent pointers always lead to an
 earlier account and a root changes only through ``UNITE``, so trees never form cycles while
-first-seen times hold; a find stops after ``shard_links.HOPS`` levels all the same. There is
+first-seen times hold (they do: a first-seen time is forgotten after two idle periods, days,
+a union-find after two windows); a find stops after ``shard_links.HOPS`` levels all the
+same. Candidates with distinct roots are credited concurrently (``shard_links``). There is
 no path compression (trees are shallow: a root goes under another only when two clusters
 merge). ``UNITE`` moves the loser's size out atomically and ``GROW`` adds it to the winner
 only while that is still a root (else to its new root), so sizes are exact once the unions

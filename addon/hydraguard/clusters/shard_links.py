@@ -219,28 +219,40 @@ class ShardedLinking:
                            self._pairs_cap]
         adds: list[tuple[str, str]] = []
         whys: list[tuple[str, str]] = []
-        for _pot, _i, c, credits in ranked:
-            if left == 0:
-                break
-            if root_next(c) == me:
-                continue
-            left -= 1
-            lo = min(acct, c)
-            key = f"{lo}\t{max(acct, c)}"
-            res = [_t(x) for x in await call(
-                self._credit, [k(PAIRS, e, lo), k(PAIRS, e - 1, lo)], [*fixed, key, *credits])]
-            if not res[0]:
-                continue  # a new pair over the shard's cap
-            if res[3] == "1":
-                adds += [(acct, c), (c, acct)]
-            if float(res[0]) >= self.threshold - 1e-9:
-                tail = f"\t{res[0]}\t{res[1]}\t{res[2]}\t{now:.17g}"
-                whys += [(acct, c + tail), (c, acct + tail)]
-                _cur, nxt = await asyncio.gather(self.union(e, acct, c, period, now),
-                                                 self.union(e + 1, acct, c, period, now))
-                if nxt is not None:
-                    alias[nxt[1]] = nxt[0]
-                me = root_next(acct)
+        # credited in batches of candidates with distinct roots, concurrently: a link made
+        # in a batch cannot make another member of it already linked, so the same pairs are
+        # credited as one by one (BODY's order), in fewer round trips
+        i = 0
+        while i < len(ranked) and left > 0:
+            batch: list[tuple[str, list[str]]] = []
+            seen: set[str] = set()
+            while i < len(ranked) and len(batch) < left:
+                c, credits = ranked[i][2], ranked[i][3]
+                r = root_next(c)
+                if r in seen:
+                    break  # after this batch: it may be linked by then
+                i += 1
+                if r != me:
+                    seen.add(r)
+                    batch.append((c, credits))
+            left -= len(batch)
+            got = await asyncio.gather(*(call(
+                self._credit, [k(PAIRS, e, min(acct, c)), k(PAIRS, e - 1, min(acct, c))],
+                [*fixed, f"{min(acct, c)}\t{max(acct, c)}", *credits]) for c, credits in batch))
+            for (c, _credits), raw in zip(batch, got, strict=True):
+                res = [_t(x) for x in raw]
+                if not res[0]:
+                    continue  # a new pair over the shard's cap
+                if res[3] == "1":
+                    adds += [(acct, c), (c, acct)]
+                if float(res[0]) >= self.threshold - 1e-9:
+                    tail = f"\t{res[0]}\t{res[1]}\t{res[2]}\t{now:.17g}"
+                    whys += [(acct, c + tail), (c, acct + tail)]
+                    _cur, nxt = await asyncio.gather(self.union(e, acct, c, period, now),
+                                                     self.union(e + 1, acct, c, period, now))
+                    if nxt is not None:
+                        alias[nxt[1]] = nxt[0]
+                    me = root_next(acct)
         key, mine_s = links.key, shard_of(acct)
         steps = [call(self._partners_add,
                       [key(PARTNERS, e, shard=s), key(PARTNERS, e - 1, shard=s)],
