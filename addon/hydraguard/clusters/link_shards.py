@@ -48,7 +48,7 @@ why-records per shard and epoch, so they bind a little earlier than the one scri
 
 from __future__ import annotations
 
-from .link_script import CONSTS, PAIR_FUNCS
+from .link_pairs import CONSTS, PAIR_FUNCS
 
 __all__ = ["ACCOUNT", "CREDIT", "EVIDENCE_STEP", "GROW", "HOP", "PARTNERS_ADD", "UNITE",
            "WHY_ADD"]
