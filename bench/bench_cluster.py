@@ -4,17 +4,19 @@ For each topology (a private single ``redis-server``; a private 3-master cluster
 tests/redis_cluster_util.py) and each replica count (1, 2) this starts the stand-in upstream
 and real ``hydraguard run`` replicas (``state: {backend: redis}``, with ``cluster: true`` on
 the cluster), sends ``--requests`` Anthropic Messages requests with ``--concurrency`` in
-flight, round-robin over the replicas, from ``--accounts`` accounts (each behind its own
-client IP, all under a linked cluster definition, so every request runs the link script and
-the budget scripts), and reads ``INFO commandstats`` of every node before and after.
+flight, round-robin over the replicas, from ``--accounts`` accounts (``--group`` accounts
+behind each client IP: 1, each its own exit, never scored; more, every account's first request
+of the window scores the shared exit and /24, crediting pair scores; all under a linked
+cluster definition, so every request runs the linking and the budget scripts), and reads
+``INFO commandstats`` of every node before and after.
 
 Prints per run: requests/s (wall clock, 200s only counted as served), script calls
 (``EVALSHA``: round trips) per request, Redis commands per request (the scripts' inner
 commands included), Redis CPU µs per request (``usec`` of the scripts) and how the script
-calls and CPU split over the masters.  ``--json`` writes the rows.
+calls, commands and CPU split over the masters.  ``--json`` writes the rows.
 
     .venv/bin/python bench/bench_cluster.py [--requests 1500] [--concurrency 32]
-        [--accounts 300] [--json out.json]
+        [--accounts 300] [--group 1] [--topology single,cluster] [--json out.json]
 
 This machine has 2 cores shared by everything (load generator, replicas, Redis nodes): the
 requests/s are a floor, the per-request Redis figures are what the capacity model uses
@@ -27,6 +29,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -105,7 +108,8 @@ def delta(before: dict, after: dict) -> tuple[int, int, float]:
     return ev, total, usec
 
 
-async def drive(urls: list[str], n: int, conc: int, accounts: int) -> tuple[float, int]:
+async def drive(urls: list[str], n: int, conc: int, accounts: int, group: int = 1
+                ) -> tuple[float, int]:
     tag = uuid.uuid4().hex[:6]
     served = 0
     sem = asyncio.Semaphore(conc)
@@ -113,7 +117,8 @@ async def drive(urls: list[str], n: int, conc: int, accounts: int) -> tuple[floa
     async def one(client: httpx.AsyncClient, i: int) -> None:
         nonlocal served
         a = i % accounts
-        ip = f"10.{(a >> 8) & 255}.{a & 255}.7"
+        x = a // group
+        ip = f"10.{(x >> 8) & 255}.{x & 255}.7"
         body = {"model": "bench-m", "max_tokens": 8,
                 "messages": [{"role": "user", "content": "hi"}]}
         async with sem:
@@ -140,18 +145,21 @@ def run(topology: str, handle, replicas: int, args, stub_url: str) -> dict:
         urls = [p.url for p in procs]
         asyncio.run(drive(urls, 50, 8, 50))  # connections and scripts loaded
         before = {n: commandstats(n) for n in handle.nodes}
-        wall, served = asyncio.run(drive(urls, args.requests, args.concurrency, args.accounts))
+        wall, served = asyncio.run(drive(urls, args.requests, args.concurrency, args.accounts,
+                                         args.group))
         after = {n: commandstats(n) for n in handle.nodes}
     per = {n: delta(before[n], after[n]) for n in handle.nodes}
     ev = sum(x[0] for x in per.values())
     total = sum(x[1] for x in per.values())
     usec = sum(x[2] for x in per.values())
     n = args.requests
-    return {"topology": topology, "replicas": replicas, "requests": n, "served": served,
+    return {"topology": topology, "replicas": replicas, "group": args.group, "requests": n,
+            "served": served, "load": os.getloadavg()[0],
             "rps": round(n / wall, 1), "evalsha_per_req": round(ev / n, 2),
             "commands_per_req": round(total / n, 2), "redis_us_per_req": round(usec / n, 1),
             "per_master_evalsha_share": [round(x[0] / max(ev, 1), 3) for x in per.values()],
-            "per_master_us_per_req": [round(x[2] / n, 1) for x in per.values()]}
+            "per_master_us_per_req": [round(x[2] / n, 1) for x in per.values()],
+            "per_master_commands_per_req": [round(x[1] / n, 2) for x in per.values()]}
 
 
 def main() -> int:
@@ -159,11 +167,15 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=1500)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--accounts", type=int, default=300)
+    ap.add_argument("--group", type=int, default=1, help="accounts per client IP")
+    ap.add_argument("--topology", default="single,cluster")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     rows = []
     with upstream() as stub:
         for topology, make in (("single", single_redis), ("cluster", redis_cluster)):
+            if topology not in args.topology.split(","):
+                continue
             with make() as handle:
                 for replicas in (1, 2):
                     row = run(topology, handle, replicas, args, stub.url)

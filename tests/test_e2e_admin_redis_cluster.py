@@ -1,6 +1,6 @@
 """End to end on a real 3-master Redis Cluster: two `hydraguard run --admin` replicas with
 `state: {backend: redis, cluster: true}` link a scripted hydra (accounts sharing a flagged
-exit) through the spread layout (clusters/link_split.py), and each replica's admin listener
+exit) through the sharded layout (clusters/link_shards.py), and each replica's admin listener
 reads that layout, every read on the master of its key's slot (clusters/view.py)."""
 
 from __future__ import annotations

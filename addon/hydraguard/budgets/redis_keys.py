@@ -1,13 +1,14 @@
 """Redis key names and script arguments of the Redis budget backend (``redis_state.py``).
 
 Per budget key a bucket hash ``…:b`` (window levels, and the amount of each open hold) and
-a hold index ``…:h`` (hold expiries), named ``{prefix}:v4:{<group>}:<key>:b`` when the key
+a hold index ``…:h`` (hold expiries), named ``{prefix}:v5:{<group>}:<key>:b`` when the key
 belongs to a group (the budgets of one cluster: one hash slot, one script), else
-``{prefix}:v4:{<key>}:b``. ``v4`` is ``redis_state.LAYOUT_VERSION``: every key (links
+``{prefix}:v5:{<key>}:b``. ``v5`` is ``redis_state.LAYOUT_VERSION``: every key (links
 included) starts with ``{prefix}:v<LAYOUT_VERSION>:``. The rule: a change to what a key holds
 or how it is named, on a single Redis or on a Redis Cluster, bumps the version (4: on a
-cluster the hydra-link evidence sets have hash tags of their own; budget keys are unchanged
-since 3); replicas of the old and the new layout then use
+cluster the hydra-link evidence sets have hash tags of their own; 5: on a cluster the
+per-account link structures are sharded, ``{links:<definition>:<shard>}``; budget keys and
+the single-Redis link keys are unchanged since 3); replicas of the old and the new layout then use
 disjoint keys, so a rolling update never lets one replica misread the other's state (while
 both run, each layout enforces its own budget levels: the old keys expire by their TTLs
 once the last old replica is gone). The braces are a Redis Cluster hash tag. Every key

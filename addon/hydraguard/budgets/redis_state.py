@@ -50,7 +50,7 @@ from .spec import Reservation, ReserveResult, WindowSpec, WindowState
 
 __all__ = ["LAYOUT_VERSION", "RedisBudgetState", "StateUnavailable"]
 
-LAYOUT_VERSION = 4  # of the Redis key layout (module doc); bump on any change of layout
+LAYOUT_VERSION = 5  # of the Redis key layout (module doc); bump on any change of layout
 
 log = logging.getLogger("hydraguard.state")
 

@@ -1,6 +1,6 @@
 """The evidence-set access of the one-script link (link_script.LINK): every evidence set
 is one of the script's own keys, in one hash slot (single Redis). On a Redis Cluster the
-sets live on slots of their own and link_split.py reads them in a step before."""
+sets live on slots of their own, read by a step of their own (link_shards.EVIDENCE_STEP)."""
 
 LOCAL_EVIDENCE = r"""
 -- evidence sets in this script's keys (KEYS[13..], one per value; one hash slot)

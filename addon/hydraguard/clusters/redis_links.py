@@ -17,11 +17,14 @@ layout: clusters/link_script.py):
   epoch e go into e's and e+1's union-find, so a link lasts one to two windows after the
   evidence that made it.
 
-On a single Redis all keys share one hash tag and one script does everything. On a Redis
-Cluster (``state.cluster``) the evidence sets get a hash tag each and a request takes three
-per-slot steps (clusters/link_split.py, where the weaker atomicity is described); the pair
-scores and the union-find of one definition stay on one slot. Keys start with the budget
-state's ``keyspace`` (``{prefix}:v<layout version>``).
+On a single Redis all keys share one hash tag ``{links:<definition>}`` and one script does
+everything. On a Redis Cluster (``state.cluster``) nothing of a definition stays on one
+slot: the evidence sets get a hash tag each and the per-account structures (first seen,
+partners, union-find, sizes, why-records, pair scores) are cut into shards by a hash of the
+account, each shard a hash tag ``{links:<definition>:<shard>}``; a request takes per-slot
+steps and the union-find is lock-free (clusters/link_shards.py describes the layout and the
+atomicity given up; clusters/shard_links.py drives it). Keys start with the budget state's
+``keyspace`` (``{prefix}:v<layout version>``).
 
 `RedisLinks` implements the `LinkStore` interface (clusters/links.py): ``observe`` answers at
 once from the last shared answer for the account, else from its own in-memory linking (the
@@ -41,21 +44,16 @@ from cachetools import LRUCache
 from ..budgets.redis_state import RedisBudgetState, StateUnavailable
 from ..policy.budget_model import LinkConfig
 from .keys import cluster_id
-from .link_script import LINK
-from .link_split import EVIDENCE as EVIDENCE_SCRIPT
-from .link_split import LINK_SPLIT
-from .link_split import PARTNERS as PARTNERS_SCRIPT
+from .link_script import EVIDENCE, FIRST, LINK, PAIRS, PARENT, PARTNERS, SIZES, WHY
 from .links import Evidence, LinkSettings, MemoryLinks
 from .scoring import KINDS, Why, decode_why, link_info
+from .shard_links import SHARDS, ShardedLinking, Value, shard_of
 
 if TYPE_CHECKING:
     from .view import RedisLinkView
 
-__all__ = ["RedisLinks", "digest", "parse_member"]
-
-# key parts after the tag (link_script.py's KEYS): parent hash, first seen, pair scores,
-# partners, cluster sizes, why-records (per epoch; first seen per period), evidence sets
-PARENT, FIRST, PAIRS, PARTNERS, SIZES, WHY, EVIDENCE = "p", "f", "q", "n", "s", "w", "e"
+__all__ = ["EVIDENCE", "FIRST", "PAIRS", "PARENT", "PARTNERS", "SIZES", "WHY", "RedisLinks",
+           "digest", "parse_member"]
 
 
 def digest(value: str) -> str:
@@ -81,17 +79,15 @@ class RedisLinks:
         self.rules = {r.kind: r for r in config.rules}
         self._order = tuple(k for k in KINDS if k in self.rules)
         self.local = MemoryLinks(config, clock or state.now)
-        self._tag = f"{state.keyspace}:{{links:{cluster_def}}}"
+        self._base = f"{state.keyspace}:{{links:{cluster_def}"
+        self._tag = self._base + "}"
         self.first_period_s = float(first_seen_period_s)
-        self._first_ms = str(max(1, round(self.first_period_s * 1000)))
+        self.first_ms = str(max(1, round(self.first_period_s * 1000)))
         self._script = state.register(LINK)
-        # on a Redis Cluster: the evidence sets on slots of their own (link_split.py)
+        # on a Redis Cluster: evidence sets and account shards on slots of their own
         self.spread = bool(getattr(state, "cluster", False))
-        self._etag = f"{state.keyspace}:{{links:{cluster_def}:e:"
-        if self.spread:
-            self._split_s = state.register(LINK_SPLIT)
-            self._evidence_s = state.register(EVIDENCE_SCRIPT)
-            self._partners_s = state.register(PARTNERS_SCRIPT)
+        self._etag = f"{self._base}:e:"
+        self._sharded = ShardedLinking(self) if self.spread else None
         # account -> (cluster id, cluster size, why-record) of the last shared answer
         self._last: LRUCache[str, tuple[str, int, Why | None]] = LRUCache(maxsize=max_cached)
         c = config
@@ -133,10 +129,27 @@ class RedisLinks:
         got = self._last.get(account)
         return got[0] if got is not None else None
 
-    def key(self, part: str, n: int | str) -> str:
+    def key(self, part: str, n: int | str, *, shard: int | None = None) -> str:
         """The Redis key of one structure: ``part`` (PARENT, FIRST, ...) of epoch/period
-        ``n``, or EVIDENCE with ``n`` = ``kind:digest``."""
-        return f"{self._tag}:{part}:{n}"
+        ``n`` (on a Redis Cluster: of ``shard``), or EVIDENCE with ``n`` = ``kind:digest``
+        (single Redis)."""
+        if shard is None:
+            return f"{self._tag}:{part}:{n}"
+        return f"{self._base}:{shard}}}:{part}:{n}"
+
+    def shard_of(self, account: str) -> int | None:
+        """The shard of an account's structures (None on a single Redis: one tag)."""
+        return shard_of(account) if self.spread else None
+
+    def keys_of(self, part: str, n: int) -> list[str]:
+        """Every key of ``part`` of epoch/period ``n``: one per shard on a Redis Cluster."""
+        if not self.spread:
+            return [self.key(part, n)]
+        return [self.key(part, n, shard=s) for s in range(SHARDS)]
+
+    def evidence_key(self, kind: str, d: str) -> str:
+        """The sorted set of one evidence value (``d``: its digest)."""
+        return f"{self._etag}{kind}:{d}}}" if self.spread else self.key(EVIDENCE, f"{kind}:{d}")
 
     @property
     def evidence_prefix(self) -> str:
@@ -152,8 +165,14 @@ class RedisLinks:
         """The first-seen period of ``now`` (the hash of the previous one is read too)."""
         return math.floor(now / self.first_period_s)
 
-    def _keys_args(self, account: str, evidence: Mapping[str, str | None], flagged: bool,
+    def _values(self, evidence: Mapping[str, str | None]) -> list[Value]:
+        """(kind, digest, rule) of the request's evidence values, in scoring order."""
+        return [(kind, digest(v), self.rules[kind]) for kind in self._order
+                if (v := evidence.get(kind))]
+
+    def _keys_args(self, account: str, values: list[Value], flagged: bool,
                    now: float) -> tuple[list[str], list[str]]:
+        """KEYS and ARGV of the one script (link_script.py)."""
         w = self.window_s
         e = self.epoch_of(now)
         period = self.period_of(now)
@@ -161,16 +180,10 @@ class RedisLinks:
         keys = [k(PARENT, e), k(PARENT, e + 1), k(FIRST, period), k(FIRST, period - 1),
                 k(PAIRS, e), k(PAIRS, e - 1), k(PARTNERS, e), k(PARTNERS, e - 1),
                 k(SIZES, e), k(SIZES, e + 1), k(WHY, e), k(WHY, e + 1)]
-        args = [repr(float(now)), repr(w), account, self._first_ms, repr(e * w), *self._fixed,
+        args = [repr(float(now)), repr(w), account, self.first_ms, repr(e * w), *self._fixed,
                 "1" if flagged else "0"]
-        for kind in self._order:
-            value = evidence.get(kind)
-            if not value:
-                continue
-            rule = self.rules[kind]
-            d = digest(value)
-            keys.append(f"{self._etag}{kind}:{d}}}" if self.spread
-                        else k(EVIDENCE, f"{kind}:{d}"))
+        for kind, d, rule in values:
+            keys.append(self.evidence_key(kind, d))
             args += [kind, d, str(rule.min_accounts), str(rule.max_accounts),
                      repr(float(rule.weight)), repr(float(rule.flagged_weight))]
         return keys, args
@@ -180,11 +193,12 @@ class RedisLinks:
         """The shared linked cluster id of `account` after recording its evidence; None when
         Redis is unavailable (the caller keeps its local answer)."""
         now = self.state.now() if now is None else now
-        keys, args = self._keys_args(account, evidence, flagged, now)
+        values = self._values(evidence)
         try:
-            if self.spread:
-                got = await self._split(keys, args)
+            if self._sharded is not None:
+                got = await self._sharded.cluster_of(account, values, flagged, now)
             else:
+                keys, args = self._keys_args(account, values, flagged, now)
                 got = await self.state.call(self._script, keys, args)
         except StateUnavailable:
             return None
@@ -193,20 +207,3 @@ class RedisLinks:
         cid = cluster_id(str(root))
         self._last[account] = (cid, int(size), decode_why(why) if why else None)
         return cid
-
-    async def _split(self, keys: list[str], args: list[str]):
-        """The three steps of link_split.py (partners, evidence per value, link)."""
-        call, acct = self.state.call, args[2]
-        raw = await call(self._partners_s, keys[6:8], [acct])
-        partners = [p for p in _text(raw).split("\t") if p] if raw else []
-        fixed = [args[0], args[1], acct, args[4], args[5], args[11]]
-        evs = keys[12:]
-        steps = [call(self._evidence_s, [z], [*fixed, args[15 + 6 * i], *partners])
-                 for i, z in enumerate(evs)]
-        got = await asyncio.gather(*steps) if steps else []
-        blobs = ["\n".join(_text(x) for x in g) for g in got]
-        return await call(self._split_s, keys[:12], [*args, *blobs])
-
-
-def _text(x) -> str:
-    return x.decode("utf-8", "surrogateescape") if isinstance(x, bytes) else str(x)

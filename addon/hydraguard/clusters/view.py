@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .keys import cluster_id
-from .redis_links import FIRST, PARENT, SIZES, WHY, digest, parse_member
+from .link_script import FIRST, PARENT, SIZES, WHY
+from .redis_links import digest, parse_member
 from .scoring import decode_why, link_info
 
 if TYPE_CHECKING:
@@ -200,9 +201,9 @@ class RedisLinkView:
     clusters/link_script.py): the current epoch's union-find, cluster sizes and why-records,
     and the evidence sets, whichever replica reads them. Evidence values are stored as
     digests; the values this replica saw itself are shown in clear. On a Redis Cluster
-    (``links.spread``, clusters/link_split.py) each read goes to the master of its key's
-    slot and the evidence sets are scanned on every master (the state's ``client_for`` and
-    ``scan_clients``)."""
+    (``links.spread``, clusters/link_shards.py) each read goes to the master of its key's
+    slot (the union-find is read from every account shard) and the evidence sets are
+    scanned on every master (the state's ``client_for`` and ``scan_clients``)."""
 
     def __init__(self, links: RedisLinks) -> None:
         self.links = links
@@ -212,9 +213,10 @@ class RedisLinkView:
         return await self.links.state.client_for(key)
 
     async def _comps(self, now: float) -> tuple[dict[str, list[str]], Callable[[str], str]]:
-        key = self.links.key(PARENT, self.links.epoch_of(now))
-        raw = await (await self._on(key)).hgetall(key)
-        parent = {_s(k): _s(v) for k, v in raw.items()}
+        parent: dict[str, str] = {}
+        for raw in await asyncio.gather(*(self._hgetall(k) for k in self.links.keys_of(
+                PARENT, self.links.epoch_of(now)))):
+            parent.update((_s(k), _s(v)) for k, v in raw.items())
 
         def find(x: str) -> str:
             seen = 0
@@ -272,19 +274,27 @@ class RedisLinkView:
                 out.append((kind, known.get((kind, d), "#" + d), held))
         return out, cut
 
+    async def _hgetall(self, key: str) -> dict:
+        return await (await self._on(key)).hgetall(key)
+
     async def _first_seen(self, accounts: list[str], now: float) -> dict[str, float]:
-        period = self.links.period_of(now)
-        cur, prev = self.links.key(FIRST, period), self.links.key(FIRST, period - 1)
-        pipe = (await self._on(cur)).pipeline(transaction=False)  # one slot: the definition's
+        links = self.links
+        period = links.period_of(now)
+        shards: dict[int | None, list[str]] = {}
         for a in accounts:
-            pipe.hget(cur, a)
-            pipe.hget(prev, a)
-        got = await pipe.execute() if accounts else []
+            shards.setdefault(links.shard_of(a), []).append(a)
         out = {}
-        for a, c, p in zip(accounts, got[::2], got[1::2], strict=True):
-            v = c if c is not None else p
-            if v is not None:
-                out[a] = float(v)
+        for shard, mine in shards.items():  # one slot each (the definition's, or a shard's)
+            cur, prev = (links.key(FIRST, p, shard=shard) for p in (period, period - 1))
+            pipe = (await self._on(cur)).pipeline(transaction=False)
+            for a in mine:
+                pipe.hget(cur, a)
+                pipe.hget(prev, a)
+            got = await pipe.execute()
+            for a, c, p in zip(mine, got[::2], got[1::2], strict=True):
+                v = c if c is not None else p
+                if v is not None:
+                    out[a] = float(v)
         return out
 
     async def top(self, limit: int = 1000) -> list[LinkedCluster]:
@@ -325,8 +335,10 @@ class RedisLinkView:
             now = self.links.state.now()
             comps, find = await self._comps(now)
             root = find(account)
-            e = self.links.epoch_of(now)
-            sizes, whys = self.links.key(SIZES, e), self.links.key(WHY, e)
+            links = self.links
+            e = links.epoch_of(now)
+            sizes = links.key(SIZES, e, shard=links.shard_of(root))
+            whys = links.key(WHY, e, shard=links.shard_of(account))
             size_raw = await (await self._on(sizes)).hget(sizes, root)
             size = int(size_raw) if size_raw is not None and root in comps else 1
             why_raw = await (await self._on(whys)).hget(whys, account)
