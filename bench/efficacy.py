@@ -172,13 +172,18 @@ def _check(world: World, tokens: list[int], results: list[px.Result], log: list[
     why: dict[str, Counter[str]] = defaultdict(Counter)
     clusters: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     batches = Counter()
+    via: dict[str, Counter[str]] = defaultdict(Counter)
     for rec in log:
         pop = pop_of.get(rec.get("account"), "?")
         if rec.get("route") == "batch":  # served later upstream: no usage in the log line
             batches["refused" if rec.get("enforced") else "allowed"] += 1
             batches["requests"] += (rec.get("batch") or {}).get("requests") or 0
         elif rec.get("status") == 200:
-            log_served[pop] += (rec.get("input_tokens") or 0) + (rec.get("output_tokens") or 0)
+            n = (rec.get("input_tokens") or 0) + (rec.get("output_tokens") or 0)
+            log_served[pop] += n
+            if pop == "hydra":  # through which probation pool (none: established)
+                pools = [b["probation"] for b in rec.get("budget") or () if b.get("probation")]
+                via[",".join(pools) or "established"].update(tokens=n, requests=1)
         elif rec.get("enforced") or rec.get("stage") == "budget":
             why[pop][f"{rec.get('stage') or 'rule'}:{rec.get('rule')}"] += 1
         if rec.get("cluster"):
@@ -193,6 +198,10 @@ def _check(world: World, tokens: list[int], results: list[px.Result], log: list[
     for pop, n in client_served.items():
         if abs(log_served[pop] - n) > 0.01 * max(n, 1):
             row.notes.append(f"{pop}: log says {log_served[pop]} tokens served, clients {n}")
+    if via:
+        row.detail.append("  hydra served via: " + "; ".join(
+            f"{k} {c['tokens']} tokens in {c['requests']}" for k, c in
+            sorted(via.items(), key=lambda kv: -kv[1]["tokens"])))
     for pop in ("hydra", *LEGIT, "refused-country"):
         accts = {px.account_of(r.key) for r in world.requests if r.pop == pop}
         shared = [c for c, pops in clusters.items() if pops.get(pop)]
@@ -295,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--raw-time", action="store_true",
                     help="do not scale the rules' durations (budgets see compressed time)")
     ap.add_argument("--keep", type=Path, help="keep databases, rules and decision logs here")
-    ap.add_argument("--detail", action="store_true", help="per-population clusters, reasons")
+    ap.add_argument("--detail", action="store_true",
+                    help="per-population clusters, reasons; the hydra's tokens per probation pool")
     a = ap.parse_args(argv)
     variants = list(VARIANTS) if a.variants == "all" else a.variants.split(",")
     if bad := [v for v in variants if v not in VARIANTS]:

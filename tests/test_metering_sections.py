@@ -85,6 +85,10 @@ def test_shipped_rules_probation_then_cluster_budgets():
         ("probation-proxy-networks", True), ("probation-hosting", True),
         ("cluster-tokens", False)]
     assert (b.budgets[0].probation.key, b.budgets[1].probation.key) == (("network",), ("asn",))
+    for pool in b.budgets[:2]:  # one hourly window (no minute pacing); the output asked for
+        assert pool.windows == (WindowSpec("hour", 13_000, 3600.0),)
+        assert (pool.max_output_reserve, pool.probation.min_requests,
+                pool.probation.min_tokens, pool.probation.min_age_s) == (8192, 2, 1500, 0.0)
     assert b.budgets[2].windows[0] == WindowSpec("minute", 200_000, 60.0)
 
 

@@ -46,6 +46,6 @@ def test_recipes_are_valid_rules():
     text = README.read_text(encoding="utf-8")
     recipes = text[text.index("## Recipes"):text.index("## Reference")]
     blocks = re.findall(r"```yaml\n(.*?)```", recipes, re.S)
-    assert len(blocks) == 7
+    assert len(blocks) == 8
     for b in blocks:
         parse_policy(b, "README.md")
