@@ -55,7 +55,9 @@ RULES = ROOT / "rules" / "default.yaml"
 GROUPS = (  # component -> path fragments of the modules that allocate its state
     ("signals", ("/hydraguard/signals/",)),
     ("linker", ("/hydraguard/clusters/",)),
-    ("budget state", ("/hydraguard/budgets/memory.py", "/cachetools/")),
+    # with the keys it builds (step.py) and what tracemalloc's one frame puts on the driver
+    ("budget state", ("/hydraguard/budgets/memory.py", "/cachetools/", "/budgets/step.py",
+                      "/budgets/driver.py")),
     ("probation history", ("/hydraguard/budgets/history.py",)),
 )
 WORDS = ["the", "model", "should", "answer", "every", "question", "carefully", "and", "cite",
@@ -237,7 +239,7 @@ def main() -> None:
 
     for name, _ in GROUPS:
         line(name, [r["by"][name] for r in rows])
-    line("other (account / IP strings the bench holds, ...)", [r["other"] for r in rows])
+    line("other (account strings, IP objects, ...)", [r["other"] for r in rows])
     line("traced total", [r["traced"] for r in rows])
     line("RSS growth (run without tracemalloc)", [int(r["rss"] * 2**20) for r in rows])
     print()
