@@ -62,6 +62,21 @@ __all__ = ["DEFAULT_LINK_RULES", "ClusterLinker", "LinkRule"]
 
 DEFAULT_LINK_RULES: tuple[LinkRule, ...] = tuple(LinkRule(k) for k in KINDS)
 
+# The accounts seen with one evidence value, compact: a value seen with one account (most
+# exits) is the pair ``(account, seen)``; from the second account on, an OrderedDict account
+# -> seen (least recently seen first). ``seen`` is the last time (a number) or, for a sighting
+# through a flagged network, ``(time, True)``: no tuple per ordinary sighting.
+_Seen = float | tuple[float, bool]
+_Members = tuple[str, _Seen] | OrderedDict[str, _Seen]
+
+
+def _held(members: _Members) -> int:
+    return 1 if members.__class__ is tuple else len(members)
+
+
+def _unpack(m: _Seen) -> tuple[float, bool]:
+    return m if m.__class__ is tuple else (m, False)  # type: ignore[return-value]
+
 
 class _UnionFind:
     __slots__ = ("clusters", "parent", "size", "why")
@@ -109,10 +124,10 @@ class ClusterLinker:
         self._order = tuple(k for k in KINDS if k in self.rules)
         self._clock = clock
         self.max_evidence = int(max_evidence or 2 * self.max_nodes)
-        # LRU maps (oldest first): account -> first seen; (kind, value) -> account -> (t, flag)
+        # LRU maps (oldest first): account -> first seen; "kind:value" -> its members (see
+        # _Members: one account inline, more in an LRU map account -> last seen [, flagged])
         self._nodes: OrderedDict[str, float] = OrderedDict()
-        self._values: OrderedDict[tuple[str, str], OrderedDict[str, tuple[float, bool]]] = \
-            OrderedDict()
+        self._values: OrderedDict[str, _Members] = OrderedDict()
         self.epoch: int | None = None
         self._uf = _UnionFind()    # answers in the current epoch
         self._next = _UnionFind()  # will answer in the next one (links made from now on)
@@ -210,36 +225,47 @@ class ClusterLinker:
         epoch_start = self.epoch * window
         values = self._values
         scored = []  # the values new to the account in this epoch (see _score)
+        seen: _Seen = (now, True) if flagged else now
         for kind in self._order:
             value = evidence.get(kind)
             if not value:
                 continue
-            rule = self.rules[kind]
-            vkey = (kind, value)
-            members = values.get(vkey)
+            vid = f"{kind}:{value}"
+            members = values.get(vid)
             if members is None:
-                members = values[vkey] = OrderedDict()
+                values[vid] = (account, seen)
                 if len(values) > self.max_evidence:
-                    self._held -= len(values.popitem(last=False)[1])
+                    self._held -= _held(values.popitem(last=False)[1])
+                self._held += 1
+                continue  # one account: below every min_accounts (>= 2)
+            values.move_to_end(vid)
+            if members.__class__ is tuple:
+                first, fseen = members  # type: ignore[misc]
+                if first == account or _unpack(fseen)[0] < horizon:
+                    values[vid] = (account, seen)  # still one account
+                    continue
+                members = values[vid] = OrderedDict(((first, fseen), (account, seen)))
+                self._held += 1
+                prev = None
             else:
-                values.move_to_end(vkey)
-            prev = members.get(account)
-            members[account] = (now, flagged)
-            members.move_to_end(account)
-            cap = rule.max_accounts + 1
-            held = len(members)
-            while len(members) > cap or next(iter(members.values()))[0] < horizon:
-                members.popitem(last=False)
-            self._held += len(members) - held + (prev is None)
-            if prev is not None and prev[0] >= epoch_start:
-                continue  # scored in this epoch already
+                prev = members.get(account)
+                members[account] = seen
+                members.move_to_end(account)
+                cap = self.rules[kind].max_accounts + 1
+                held = len(members)
+                while len(members) > cap or _unpack(next(iter(members.values())))[0] < horizon:
+                    members.popitem(last=False)
+                self._held += len(members) - held + (prev is None)
+                if prev is not None and _unpack(prev)[0] >= epoch_start:
+                    continue  # scored in this epoch already
+            rule = self.rules[kind]
             n = len(members)
             if n < rule.min_accounts or n > rule.max_accounts:
                 continue
             r = math.log10(rule.max_accounts / n)
             if r > 0:
                 r = 1.0 if r > 1.0 else r
-                scored.append((kind, f"{kind}:{value}", members, rule.flagged_weight * r,
+                scored.append((kind, vid, members, rule.flagged_weight * r,
                                rule.weight * r, kind in NETWORK))
         if scored:
             self._score(account, scored, now, flagged)
@@ -280,10 +306,13 @@ class ClusterLinker:
                 if m is None or (network and net):
                     continue  # not shared, or a less specific network value
                 net = net or network
-                both = flagged and m[1]
+                if m.__class__ is tuple:
+                    mt, both = m[0], flagged
+                else:
+                    mt, both = m, False
                 w = wf if both else wu
                 pot += w
-                credits.append((kind, vid, w, now - m[0] <= multi_s, both))
+                credits.append((kind, vid, w, now - mt <= multi_s, both))
             if credits:
                 ranked.append((-pot, i, c, credits))
         ranked.sort()
@@ -323,11 +352,10 @@ class ClusterLinker:
         """The current pair score of two accounts (0 when they share nothing counted)."""
         now = self._clock() if now is None else now
         key = (a, b) if a < b else (b, a)
-        p = self._pairs.get(key) or self._pairs_prev.get(key)
+        p = self._pairs.get(key)
         if p is None:
-            return 0.0
-        horizon = now - self.window_s
-        return sum(q[0] + q[1] for q in p.parts.values() if q[2] >= horizon)
+            p = self._pairs_prev.get(key)
+        return 0.0 if p is None else p.score(now, self.window_s)
 
     def why(self, account: str) -> Why | None:
         """The pair that linked ``account`` in the current union-find (None: unknown)."""
@@ -363,15 +391,17 @@ class ClusterLinker:
         {account: (last seen, flagged)})."""
         horizon = (self._clock() if now is None else now) - self.window_s
         out = []
-        for (kind, value), members in list(self._values.items()):
-            live = {a: m for a, m in members.items() if m[0] >= horizon}
+        for vid, members in list(self._values.items()):
+            items = (members,) if members.__class__ is tuple else members.items()
+            live = {a: m for a, m in ((a, _unpack(m)) for a, m in items) if m[0] >= horizon}
             if live:
+                kind, value = vid.split(":", 1)
                 out.append((kind, value, live))
         return out
 
     def value_keys(self) -> list[tuple[str, str]]:
         """(kind, value) of every evidence value held (in the window or not)."""
-        return list(self._values)
+        return [tuple(vid.split(":", 1)) for vid in self._values]  # type: ignore[misc]
 
     def counts(self, kind: str, n: int) -> bool:
         """Whether a value of ``kind`` seen with ``n`` accounts adds to pair scores."""
