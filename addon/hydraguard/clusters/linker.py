@@ -173,11 +173,16 @@ class ClusterLinker:
                 if len(w) > self.config.max_why:
                     w.popitem(last=False)
 
-    def _partners_of(self, a: str) -> list[str]:
+    def _partners_of(self, a: str, create: bool = True) -> list[str]:
+        """The partners of ``a`` in this epoch (those of the previous one carried over);
+        ``create=False``: only read, no entry for an account without partners."""
         partners = self._partners
         got = partners.get(a)
         if got is None:
-            got = partners[a] = list(self._partners_prev.get(a, ()))
+            prev = self._partners_prev.get(a)
+            if prev is None and not create:
+                return []
+            got = partners[a] = list(prev or ())
             if len(partners) > self.max_nodes:
                 partners.popitem(last=False)
         return got
@@ -290,7 +295,7 @@ class ClusterLinker:
                     got += 1
                     if got == k:
                         break
-        for p in self._partners_of(account):
+        for p in self._partners_of(account, create=False):
             pool[p] = None
         nxt = self._next
         me = nxt.find(account)
