@@ -34,7 +34,20 @@ __all__ = ["MemoryBudgetState"]
 
 _Plan = tuple[tuple[str, int, float, float], ...]  # (name, limit, rate, period) per window
 _Names = tuple[str, ...]
-_Built = tuple[tuple[WindowSpec, ...], _Plan, _Names]
+
+
+class _Shape:
+    """The window names of a plan and, per record layout seen with it, where each of its
+    windows sits in the record (cached: one dict lookup per operation)."""
+
+    __slots__ = ("names", "pos")
+
+    def __init__(self, names: _Names) -> None:
+        self.names = names
+        self.pos: dict[float, tuple[int, ...]] = {}  # layout id -> index (-1: not held)
+
+
+_Built = tuple[tuple[WindowSpec, ...], _Plan, _Shape]
 
 
 def _states(plan: _Plan, cells: list[list[float]]) -> tuple[WindowState, ...]:
@@ -48,7 +61,7 @@ def _states(plan: _Plan, cells: list[list[float]]) -> tuple[WindowState, ...]:
 def _make_plan(windows: Sequence[WindowSpec]) -> _Built:
     ws = bucket.check_request(windows, 0)
     return ws, tuple((w.name, w.limit, w.rate, w.period_s) for w in ws), \
-        tuple(w.name for w in ws)
+        _Shape(tuple(w.name for w in ws))
 
 
 # A key's record: array('d') [expires, layout id, level, ts, level, ts, ...] (one level and
@@ -60,12 +73,11 @@ class _Layouts:
     """The window names a key's record holds, in record order, as small ids (a record stores
     its layout id, not the names): each distinct name list is registered once."""
 
-    __slots__ = ("_pos", "ids", "names")
+    __slots__ = ("ids", "names")
 
     def __init__(self) -> None:
         self.names: list[_Names] = []
         self.ids: dict[_Names, int] = {}
-        self._pos: dict[tuple[int, _Names], tuple[int, ...]] = {}  # record index per window
 
     def id_of(self, names: _Names) -> int:
         got = self.ids.get(names)
@@ -74,14 +86,13 @@ class _Layouts:
             self.names.append(names)
         return got
 
-    def positions(self, layout: int, names: _Names) -> tuple[int, ...]:
-        """Record index of each of ``names`` in ``layout`` (-1: not held)."""
-        key = (layout, names)
-        got = self._pos.get(key)
+    def positions(self, layout: float, shape: _Shape) -> tuple[int, ...]:
+        """Record index of each window of ``shape`` in ``layout`` (-1: not held)."""
+        got = shape.pos.get(layout)
         if got is None:
-            held = self.names[layout]
-            got = self._pos[key] = tuple(
-                _HEAD + 2 * held.index(n) if n in held else -1 for n in names)
+            held = self.names[int(layout)]
+            got = shape.pos[layout] = tuple(
+                _HEAD + 2 * held.index(n) if n in held else -1 for n in shape.names)
         return got
 
 class MemoryBudgetState:
@@ -146,17 +157,17 @@ class MemoryBudgetState:
                      ts: float, now: float | None = None) -> None:
         """Raise the level of each window of ``key`` to at least ``levels`` (as observed at
         ``ts``, refilled to ``now``); levels already higher stay."""
-        _, plan, names = self._plan(windows)
+        _, plan, shape = self._plan(windows)
         if now is None:
             now = self._clock()
         h = hash(key)
         rec = self._get(h, now)
-        cells = self._cells(rec, plan, names, now)
+        cells = self._cells(rec, plan, shape, now)
         for (_name, _limit, rate, _period), cell, u in zip(plan, cells, levels, strict=True):
             seeded = bucket.refill(u, ts, now, rate)[0]
             if seeded > cell[0]:
                 cell[0] = seeded
-        self._store(h, rec, plan, names, cells, now)
+        self._store(h, rec, plan, shape, cells, now)
 
     # -- internals ---------------------------------------------------------------------
     def _plan(self, windows: Sequence[WindowSpec]) -> _Built:
@@ -177,42 +188,45 @@ class MemoryBudgetState:
         keys.move_to_end(h)
         return rec
 
-    def _cells(self, rec: array | None, plan: _Plan, names: _Names, now: float
+    def _cells(self, rec: array | None, plan: _Plan, shape: _Shape, now: float
                ) -> list[list[float]]:
         """``[level, ts]`` per window, refilled up to ``now``."""
         if rec is None:
             return [[0.0, now] for _ in plan]
+        v = rec.tolist()  # one call, then plain list reads
+        pos = shape.pos.get(v[1]) or self._layouts.positions(v[1], shape)
+        refill = bucket.refill
         out = []
-        for (_name, _limit, rate, _period), i in zip(
-                plan, self._layouts.positions(int(rec[1]), names), strict=True):
-            out.append([0.0, now] if i < 0 else list(bucket.refill(rec[i], rec[i + 1], now,
-                                                                    rate)))
+        for (_name, _limit, rate, _period), i in zip(plan, pos, strict=True):
+            out.append(list(refill(v[i], v[i + 1], now, rate)) if i >= 0 else [0.0, now])
         return out
 
-    def _store(self, h: int, rec: array | None, plan: _Plan, names: _Names,
+    def _store(self, h: int, rec: array | None, plan: _Plan, shape: _Shape,
                cells: list[list[float]], now: float) -> None:
-        layouts = self._layouts
         if rec is None:
-            rec = array("d", bytes(8 * (_HEAD + 2 * len(names))))
-            rec[1] = layouts.id_of(names)
+            layouts = self._layouts
+            rec = array("d", bytes(8 * (_HEAD + 2 * len(shape.names))))
+            rec[1] = layouts.id_of(shape.names)
             keys = self._keys
             keys[h] = rec
             if len(keys) > self.max_keys:
                 keys.popitem(last=False)  # the least recently used key
-        pos = layouts.positions(int(rec[1]), names)
+        pos = shape.pos.get(rec[1]) or self._layouts.positions(rec[1], shape)
         if -1 in pos:  # windows new to this key: a record with room for them too
+            layouts = self._layouts
             held = layouts.names[int(rec[1])]
-            wider = held + tuple(n for n in names if n not in held)
+            wider = held + tuple(n for n in shape.names if n not in held)
             new = array("d", bytes(8 * (_HEAD + 2 * len(wider))))
             new[:len(rec)] = rec
             new[1] = layouts.id_of(wider)
             rec = self._keys[h] = new
-            pos = layouts.positions(int(rec[1]), names)
+            pos = layouts.positions(rec[1], shape)
         keep = rec[0]
+        ttl_s = bucket.ttl_s
         for (_name, _limit, rate, period), cell, i in zip(plan, cells, pos, strict=True):
-            rec[i] = cell[0]
+            level = rec[i] = cell[0]
             rec[i + 1] = cell[1]
-            exp = now + bucket.ttl_s(period, rate, cell[0])
+            exp = now + ttl_s(period, rate, level)
             if exp > keep:
                 keep = exp
         rec[0] = keep  # never shortens the life of windows not touched by this call
@@ -247,12 +261,12 @@ class MemoryBudgetState:
         """Synchronous ``reserve`` (atomic by construction)."""
         if amount < 0:
             raise ValueError(f"amount must be >= 0, got {amount!r}")
-        ws, plan, names = self._plan(windows)
+        ws, plan, shape = self._plan(windows)
         if now is None:
             now = self._clock()
         h = hash(key)
         rec = self._get(h, now)
-        cells = self._cells(rec, plan, names, now)
+        cells = self._cells(rec, plan, shape, now)
         wait = 0.0
         for (_name, limit, rate, _period), cell in zip(plan, cells, strict=True):
             w = bucket.wait_for(cell[0], amount, limit, rate)
@@ -266,7 +280,7 @@ class MemoryBudgetState:
             return ReserveResult(False, None, wait, states)
         for cell in cells:
             cell[0] += amount
-        self._store(h, rec, plan, names, cells, now)
+        self._store(h, rec, plan, shape, cells, now)
         rid = f"{self._id_prefix}{next(self._ids)}"
         res = Reservation(rid, key, ws, amount, now, group)
         pending = self._pending
@@ -304,13 +318,13 @@ class MemoryBudgetState:
         rec = self._get(h, now)
         if rec is None and delta < 0:
             return True  # nothing stored (evicted/expired): a refund changes nothing
-        _, plan, names = self._plan(reservation.windows)
-        cells = self._cells(rec, plan, names, now)
+        _, plan, shape = self._plan(reservation.windows)
+        cells = self._cells(rec, plan, shape, now)
         for c in cells:
             c[0] += delta
             if c[0] < 0.0:
                 c[0] = 0.0
-        self._store(h, rec, plan, names, cells, now)
+        self._store(h, rec, plan, shape, cells, now)
         return True
 
     async def adjust(self, key: str, windows: Sequence[WindowSpec], tokens: int,
@@ -327,21 +341,21 @@ class MemoryBudgetState:
         rec = self._get(h, now)
         if rec is None and tokens <= 0:
             return True  # nothing stored (a full bucket): nothing to give back
-        _, plan, names = self._plan(windows)
-        cells = self._cells(rec, plan, names, now)
+        _, plan, shape = self._plan(windows)
+        cells = self._cells(rec, plan, shape, now)
         for c in cells:
             c[0] = max(0.0, c[0] + tokens)
-        self._store(h, rec, plan, names, cells, now)
+        self._store(h, rec, plan, shape, cells, now)
         return True
 
     async def peek(
         self, key: str, windows: Sequence[WindowSpec], now: float | None = None, *,
         group: str | None = None,
     ) -> tuple[WindowState, ...]:
-        _, plan, names = self._plan(windows)
+        _, plan, shape = self._plan(windows)
         if now is None:
             now = self._clock()
-        return _states(plan, self._cells(self._get(hash(key), now), plan, names, now))
+        return _states(plan, self._cells(self._get(hash(key), now), plan, shape, now))
 
     async def close(self) -> None:
         self._keys.clear()
