@@ -50,7 +50,7 @@ Bounds
 Memory (bench/bench_memory.py): an evidence value is keyed by its ``kind:value`` string; seen
 with one account (most exits) it holds that account inline, from the second on an LRU map of
 last-seen times (a tuple only for a sighting through a flagged network); a pair score is one
-list (clusters/scoring.py). About 0.6-0.8 KB per tracked account plus ~0.35 KB per pair score.
+list (clusters/scoring.py). About 1.1 KB per tracked account plus ~0.35 KB per pair score.
 """
 
 from __future__ import annotations
