@@ -1,12 +1,13 @@
 """In-process budget state (one proxy replica).
 
-Bounded by ``max_keys`` cluster keys, a ``cachetools.LRUCache`` (least recently used
-evicted first), and ``max_pending`` open reservations (oldest dropped first; a dropped
-reservation stays charged: fails safe).  Open reservations do not expire by time: they
-live as long as the process that holds them, which is the only one that can settle them
-(holds of a replica that dies are a Redis matter: see ``scripts.py``).  A key is
-also dead once all its windows have refilled completely (at least the longest window period
-after the last write): it then reads as absent and is dropped when next touched or evicted.
+Bounded by ``max_keys`` cluster keys (least recently used evicted first), each one compact
+record (an ``array('d')``: expiry, layout, then level and timestamp per window), and
+``max_pending`` open reservations (oldest dropped first; a dropped reservation stays
+charged: fails safe).  Open reservations do not expire by time: they live as long as the
+process that holds them, which is the only one that can settle them (holds of a replica that
+dies are a Redis matter: see ``scripts.py``).  A key is also dead once all its windows have
+refilled completely (at least the longest window period after the last write): it then reads
+as absent and is dropped when next touched or evicted.
 An evicted key starts again with full buckets (lenient by design: eviction only happens
 under key floods).  Expiry is checked against the ``now`` of each call (the injected
 clock) rather than by cachetools' TTL caches, which cost ~4-8 µs per operation here
@@ -20,10 +21,10 @@ from __future__ import annotations
 
 import itertools
 import time
+from array import array
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
-
-from cachetools import LRUCache
 
 from . import bucket
 from .spec import Reservation, ReserveResult, WindowSpec, WindowState
@@ -32,6 +33,21 @@ __all__ = ["MemoryBudgetState"]
 
 
 _Plan = tuple[tuple[str, int, float, float], ...]  # (name, limit, rate, period) per window
+_Names = tuple[str, ...]
+
+
+class _Shape:
+    """The window names of a plan and, per record layout seen with it, where each of its
+    windows sits in the record (cached: one dict lookup per operation)."""
+
+    __slots__ = ("names", "pos")
+
+    def __init__(self, names: _Names) -> None:
+        self.names = names
+        self.pos: dict[float, tuple[int, ...]] = {}  # layout id -> index (-1: not held)
+
+
+_Built = tuple[tuple[WindowSpec, ...], _Plan, _Shape]
 
 
 def _states(plan: _Plan, cells: list[list[float]]) -> tuple[WindowState, ...]:
@@ -42,19 +58,42 @@ def _states(plan: _Plan, cells: list[list[float]]) -> tuple[WindowState, ...]:
     ])
 
 
-def _make_plan(windows: Sequence[WindowSpec]) -> tuple[tuple[WindowSpec, ...], _Plan]:
+def _make_plan(windows: Sequence[WindowSpec]) -> _Built:
     ws = bucket.check_request(windows, 0)
-    return ws, tuple((w.name, w.limit, w.rate, w.period_s) for w in ws)
+    return ws, tuple((w.name, w.limit, w.rate, w.period_s) for w in ws), \
+        _Shape(tuple(w.name for w in ws))
 
 
-class _KeyState:
-    __slots__ = ("expires", "levels")
+# A key's record: array('d') [expires, layout id, level, ts, level, ts, ...] (one level and
+# timestamp per window of the layout): 64 + 16 per window bytes, no Python object per window.
+_HEAD = 2
+
+
+class _Layouts:
+    """The window names a key's record holds, in record order, as small ids (a record stores
+    its layout id, not the names): each distinct name list is registered once."""
+
+    __slots__ = ("ids", "names")
 
     def __init__(self) -> None:
-        # window name -> [level, ts]
-        self.levels: dict[str, list[float]] = {}
-        self.expires = 0.0
+        self.names: list[_Names] = []
+        self.ids: dict[_Names, int] = {}
 
+    def id_of(self, names: _Names) -> int:
+        got = self.ids.get(names)
+        if got is None:
+            got = self.ids[names] = len(self.names)
+            self.names.append(names)
+        return got
+
+    def positions(self, layout: float, shape: _Shape) -> tuple[int, ...]:
+        """Record index of each window of ``shape`` in ``layout`` (-1: not held)."""
+        got = shape.pos.get(layout)
+        if got is None:
+            held = self.names[int(layout)]
+            got = shape.pos[layout] = tuple(
+                _HEAD + 2 * held.index(n) if n in held else -1 for n in shape.names)
+        return got
 
 class MemoryBudgetState:
     """``BudgetState`` kept in process memory.
@@ -77,14 +116,17 @@ class MemoryBudgetState:
         self.max_keys = max_keys
         self.max_pending = max_pending
         self._clock = clock
-        self._keys: LRUCache[str, _KeyState] = LRUCache(maxsize=max_keys)
+        # hash(key) -> record (see _Layouts); least recently used first. A 64-bit hash stands
+        # for the key string (two keys share a record with odds of ~1 in 10^7 at a million)
+        self._keys: OrderedDict[int, array] = OrderedDict()
+        self._layouts = _Layouts()
         # reservation id -> reservation; a dict in creation order, the oldest dropped beyond
         # max_pending (FIFO is what a pending map needs; a cachetools cache costs ~1 µs more
         # per reserve+settle for LRU order nobody uses)
         self._pending: dict[str, Reservation] = {}
         self._ids = itertools.count(1)
         self._id_prefix = f"m{id(self):x}-"
-        self._plans: dict[int, tuple[Any, tuple[tuple[WindowSpec, ...], _Plan]]] = {}
+        self._plans: dict[int, tuple[Any, _Built]] = {}
 
     def __len__(self) -> int:
         """Number of live (unexpired) keys."""
@@ -99,7 +141,7 @@ class MemoryBudgetState:
         """Drop every expired key (O(n); otherwise they go when touched or evicted)."""
         if now is None:
             now = self._clock()
-        for k in [k for k, st in self._keys.items() if st.expires <= now]:
+        for k in [k for k, rec in self._keys.items() if rec[0] <= now]:
             del self._keys[k]
 
     def forget_levels(self) -> None:
@@ -115,58 +157,79 @@ class MemoryBudgetState:
                      ts: float, now: float | None = None) -> None:
         """Raise the level of each window of ``key`` to at least ``levels`` (as observed at
         ``ts``, refilled to ``now``); levels already higher stay."""
-        _, plan = self._plan(windows)
+        _, plan, shape = self._plan(windows)
         if now is None:
             now = self._clock()
-        st = self._get(key, now)
-        cells = self._cells(st, plan, now)
+        h = hash(key)
+        rec = self._get(h, now)
+        cells = self._cells(rec, plan, shape, now)
         for (_name, _limit, rate, _period), cell, u in zip(plan, cells, levels, strict=True):
             seeded = bucket.refill(u, ts, now, rate)[0]
             if seeded > cell[0]:
                 cell[0] = seeded
-        self._store(key, st, plan, cells, now)
+        self._store(h, rec, plan, shape, cells, now)
 
     # -- internals ---------------------------------------------------------------------
-    def _plan(self, windows: Sequence[WindowSpec]) -> tuple[tuple[WindowSpec, ...], _Plan]:
+    def _plan(self, windows: Sequence[WindowSpec]) -> _Built:
         """The windows as a tuple, validated once, with ``(name, limit, rate, period)`` each
-        (see ``bucket.by_identity``)."""
+        and their names (see ``bucket.by_identity``)."""
         return bucket.by_identity(self._plans, windows, _make_plan)
 
-    def _get(self, key: str, now: float) -> _KeyState | None:
+    def _get(self, h: int, now: float) -> array | None:
+        """The record of key hash ``h`` (marked most recently used), None when absent or
+        dead (then dropped)."""
         keys = self._keys
-        st = keys.get(key)  # marks it most recently used
-        if st is None:
+        rec = keys.get(h)
+        if rec is None:
             return None
-        if st.expires <= now:
-            del keys[key]
+        if rec[0] <= now:
+            del keys[h]
             return None
-        return st
+        keys.move_to_end(h)
+        return rec
 
-    @staticmethod
-    def _cells(st: _KeyState | None, plan: _Plan, now: float) -> list[list[float]]:
+    def _cells(self, rec: array | None, plan: _Plan, shape: _Shape, now: float
+               ) -> list[list[float]]:
         """``[level, ts]`` per window, refilled up to ``now``."""
-        if st is None:
+        if rec is None:
             return [[0.0, now] for _ in plan]
-        levels = st.levels
+        v = rec.tolist()  # one call, then plain list reads
+        pos = shape.pos.get(v[1]) or self._layouts.positions(v[1], shape)
+        refill = bucket.refill
         out = []
-        for name, _limit, rate, _period in plan:
-            cell = levels.get(name)
-            out.append([0.0, now] if cell is None else list(bucket.refill(*cell, now, rate)))
+        for (_name, _limit, rate, _period), i in zip(plan, pos, strict=True):
+            out.append(list(refill(v[i], v[i + 1], now, rate)) if i >= 0 else [0.0, now])
         return out
 
-    def _store(
-        self, key: str, st: _KeyState | None, plan: _Plan, cells: list[list[float]], now: float
-    ) -> None:
-        if st is None:
-            st = self._keys[key] = _KeyState()  # evicts the least recently used key when full
-        levels = st.levels
-        keep = st.expires
-        for (name, _limit, rate, period), cell in zip(plan, cells, strict=True):
-            levels[name] = cell
-            exp = now + bucket.ttl_s(period, rate, cell[0])
+    def _store(self, h: int, rec: array | None, plan: _Plan, shape: _Shape,
+               cells: list[list[float]], now: float) -> None:
+        if rec is None:
+            layouts = self._layouts
+            rec = array("d", bytes(8 * (_HEAD + 2 * len(shape.names))))
+            rec[1] = layouts.id_of(shape.names)
+            keys = self._keys
+            keys[h] = rec
+            if len(keys) > self.max_keys:
+                keys.popitem(last=False)  # the least recently used key
+        pos = shape.pos.get(rec[1]) or self._layouts.positions(rec[1], shape)
+        if -1 in pos:  # windows new to this key: a record with room for them too
+            layouts = self._layouts
+            held = layouts.names[int(rec[1])]
+            wider = held + tuple(n for n in shape.names if n not in held)
+            new = array("d", bytes(8 * (_HEAD + 2 * len(wider))))
+            new[:len(rec)] = rec
+            new[1] = layouts.id_of(wider)
+            rec = self._keys[h] = new
+            pos = layouts.positions(rec[1], shape)
+        keep = rec[0]
+        ttl_s = bucket.ttl_s
+        for (_name, _limit, rate, period), cell, i in zip(plan, cells, pos, strict=True):
+            level = rec[i] = cell[0]
+            rec[i + 1] = cell[1]
+            exp = now + ttl_s(period, rate, level)
             if exp > keep:
                 keep = exp
-        st.expires = keep  # never shortens the life of windows not touched by this call
+        rec[0] = keep  # never shortens the life of windows not touched by this call
 
     # -- BudgetState ---------------------------------------------------------------------
     async def reserve(
@@ -198,11 +261,12 @@ class MemoryBudgetState:
         """Synchronous ``reserve`` (atomic by construction)."""
         if amount < 0:
             raise ValueError(f"amount must be >= 0, got {amount!r}")
-        ws, plan = self._plan(windows)
+        ws, plan, shape = self._plan(windows)
         if now is None:
             now = self._clock()
-        st = self._get(key, now)
-        cells = self._cells(st, plan, now)
+        h = hash(key)
+        rec = self._get(h, now)
+        cells = self._cells(rec, plan, shape, now)
         wait = 0.0
         for (_name, limit, rate, _period), cell in zip(plan, cells, strict=True):
             w = bucket.wait_for(cell[0], amount, limit, rate)
@@ -216,7 +280,7 @@ class MemoryBudgetState:
             return ReserveResult(False, None, wait, states)
         for cell in cells:
             cell[0] += amount
-        self._store(key, st, plan, cells, now)
+        self._store(h, rec, plan, shape, cells, now)
         rid = f"{self._id_prefix}{next(self._ids)}"
         res = Reservation(rid, key, ws, amount, now, group)
         pending = self._pending
@@ -250,16 +314,17 @@ class MemoryBudgetState:
         delta = actual - reservation.amount
         if delta == 0:
             return True
-        st = self._get(reservation.key, now)
-        if st is None and delta < 0:
+        h = hash(reservation.key)
+        rec = self._get(h, now)
+        if rec is None and delta < 0:
             return True  # nothing stored (evicted/expired): a refund changes nothing
-        _, plan = self._plan(reservation.windows)
-        cells = self._cells(st, plan, now)
+        _, plan, shape = self._plan(reservation.windows)
+        cells = self._cells(rec, plan, shape, now)
         for c in cells:
             c[0] += delta
             if c[0] < 0.0:
                 c[0] = 0.0
-        self._store(reservation.key, st, plan, cells, now)
+        self._store(h, rec, plan, shape, cells, now)
         return True
 
     async def adjust(self, key: str, windows: Sequence[WindowSpec], tokens: int,
@@ -272,24 +337,25 @@ class MemoryBudgetState:
         outside any reservation; levels never go below 0. True when applied."""
         if now is None:
             now = self._clock()
-        st = self._get(key, now)
-        if st is None and tokens <= 0:
+        h = hash(key)
+        rec = self._get(h, now)
+        if rec is None and tokens <= 0:
             return True  # nothing stored (a full bucket): nothing to give back
-        _, plan = self._plan(windows)
-        cells = self._cells(st, plan, now)
+        _, plan, shape = self._plan(windows)
+        cells = self._cells(rec, plan, shape, now)
         for c in cells:
             c[0] = max(0.0, c[0] + tokens)
-        self._store(key, st, plan, cells, now)
+        self._store(h, rec, plan, shape, cells, now)
         return True
 
     async def peek(
         self, key: str, windows: Sequence[WindowSpec], now: float | None = None, *,
         group: str | None = None,
     ) -> tuple[WindowState, ...]:
-        _, plan = self._plan(windows)
+        _, plan, shape = self._plan(windows)
         if now is None:
             now = self._clock()
-        return _states(plan, self._cells(self._get(key, now), plan, now))
+        return _states(plan, self._cells(self._get(hash(key), now), plan, shape, now))
 
     async def close(self) -> None:
         self._keys.clear()

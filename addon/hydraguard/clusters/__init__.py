@@ -4,6 +4,7 @@ one operator (hydra linking).
 - keys.py: cluster keys and linked-cluster ids;
 - resolve.py: the cluster of a request (first matching definition, key attributes);
 - linker.py: the in-process union-find of accounts linked by combined shared evidence;
+- link_state.py: its compact evidence members and union-find;
 - scoring.py: pair scores (weights, rarity, multi-exit add-up) and why-records;
 - links.py: the link-store interface and its memory implementation;
 - redis_links.py + link_script.py: the same shared by replicas through Redis.

@@ -43,8 +43,14 @@ Bounds
 ------
 ``max_nodes`` accounts (LRU), ``2 * max_nodes`` evidence values (LRU) of at most
 ``max_accounts + 1`` accounts each, ``max_pairs`` pair scores (LRU) per epoch and
-``max_partners`` partners per account, ``max_why`` why-records (linked accounts only) per
-union-find. A union-find that grows past ``2 * max_nodes`` entries is started afresh.
+``max_partners`` partners per account (a partner list only for accounts with a pair),
+``max_why`` why-records (linked accounts only) per union-find. A union-find that grows past
+``2 * max_nodes`` entries is started afresh.
+
+Memory (bench/bench_memory.py): an evidence value is keyed by its ``kind:value`` string; seen
+with one account (most exits) it holds that account inline, from the second on an LRU map of
+last-seen times (a tuple only for a sighting through a flagged network); a pair score is one
+list (clusters/scoring.py). About 1.1 KB per tracked account plus ~0.35 KB per pair score.
 """
 
 from __future__ import annotations
@@ -56,35 +62,16 @@ from collections.abc import Callable, Iterable, Mapping
 
 from ..policy.budget_model import LinkConfig, LinkRule  # rules data; re-exported here
 from .keys import cluster_id
+from .link_state import Members as _Members
+from .link_state import Seen as _Seen
+from .link_state import UnionFind as _UnionFind
+from .link_state import held as _held
+from .link_state import unpack as _unpack
 from .scoring import EPS, KINDS, NETWORK, Pair, Why, link_info
 
 __all__ = ["DEFAULT_LINK_RULES", "ClusterLinker", "LinkRule"]
 
 DEFAULT_LINK_RULES: tuple[LinkRule, ...] = tuple(LinkRule(k) for k in KINDS)
-
-
-class _UnionFind:
-    __slots__ = ("clusters", "parent", "size", "why")
-
-    def __init__(self) -> None:
-        self.parent: dict[str, str] = {}
-        self.size: dict[str, int] = {}
-        self.why: OrderedDict[str, Why] = OrderedDict()
-        self.clusters = 0  # roots of more than one account
-
-    def find(self, x: str) -> str:
-        parent = self.parent
-        p = parent.get(x)
-        if p is None:
-            return x
-        while p != x:
-            gp = parent.get(p, p)
-            if gp != p:
-                parent[x] = gp  # path halving
-            x = gp
-            p = parent.get(x, x)
-        return x
-
 
 class ClusterLinker:
     """Union-find of accounts linked by combined shared evidence (see module doc)."""
@@ -109,10 +96,10 @@ class ClusterLinker:
         self._order = tuple(k for k in KINDS if k in self.rules)
         self._clock = clock
         self.max_evidence = int(max_evidence or 2 * self.max_nodes)
-        # LRU maps (oldest first): account -> first seen; (kind, value) -> account -> (t, flag)
+        # LRU maps (oldest first): account -> first seen; "kind:value" -> its members (see
+        # _Members: one account inline, more in an LRU map account -> last seen [, flagged])
         self._nodes: OrderedDict[str, float] = OrderedDict()
-        self._values: OrderedDict[tuple[str, str], OrderedDict[str, tuple[float, bool]]] = \
-            OrderedDict()
+        self._values: OrderedDict[str, _Members] = OrderedDict()
         self.epoch: int | None = None
         self._uf = _UnionFind()    # answers in the current epoch
         self._next = _UnionFind()  # will answer in the next one (links made from now on)
@@ -158,11 +145,16 @@ class ClusterLinker:
                 if len(w) > self.config.max_why:
                     w.popitem(last=False)
 
-    def _partners_of(self, a: str) -> list[str]:
+    def _partners_of(self, a: str, create: bool = True) -> list[str]:
+        """The partners of ``a`` in this epoch (those of the previous one carried over);
+        ``create=False``: only read, no entry for an account without partners."""
         partners = self._partners
         got = partners.get(a)
         if got is None:
-            got = partners[a] = list(self._partners_prev.get(a, ()))
+            prev = self._partners_prev.get(a)
+            if prev is None and not create:
+                return []
+            got = partners[a] = list(prev or ())
             if len(partners) > self.max_nodes:
                 partners.popitem(last=False)
         return got
@@ -210,36 +202,47 @@ class ClusterLinker:
         epoch_start = self.epoch * window
         values = self._values
         scored = []  # the values new to the account in this epoch (see _score)
+        seen: _Seen = (now, True) if flagged else now
         for kind in self._order:
             value = evidence.get(kind)
             if not value:
                 continue
-            rule = self.rules[kind]
-            vkey = (kind, value)
-            members = values.get(vkey)
+            vid = f"{kind}:{value}"
+            members = values.get(vid)
             if members is None:
-                members = values[vkey] = OrderedDict()
+                values[vid] = (account, seen)
                 if len(values) > self.max_evidence:
-                    self._held -= len(values.popitem(last=False)[1])
+                    self._held -= _held(values.popitem(last=False)[1])
+                self._held += 1
+                continue  # one account: below every min_accounts (>= 2)
+            values.move_to_end(vid)
+            if members.__class__ is tuple:
+                first, fseen = members  # type: ignore[misc]
+                if first == account or _unpack(fseen)[0] < horizon:
+                    values[vid] = (account, seen)  # still one account
+                    continue
+                members = values[vid] = OrderedDict(((first, fseen), (account, seen)))
+                self._held += 1
+                prev = None
             else:
-                values.move_to_end(vkey)
-            prev = members.get(account)
-            members[account] = (now, flagged)
-            members.move_to_end(account)
-            cap = rule.max_accounts + 1
-            held = len(members)
-            while len(members) > cap or next(iter(members.values()))[0] < horizon:
-                members.popitem(last=False)
-            self._held += len(members) - held + (prev is None)
-            if prev is not None and prev[0] >= epoch_start:
-                continue  # scored in this epoch already
+                prev = members.get(account)
+                members[account] = seen
+                members.move_to_end(account)
+                cap = self.rules[kind].max_accounts + 1
+                held = len(members)
+                while len(members) > cap or _unpack(next(iter(members.values())))[0] < horizon:
+                    members.popitem(last=False)
+                self._held += len(members) - held + (prev is None)
+                if prev is not None and _unpack(prev)[0] >= epoch_start:
+                    continue  # scored in this epoch already
+            rule = self.rules[kind]
             n = len(members)
             if n < rule.min_accounts or n > rule.max_accounts:
                 continue
             r = math.log10(rule.max_accounts / n)
             if r > 0:
                 r = 1.0 if r > 1.0 else r
-                scored.append((kind, f"{kind}:{value}", members, rule.flagged_weight * r,
+                scored.append((kind, vid, members, rule.flagged_weight * r,
                                rule.weight * r, kind in NETWORK))
         if scored:
             self._score(account, scored, now, flagged)
@@ -264,7 +267,7 @@ class ClusterLinker:
                     got += 1
                     if got == k:
                         break
-        for p in self._partners_of(account):
+        for p in self._partners_of(account, create=False):
             pool[p] = None
         nxt = self._next
         me = nxt.find(account)
@@ -280,10 +283,13 @@ class ClusterLinker:
                 if m is None or (network and net):
                     continue  # not shared, or a less specific network value
                 net = net or network
-                both = flagged and m[1]
+                if m.__class__ is tuple:
+                    mt, both = m[0], flagged
+                else:
+                    mt, both = m, False
                 w = wf if both else wu
                 pot += w
-                credits.append((kind, vid, w, now - m[0] <= multi_s, both))
+                credits.append((kind, vid, w, now - mt <= multi_s, both))
             if credits:
                 ranked.append((-pot, i, c, credits))
         ranked.sort()
@@ -323,11 +329,10 @@ class ClusterLinker:
         """The current pair score of two accounts (0 when they share nothing counted)."""
         now = self._clock() if now is None else now
         key = (a, b) if a < b else (b, a)
-        p = self._pairs.get(key) or self._pairs_prev.get(key)
+        p = self._pairs.get(key)
         if p is None:
-            return 0.0
-        horizon = now - self.window_s
-        return sum(q[0] + q[1] for q in p.parts.values() if q[2] >= horizon)
+            p = self._pairs_prev.get(key)
+        return 0.0 if p is None else p.score(now, self.window_s)
 
     def why(self, account: str) -> Why | None:
         """The pair that linked ``account`` in the current union-find (None: unknown)."""
@@ -363,15 +368,17 @@ class ClusterLinker:
         {account: (last seen, flagged)})."""
         horizon = (self._clock() if now is None else now) - self.window_s
         out = []
-        for (kind, value), members in list(self._values.items()):
-            live = {a: m for a, m in members.items() if m[0] >= horizon}
+        for vid, members in list(self._values.items()):
+            items = (members,) if members.__class__ is tuple else members.items()
+            live = {a: m for a, m in ((a, _unpack(m)) for a, m in items) if m[0] >= horizon}
             if live:
+                kind, value = vid.split(":", 1)
                 out.append((kind, value, live))
         return out
 
     def value_keys(self) -> list[tuple[str, str]]:
         """(kind, value) of every evidence value held (in the window or not)."""
-        return list(self._values)
+        return [tuple(vid.split(":", 1)) for vid in self._values]  # type: ignore[misc]
 
     def counts(self, kind: str, n: int) -> bool:
         """Whether a value of ``kind`` seen with ``n`` accounts adds to pair scores."""

@@ -42,44 +42,61 @@ def rarity(n: int, max_accounts: int) -> float:
     return 1.0 if r > 1.0 else r
 
 
-class Pair:
-    """The evidence two accounts share: per group ``[best, bonus, last credit, v1, v2,
-    counts]``: the strongest single value, what a second value shared in a burst adds (at
-    most the weaker of the two), the last two values credited (``kind:value``, so the same
-    value never counts twice) and how many distinct values of each kind were credited."""
+_GI = tuple(GROUPS.index(GROUP[k]) for k in KINDS)  # group index of each kind (KINDS order)
+_NK = len(KINDS)
 
-    __slots__ = ("flagged", "parts")
+
+class Pair(list):
+    """The evidence two accounts share, as one compact list ``[part of GROUPS[0], part of
+    GROUPS[1], part of GROUPS[2], flagged]``; a part is None or ``[best, bonus, last credit,
+    v1, v2, count per kind...]``: the strongest single value, what a second value shared in a
+    burst adds (at most the weaker of the two), the last two values credited (``kind:value``,
+    so the same value never counts twice) and how many distinct values of each kind (KINDS
+    order) were credited. ~90 bytes plus ~170 per group in use (no dict, no object per
+    count)."""
+
+    __slots__ = ()
 
     def __init__(self) -> None:
-        self.parts: dict[str, list] = {}
-        self.flagged = False
+        super().__init__((None, None, None, False))
+
+    @property
+    def flagged(self) -> bool:
+        return self[3]
+
+    @flagged.setter
+    def flagged(self, value: bool) -> None:
+        self[3] = value
 
     def credit(self, kind: str, value: str, w: float, burst: bool, now: float, window: float,
                multi_s: float) -> float:
         """Add one shared value (``value`` is ``kind:value``); the pair score after it."""
         horizon = now - window
-        parts = self.parts
-        g = GROUP[kind]
-        p = parts.get(g)
+        ki = _INDEX[kind]
+        g = _GI[ki]
+        p = self[g]
         if p is None or p[2] < horizon:
-            counts = [0, 0, 0, 0, 0]
-            counts[_INDEX[kind]] = 1
-            parts[g] = [w, 0.0, now, value, None, counts]
+            p = self[g] = [w, 0.0, now, value, None, 0, 0, 0, 0, 0]
+            p[5 + ki] = 1
         else:
             if value != p[3] and value != p[4]:
                 if burst and now - p[2] <= multi_s:
                     b = w if w < p[0] else p[0]
                     if b > p[1]:
                         p[1] = b
-                p[5][_INDEX[kind]] += 1
+                p[5 + ki] += 1
                 p[4] = p[3]
                 p[3] = value
             if w > p[0]:
                 p[0] = w
             p[2] = now
+        return self.score(now, window)
+
+    def score(self, now: float, window: float) -> float:
+        """The pair score: the sum of the parts credited within the window (GROUPS order)."""
+        horizon = now - window
         total = 0.0
-        for k in GROUPS:
-            q = parts.get(k)
+        for q in self[:3]:
             if q is not None and q[2] >= horizon:
                 total += q[0] + q[1]
         return total
@@ -87,10 +104,10 @@ class Pair:
     def counts(self, now: float, window: float) -> tuple[int, ...]:
         """Distinct values credited per kind (KINDS order) still inside the window."""
         horizon = now - window
-        out = [0, 0, 0, 0, 0]
-        for q in self.parts.values():
-            if q[2] >= horizon:
-                out = [a + b for a, b in zip(out, q[5], strict=True)]
+        out = [0] * _NK
+        for q in self[:3]:
+            if q is not None and q[2] >= horizon:
+                out = [a + b for a, b in zip(out, q[5:], strict=True)]
         return tuple(out)
 
 
