@@ -209,7 +209,7 @@ def main() -> None:
     results: dict[str, list[dict]] = {name: [] for name, _, _ in targets}
     for rnd in range(args.rounds):
         for name, path, rpath in targets:
-            env = dict(os.environ, PYTHONPATH=path)
+            env = dict(os.environ, PYTHONPATH=path, PYTHONHASHSEED="0")
             cmd = [sys.executable, __file__, "--child-rules", rpath, "--n", str(args.n),
                    "--clock", args.clock] + (["--no-stages"] if args.no_stages else [])
             res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
