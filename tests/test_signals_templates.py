@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from array import array
 from collections import Counter, defaultdict
 
 import pytest
@@ -60,7 +61,7 @@ def assert_index_consistent(m: TemplateMatcher) -> None:
         for rep in t.reps:
             for band, key in enumerate(rep.view("<u8").tolist()):
                 expected[band, key].add(t)
-    held = {(band, key): set(v) if isinstance(v, list) else {v}
+    held = {(band, key): {m._live[b] for b in (array("Q", v) if isinstance(v, bytes) else [v])}
             for band, d in enumerate(m._index) for key, v in d.items()}
     assert all(ts <= expected[key] for key, ts in held.items())  # nothing stale
     assert all(len(ts) <= MAX_PER_KEY for ts in held.values())

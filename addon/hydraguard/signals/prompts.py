@@ -57,7 +57,9 @@ class PromptPatterns:
                 self._patterns.append(self._compile(spec))
             except (re.error, TypeError, ValueError, IndexError) as e:
                 self.errors.append(f"{str(spec)[:80]}: {e}")
-        self._need_lower = any(p.lowered for p in self._patterns)
+        # lower-case a text only when a case-folded pattern reads it (system / user)
+        self._need_lower = (any(p.lowered and p.system for p in self._patterns),
+                            any(p.lowered and p.user for p in self._patterns))
 
     @staticmethod
     def _compile(spec: Sequence[object]) -> _Compiled:
@@ -117,9 +119,9 @@ class PromptPatterns:
     def match(self, system_text: str | None, last_user_text: str | None) -> frozenset[str]:
         """Names of the patterns found in the system text or the last user text."""
         texts = []
-        for t in (system_text, last_user_text):
+        for t, need_lower in zip((system_text, last_user_text), self._need_lower, strict=True):
             t = t if isinstance(t, str) else ""
-            texts.append((t, t.lower() if self._need_lower and t else t))
+            texts.append((t, t.lower() if need_lower and t else t))
         (sys_raw, sys_low), (usr_raw, usr_low) = texts
         found = set()
         for p in self._patterns:

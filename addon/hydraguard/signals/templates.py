@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from array import array
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -102,7 +103,10 @@ class TemplateMatcher:
         self._origin = clock() - 1.0
         self._window_ticks = ticks(self.window)
         self._templates: OrderedDict[str, _Template] = OrderedDict()  # least recent first
-        self._index: list[dict[int, _Template | list[_Template]]] = [{} for _ in range(BANDS)]
+        # band key -> the born number of the one template there, or those of several packed
+        # in bytes (array "Q"): no references to objects, so the GC does not walk the index
+        self._index: list[dict[int, int | bytes]] = [{} for _ in range(BANDS)]
+        self._live: dict[int, _Template] = {}  # born number -> template
         self._systems: LRUCache[tuple[int, int], np.ndarray | None] = LRUCache(maxsize=1024)
         self._born = 0
 
@@ -112,54 +116,59 @@ class TemplateMatcher:
     # -- index ------------------------------------------------------------------------------
     def _link(self, t: _Template, keys: list[int]) -> None:
         index = self._index
-        found = list(map(dict.setdefault, index, keys, repeat(t)))  # new keys -> t
-        for i in [i for i, v in enumerate(found) if v is not t]:  # keys of other templates
+        b = t.born
+        found = list(map(dict.setdefault, index, keys, repeat(b)))  # new keys -> t
+        for i in [i for i, v in enumerate(found) if v != b]:  # keys of other templates
             v = found[i]
-            if type(v) is list:
-                if len(v) < MAX_PER_KEY and t not in v:  # a full key is a hub: says little
-                    v.append(t)
+            if type(v) is bytes:
+                if len(v) < MAX_PER_KEY * 8 and b not in array("Q", v):  # a full key is a
+                    index[i][keys[i]] = v + array("Q", (b,)).tobytes()  # hub: says little
             else:
-                index[i][keys[i]] = [v, t]
+                index[i][keys[i]] = array("Q", (v, b)).tobytes()
 
     def _unlink(self, t: _Template, keys: list[int]) -> None:
         index = self._index
+        b = t.born
         found = list(map(dict.pop, index, keys, repeat(None)))
-        for i in [i for i, v in enumerate(found) if v is not t]:  # shared, or not there
+        for i in [i for i, v in enumerate(found) if v != b]:  # shared, or not there
             v = found[i]
-            if type(v) is list:
-                if t in v:
-                    v.remove(t)
-                index[i][keys[i]] = v[0] if len(v) == 1 else v
+            if type(v) is bytes:
+                members = array("Q", v)
+                if b in members:
+                    members.remove(b)
+                index[i][keys[i]] = members[0] if len(members) == 1 else members.tobytes()
             elif v is not None:
                 index[i][keys[i]] = v
 
     def _drop(self, t: _Template) -> None:
         del self._templates[t.tid]
+        del self._live[t.born]
         for rep in t.reps:
             self._unlink(t, rep.view("<u8").tolist())
 
     def _candidates(self, keys: list[int]) -> list[_Template]:
         """Templates sharing a band with `keys`; at most MAX_CANDIDATES, most bands first."""
-        found = list(filter(None, map(dict.get, self._index, keys)))
+        found = list(filter(None, map(dict.get, self._index, keys)))  # (born numbers >= 1)
         if not found:
             return []
-        flat: list[_Template] = []
+        flat: list[int] = []
         for v in found:
-            if type(v) is list:
-                flat.extend(v)
+            if type(v) is bytes:
+                flat.extend(array("Q", v))
             else:
                 flat.append(v)
+        live = self._live
         if len(flat) <= FEW_CANDIDATES:
-            return list(dict.fromkeys(flat))
+            return list(map(live.__getitem__, dict.fromkeys(flat)))
         hits = Counter(flat)  # bands shared, per template
         if len(hits) <= FEW_CANDIDATES:
-            return list(hits)
+            return list(map(live.__getitem__, hits))
         # a crowded neighbourhood (many weakly similar texts): two bands needed, at most
         # MAX_CANDIDATES of them (P(2 of 32 bands) is 0.80 at J = 0.3, 0.96 at J = 0.4)
-        strong = [t for t, h in hits.items() if h >= 2]
-        if len(strong) <= MAX_CANDIDATES:
-            return strong
-        return [t for t, _ in hits.most_common(MAX_CANDIDATES)]
+        strong = [b for b, h in hits.items() if h >= 2]
+        if len(strong) > MAX_CANDIDATES:
+            strong = [b for b, _ in hits.most_common(MAX_CANDIDATES)]
+        return list(map(live.__getitem__, strong))
 
     # -- qualifier --------------------------------------------------------------------------
     def _system_sig(self, system: str) -> np.ndarray | None:
@@ -228,8 +237,22 @@ class TemplateMatcher:
     def _verify(self, candidates: list[_Template], sig: np.ndarray, n: int,
                 qualifier: np.ndarray | None) -> tuple[list[_Template], int]:
         """Candidates that match (oldest first) and the best number of equal values."""
-        ok = [t for t in candidates
-              if t.system is qualifier or self._system_ok(qualifier, t.system)]
+        if qualifier is None:  # only templates without a qualifier match
+            ok = [t for t in candidates if t.system is None]
+        else:  # templates of one system prompt share its (cached) qualifier array
+            same: dict[int, bool] = {}
+            ok = []
+            for t in candidates:
+                s = t.system
+                if s is not qualifier:
+                    if s is None:
+                        continue
+                    good = same.get(id(s))  # (every candidate lives through this call)
+                    if good is None:
+                        good = same[id(s)] = self._system_ok(qualifier, s)
+                    if not good:
+                        continue
+                ok.append(t)
         if not ok:
             return [], -1
         # one comparison over every rep of every candidate: numpy calls cost more than data
@@ -265,6 +288,7 @@ class TemplateMatcher:
         self._born += 1
         t = _Template(tid, self._born, qualifier, now, sig[None, :].copy(), [n])
         self._templates[tid] = t
+        self._live[t.born] = t
         self._link(t, keys)
         return t
 
