@@ -111,6 +111,16 @@ def redis_cluster(n: int = 3) -> Iterator[Cluster]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def running_cluster(n: int = 3) -> Iterator[Cluster]:
+    """`redis_cluster(n)` for a test: skipped (or failed, in CI) when it cannot start here."""
+    reason = missing_reason()
+    if reason:
+        skip_or_fail(reason)
+    with redis_cluster(n) as c:
+        yield c
+
+
 def _state_ok(info) -> bool:
     if isinstance(info, dict):
         return info.get("cluster_state") in ("ok", b"ok")

@@ -12,7 +12,7 @@ import pytest
 from hydraguard.budgets.redis_state import LAYOUT_VERSION
 from hydraguard_dev.procs import proxy
 
-from .redis_cluster_util import missing_reason, redis_cluster, skip_or_fail
+from .redis_cluster_util import running_cluster
 from .test_e2e_admin import EXITS, acct, acct_cluster, call, scrape, template_of, value
 from .test_e2e_admin_redis import RULES
 
@@ -23,11 +23,8 @@ CLUSTER_RULES = RULES.replace("replicas: 2}}", "replicas: 2, cluster: true}}")
 
 @pytest.fixture(scope="module")
 def replicas(stub, tmp_path_factory):
-    reason = missing_reason()
-    if reason:
-        skip_or_fail(reason)
     assert CLUSTER_RULES != RULES
-    with redis_cluster() as cluster:
+    with running_cluster() as cluster:
         rules = tmp_path_factory.mktemp("admin-rcluster") / "rules.yaml"
         rules.write_text(CLUSTER_RULES.format(url=cluster.url, prefix="hgac"))
         (rules.parent / "exits.txt").write_text(EXITS)

@@ -19,7 +19,7 @@ from hydraguard.budgets.redis_state import LAYOUT_VERSION, RedisBudgetState
 from hydraguard.budgets.spec import WindowSpec
 from hydraguard_dev.procs import proxy
 
-from .redis_cluster_util import missing_reason, redis_cluster, skip_or_fail
+from .redis_cluster_util import running_cluster
 from .test_e2e_budgets import EXITS, REDIS_RULES, _burst, _wait_lines, ant, key, msg
 
 DAY = (WindowSpec("day", 100, 86400.0),)
@@ -27,10 +27,7 @@ DAY = (WindowSpec("day", 100, 86400.0),)
 
 @pytest.fixture(scope="module")
 def cluster():
-    reason = missing_reason()
-    if reason:
-        skip_or_fail(reason)
-    with redis_cluster() as c:
+    with running_cluster() as c:
         yield c
 
 

@@ -19,17 +19,14 @@ from hydraguard.clusters.link_script import PARENT, SIZES
 from hydraguard.clusters.redis_links import RedisLinks
 from hydraguard.clusters.shard_links import SHARDS
 
-from .redis_cluster_util import missing_reason, redis_cluster, skip_or_fail
+from .redis_cluster_util import running_cluster
 from .redis_util import REDIS_URL, FakeClock, require_redis
 from .test_budgets_redis_links import CONFIG, _hydra, _sequence
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    reason = missing_reason()
-    if reason:
-        skip_or_fail(reason)
-    with redis_cluster() as c:
+    with running_cluster() as c:
         yield c
 
 
