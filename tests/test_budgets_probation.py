@@ -128,3 +128,41 @@ def test_known_accounts_file_and_errors(tmp_path):
     with pytest.raises(PolicyError) as e:
         parse_policy(RULES.replace("key: [asn]", "key: [account]"), "r.yaml")
     assert "probation.key" in str(e.value)
+
+
+@pytest.mark.parametrize("backend", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def test_a_request_larger_than_the_pool_fits_an_untouched_pool_once(backend):
+    """A new account whose request needs more than the whole pool (long prompt) is admitted
+    when the pool is untouched, charged in full (the pool then owes it), instead of never."""
+    from .redis_util import delete_prefix, require_redis, unique_prefix
+
+    rules, url, prefix = RULES, None, None
+    if backend == "redis":
+        url, prefix = require_redis(), unique_prefix()
+        rules += f"state: {{backend: redis, redis_url: '{url}', prefix: {prefix}}}\n"
+
+    async def go():
+        clock = FakeClock(T0)
+        m = Metering(parse_policy(rules, "r.yaml").budgets, clock)
+        big = facts("big", est=1500, out=200)  # 1,700 > the pool's 1,000 per minute
+        m.resolve_cluster(big)
+        a = await m.admit(big)
+        assert not a.refused
+        assert [(e["id"], e["reserved"]) for e in a.log["budget"]] == [
+            ("new-on-proxies", 1000), ("per-account", 1700)]
+        await m.settle(a, Usage(1500, 200), failed=False)
+        small = facts("small")  # 300: the pool owes 700 more than it holds
+        m.resolve_cluster(small)
+        b = await m.admit(small)
+        assert (b.refused, b.rule) == (True, "new-on-proxies")
+        assert b.retry_after_s == pytest.approx(60.0)  # 1,700 + 300 - 1,000 at 1,000/min
+        clock.advance(60)
+        c = await m.admit(small)
+        assert not c.refused
+        await m.close()
+
+    try:
+        asyncio.run(go())
+    finally:
+        if url is not None:
+            delete_prefix(url, prefix)

@@ -123,7 +123,8 @@ def network_key(spec: ProbationSpec, facts: Facts) -> str:
 def plan(budgets: Sequence[BudgetDef], cluster: ClusterRef, facts: Facts,
          established: Callable[[ProbationSpec], bool] | None = None) -> list[Ask]:
     """The asks of every budget that applies to the request, in rules order. A probation
-    budget applies only while ``established(spec)`` is false (no answer: not established)."""
+    budget applies only while ``established(spec)`` is false (no answer: not established);
+    its ask is at most the pool's smallest window (an oversized request fits a full pool)."""
     asks = []
     for b in budgets:
         covers = None
@@ -146,6 +147,11 @@ def plan(budgets: Sequence[BudgetDef], cluster: ClusterRef, facts: Facts,
         elif established is None or not established(spec):
             net = network_key(spec, facts)
             key = f"{b.id}:net:{net}"
+            if covers is None and b.windows:
+                # at most the pool's capacity: a request larger than the pool is admitted
+                # into an untouched pool (and charged in full) instead of never, so a new
+                # account with long prompts can establish itself (batches stay refused)
+                amount = min(amount, min(w.limit for w in b.windows))
             asks.append(Ask(b, key, amount, out, group=key, network=net, covers=covers))
     return asks
 
