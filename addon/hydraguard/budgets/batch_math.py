@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from ..apis.batches import k_smallest
 from ..facts import Facts, for_model
+from .amounts import EPS, ceil_tokens, reserve_amount
 
 if TYPE_CHECKING:
     from ..apis.batches import BatchSummary, ModelPart
@@ -29,22 +30,6 @@ if TYPE_CHECKING:
     from ..policy.budget_model import BudgetDef
 
 __all__ = ["covered", "exact_charge", "reserve_batch", "unused_refund"]
-
-_EPS = 1e-9
-
-
-def _ceil(x: float) -> int:
-    return max(0, math.ceil(x - _EPS))
-
-
-def _amount(b: BudgetDef, input_tokens: int, output_tokens: int, model: str | None) -> int:
-    total = 0.0
-    if b.count != "output":
-        total += b.w_input * input_tokens
-    if b.count != "input":
-        total += b.w_output * output_tokens
-    return _ceil(total * b.multiplier(model))
-
 
 def covered(b: BudgetDef, definition: str, facts: Facts) -> tuple[ModelPart, ...]:
     """The parts (models) of the batch in ``facts`` that budget ``b`` applies to."""
@@ -61,7 +46,7 @@ def reserve_batch(b: BudgetDef, parts: Sequence[ModelPart], cap_to: int | None =
     every output capped at ``cap_to`` when given (``on_exceed: cap_max_tokens``)."""
     amount = largest = 0
     for p in parts:
-        amount += _amount(b, p.input_tokens, p.output_tokens(b.default_output, cap_to), p.model)
+        amount += reserve_amount(b, p.input_tokens, p.output_tokens(b.default_output, cap_to), p.model)
         for cap, _outs, _n in p.outputs:
             largest = max(largest, b.default_output if cap is None else cap)
     return amount, largest
@@ -77,7 +62,7 @@ def exact_charge(b: BudgetDef, usage: Mapping[str | None, Usage]) -> int:
             in_w = (b.w_input * u.input_tokens + b.w_cache_read * u.cache_read_input_tokens
                     + b.w_cache_creation * u.cache_creation_input_tokens)
         out_w = b.w_output * u.output_tokens if b.count != "input" else 0.0
-        total += _ceil((in_w + out_w) * b.multiplier(model))
+        total += ceil_tokens((in_w + out_w) * b.multiplier(model))
     return total
 
 
@@ -100,4 +85,4 @@ def unused_refund(b: BudgetDef, summary: BatchSummary, parts: Sequence[ModelPart
         total += b.w_input * in_lb
     if b.count != "input":
         total += b.w_output * out_lb
-    return math.floor(total * min(b.multiplier(p.model) for p in parts) + _EPS)
+    return math.floor(total * min(b.multiplier(p.model) for p in parts) + EPS)

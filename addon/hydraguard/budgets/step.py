@@ -30,6 +30,7 @@ from ..apis.errors import RateLimitInfo, ratelimit_headers
 from ..clusters.keys import cluster_key
 from ..facts import ClusterRef, Facts
 from . import batch_math
+from .amounts import charge_amount, floor_tokens, reserve_amount
 from .spec import Reservation, ReserveResult, WindowState
 
 if TYPE_CHECKING:
@@ -38,37 +39,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Ask", "Hold", "Outcome", "cap_retry", "charge", "charge_amount", "outcome", "plan",
            "reserve_amount"]
-
-_EPS = 1e-9
-
-
-def _ceil(x: float) -> int:
-    return max(0, math.ceil(x - _EPS))
-
-
-def _floor(x: float) -> int:
-    return math.floor(x + _EPS)
-
-
-def reserve_amount(b: BudgetDef, input_est: int, output: int, model: str | None) -> int:
-    """Tokens reserved by budget ``b`` for an input estimate and an output allowance."""
-    total = 0.0
-    if b.count != "output":
-        total += b.w_input * input_est
-    if b.count != "input":
-        total += b.w_output * output
-    return _ceil(total * b.multiplier(model))
-
-
-def charge_amount(b: BudgetDef, usage: Usage, model: str | None) -> int:
-    """Tokens charged by budget ``b`` for a real ``apis.Usage``."""
-    total = 0.0
-    if b.count != "output":
-        total += (b.w_input * usage.input_tokens + b.w_cache_read * usage.cache_read_input_tokens
-                  + b.w_cache_creation * usage.cache_creation_input_tokens)
-    if b.count != "input":
-        total += b.w_output * usage.output_tokens
-    return _ceil(total * b.multiplier(model))
 
 
 def output_allowance(b: BudgetDef, max_output: int | None, deferred: bool = False) -> int:
@@ -259,7 +229,7 @@ def outcome(asks: Sequence[Ask], answers: Sequence[ReserveResult], facts: Facts,
             remaining = ws.remaining if ws is not None else float(b.windows[0].limit)
             entry = {"id": b.id, "window": ws.name if ws else b.windows[0].name,
                      "limit": ws.limit if ws else b.windows[0].limit,
-                     "reserved": ask.amount, "charged": None, "remaining": _floor(remaining)}
+                     "reserved": ask.amount, "charged": None, "remaining": floor_tokens(remaining)}
             if ask.network is not None:
                 entry["probation"] = ask.network
             if b.shadow:
@@ -279,7 +249,7 @@ def outcome(asks: Sequence[Ask], answers: Sequence[ReserveResult], facts: Facts,
         ws, _ = tightest(b, r.windows, ask.amount)
         entry = {"id": b.id, "window": ws.name if ws else None,
                  "limit": ws.limit if ws else None, "reserved": 0, "charged": 0,
-                 "needed": ask.amount, "remaining": _floor(ws.remaining) if ws else None}
+                 "needed": ask.amount, "remaining": floor_tokens(ws.remaining) if ws else None}
         if ask.network is not None:
             entry["probation"] = ask.network
         entries.append(entry)
@@ -301,7 +271,7 @@ def outcome(asks: Sequence[Ask], answers: Sequence[ReserveResult], facts: Facts,
         out.holds = []
         if ws is not None:
             out.headers = ratelimit_headers(provider, RateLimitInfo(
-                ws.limit, max(0, _floor(ws.remaining)), ws.reset_s), now)
+                ws.limit, max(0, floor_tokens(ws.remaining)), ws.reset_s), now)
         break
     if not out.refused:
         out.max_output_cap = cap
@@ -309,7 +279,7 @@ def outcome(asks: Sequence[Ask], answers: Sequence[ReserveResult], facts: Facts,
             ws, remaining = binding
             reset = ws.reset_s if remaining < ws.limit else 0.0
             out.headers = ratelimit_headers(provider, RateLimitInfo(
-                ws.limit, max(0, _floor(remaining)), reset), now)
+                ws.limit, max(0, floor_tokens(remaining)), reset), now)
     if entries:
         out.log["budget"] = entries
     if shadow_hits:
@@ -330,5 +300,5 @@ def charge(hold: Hold, usage: Usage | None, *, failed: bool) -> int:
     else:
         actual = charge_amount(hold.budget, usage, hold.model)
     hold.entry["charged"] = actual
-    hold.entry["remaining"] = _floor(hold.remaining + hold.amount - actual)
+    hold.entry["remaining"] = floor_tokens(hold.remaining + hold.amount - actual)
     return actual
