@@ -46,7 +46,8 @@ def reserve_batch(b: BudgetDef, parts: Sequence[ModelPart], cap_to: int | None =
     every output capped at ``cap_to`` when given (``on_exceed: cap_max_tokens``)."""
     amount = largest = 0
     for p in parts:
-        amount += reserve_amount(b, p.input_tokens, p.output_tokens(b.default_output, cap_to), p.model)
+        outputs = p.output_tokens(b.default_output, cap_to)
+        amount += reserve_amount(b, p.input_tokens, outputs, p.model)
         for cap, _outs, _n in p.outputs:
             largest = max(largest, b.default_output if cap is None else cap)
     return amount, largest
