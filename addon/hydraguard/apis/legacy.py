@@ -22,7 +22,7 @@ import json
 import math
 from typing import Any
 
-from .request import ParsedRequest, _Counter, _load, _nonneg_int
+from .request import ParsedRequest, _bad, _Counter, _load, _nonneg_int, model_field
 from .routes import ANTHROPIC_COMPLETE, OPENAI_COMPLETIONS, OPENAI_EMBEDDINGS
 from .sse import StreamMeter, make_stream_meter
 from .usage import Usage, chat_usage, count_of, usage_from_json
@@ -33,10 +33,6 @@ __all__ = ["LegacyMeter", "json_usage", "parse_legacy", "parse_legacy_object", "
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16
 MAX_LINE = 8 * 1024 * 1024
 TEXT_CAP = 16 * 1024
-
-
-def _bad(api: str, error: str) -> ParsedRequest:
-    return ParsedRequest(api, None, False, None, 0, "", "", False, error)
 
 
 def _prompts(v: Any, c: _Counter) -> tuple[int, int, str, str | None]:
@@ -121,11 +117,7 @@ def parse_legacy_object(api: str, obj: dict[str, Any]) -> ParsedRequest:
             return _bad(str(api), "unknown api")
     except RecursionError:
         return _bad(api, "body is nested too deeply")
-    model = obj.get("model")
-    if model is None or model == "":
-        error = "model missing"
-    elif not isinstance(model, str):
-        error, model = "model is not a string", None
+    model, error = model_field(obj, error)
     include_usage = False
     if api == OPENAI_COMPLETIONS:
         opts = obj.get("stream_options")

@@ -281,6 +281,17 @@ def _bad(api: str, error: str) -> ParsedRequest:
     return ParsedRequest(api, None, False, None, 0, "", "", False, error)
 
 
+def model_field(obj: dict, error: str | None) -> tuple[str | None, str | None]:
+    """(model, error) of a request object: its ``model`` string, or None and why not (a
+    missing or malformed model is the error reported; otherwise ``error`` is kept)."""
+    model = obj.get("model")
+    if model is None or model == "":
+        return model, "model missing"
+    if not isinstance(model, str):
+        return None, "model is not a string"
+    return model, error
+
+
 def parse_request(api: str, body: bytes) -> ParsedRequest:
     """Parse a model request body; never raises, ``error`` says what is wrong with it.
 
@@ -315,11 +326,7 @@ def parse_object(api: str, obj: dict[str, Any]) -> ParsedRequest:
         system_text, last_user, error = parser(obj, c)
     except RecursionError:
         return _bad(api, "body is nested too deeply")
-    model = obj.get("model")
-    if model is None or model == "":
-        error = "model missing"
-    elif not isinstance(model, str):
-        error, model = "model is not a string", None
+    model, error = model_field(obj, error)
     stream = obj.get("stream") is True
     include_usage = False
     choices = 1
