@@ -107,10 +107,16 @@ def run_mitmdump(args: Sequence[str]) -> int:
     stop, CONFIG_ERROR when mitmproxy refused to start (its own exit status 1: a bad
     argument or option after `--`)."""
     from mitmproxy.tools import cmdline
+
+    return _run(HydraguardMaster, cmdline.mitmdump, args)
+
+
+def _run(master_cls, make_parser, args: Sequence[str]) -> int:
+    """mitmproxy's `run` with our exit statuses (see `run_mitmdump`)."""
     from mitmproxy.tools.main import run
 
     try:
-        run(HydraguardMaster, cmdline.mitmdump, list(args))
+        run(master_cls, make_parser, list(args))
     except SystemExit as e:
         if e.code == 1:
             return CONFIG_ERROR
@@ -147,7 +153,6 @@ def run_mitmweb(args: Sequence[str]) -> int:
     """As `run_mitmdump`, with mitmweb's master: the same proxy and addon, plus the web UI
     (its address and access token are printed on stderr once it listens)."""
     from mitmproxy.tools import cmdline
-    from mitmproxy.tools.main import run
     from mitmproxy.tools.web.master import WebMaster
 
     class HydraguardWebMaster(WebMaster):
@@ -159,13 +164,7 @@ def run_mitmweb(args: Sequence[str]) -> int:
             print(f"hydraguard: mitmweb UI at {self.web_url} (flows show their decision; "
                   "API key headers masked)", file=sys.stderr, flush=True)
 
-    try:
-        run(HydraguardWebMaster, cmdline.mitmweb, list(args))
-    except SystemExit as e:
-        if e.code == 1:
-            return CONFIG_ERROR
-        raise
-    return 0
+    return _run(HydraguardWebMaster, cmdline.mitmweb, args)
 
 
 if __name__ == "__main__":  # `python -m hydraguard.runner ARGS`: the lean mitmdump, no addon
