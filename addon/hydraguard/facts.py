@@ -29,6 +29,10 @@ class ClusterRef:
     key: str
     attrs: tuple[tuple[str, str | None], ...]
     link: Mapping[str, Any] | None = field(default=None, compare=False)
+    # the link evidence and flag recorded for the request (resolve), reused to confirm it
+    # with a shared link store; not part of its identity, never logged
+    evidence: tuple[Mapping[str, str | None], bool] | None = field(
+        default=None, compare=False, repr=False)
 
     @property
     def name(self) -> str:

@@ -137,7 +137,6 @@ class ClusterResolver:
         self.clusters = clusters
         self.links = links
         self._templates = {c.id: c.key for c in clusters}
-        self._link_cfg = {c.id: c.link for c in clusters}
 
     def resolve(self, facts: Facts) -> ClusterRef | None:
         """The request's cluster (records link evidence). None: no definition applies or
@@ -153,28 +152,26 @@ class ClusterResolver:
         # with linking, the `cluster` attribute is the linked id, added once below
         attrs = [(name, _attribute(name, facts)) for name in c.key
                  if store is None or name != "cluster"]
-        link = None
+        link = evidence = None
         if store is not None:
             acct = facts.account
             cid = None
             if acct is not None:
-                cfg = c.link
-                cid = store.observe(acct, evidence_of(facts, cfg),
-                                    flagged=flagged_of(facts, cfg))
+                evidence = (evidence_of(facts, c.link), flagged_of(facts, c.link))
+                cid = store.observe(acct, evidence[0], flagged=evidence[1])
                 link = store.link_info(acct)
             attrs.append(("cluster", cid))
         t = tuple(attrs)
-        return ClusterRef(c.id, cluster_key(c.key, dict(t)), t, link)
+        return ClusterRef(c.id, cluster_key(c.key, dict(t)), t, link, evidence)
 
     def confirm(self, facts: Facts, ref: ClusterRef) -> Awaitable[Confirmed | None] | None:
         """Start asking the shared link store for the account's cluster id (None: the
         store is not shared, or the request has no account)."""
         store = self.links.get(ref.definition)
-        if store is None or facts.account is None:
+        if store is None or facts.account is None or ref.evidence is None:
             return None
-        cfg = self._link_cfg.get(ref.definition)
-        pending = store.confirm(facts.account, evidence_of(facts, cfg),
-                                flagged=flagged_of(facts, cfg))
+        evidence, flagged = ref.evidence  # recorded by `resolve`
+        pending = store.confirm(facts.account, evidence, flagged=flagged)
         if pending is None:
             return None
         return asyncio.ensure_future(_confirmed(store, pending, facts.account))
