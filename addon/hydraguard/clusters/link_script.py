@@ -325,3 +325,7 @@ return {root, tonumber(redis.call('HGET', scur, root) or '1'),
 
 LINK = HEAD + LOCAL_EVIDENCE + BODY
 
+
+def reply_text(v: bytes | str | int) -> str:
+    """A Redis reply value of the link layout as text (bytes decoded losslessly)."""
+    return v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else str(v)

@@ -44,7 +44,7 @@ from cachetools import LRUCache
 from ..budgets.redis_state import RedisBudgetState, StateUnavailable
 from ..policy.budget_model import LinkConfig
 from .keys import cluster_id
-from .link_script import EVIDENCE, FIRST, LINK, PAIRS, PARENT, PARTNERS, SIZES, WHY
+from .link_script import EVIDENCE, FIRST, LINK, PAIRS, PARENT, PARTNERS, SIZES, WHY, reply_text
 from .links import Evidence, LinkSettings, MemoryLinks
 from .scoring import KINDS, Why, decode_why, link_info
 from .shard_links import SHARDS, ShardedLinking, Value, shard_of
@@ -63,7 +63,7 @@ def digest(value: str) -> str:
 
 def parse_member(member: bytes | str) -> tuple[str, bool]:
     """(account, flagged) of an evidence set member (``account<TAB>1`` or ``<TAB>0``)."""
-    m = member.decode("utf-8", "surrogateescape") if isinstance(member, bytes) else member
+    m = reply_text(member)
     return m[:-2], m.endswith("\t1")
 
 
@@ -202,8 +202,7 @@ class RedisLinks:
                 got = await self.state.call(self._script, keys, args)
         except StateUnavailable:
             return None
-        root, size, why = (x.decode("utf-8", "surrogateescape") if isinstance(x, bytes) else x
-                           for x in got)
+        root, size, why = (reply_text(x) for x in got)
         cid = cluster_id(str(root))
         self._last[account] = (cid, int(size), decode_why(why) if why else None)
         return cid

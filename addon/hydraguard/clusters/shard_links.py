@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from ..policy.budget_model import LinkRule
 from .link_script import FIRST, PAIRS, PARENT, PARTNERS, SIZES, WHY
+from .link_script import reply_text as _t
 from .link_shards import ACCOUNT, CREDIT, EVIDENCE_STEP, GROW, HOP, PARTNERS_ADD, UNITE, WHY_ADD
 
 if TYPE_CHECKING:
@@ -39,10 +40,6 @@ def shard_of(account: str) -> int:
     """The shard of an account's structures (and of the pairs it is the smaller of)."""
     h = blake2b(account.encode("utf-8", "surrogatepass"), digest_size=4).digest()
     return int.from_bytes(h, "big") % SHARDS
-
-
-def _t(x) -> str:
-    return x.decode("utf-8", "surrogateescape") if isinstance(x, bytes) else str(x)
 
 
 class ShardedLinking:

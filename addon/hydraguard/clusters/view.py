@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .keys import cluster_id
 from .link_script import FIRST, PARENT, SIZES, WHY
+from .link_script import reply_text as _s
 from .redis_links import digest, parse_member
 from .scoring import decode_why, link_info
 
@@ -190,10 +191,6 @@ class MemoryLinkView:
 
 def _glob(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
-
-
-def _s(v: bytes | str) -> str:
-    return v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else str(v)
 
 
 class RedisLinkView:
